@@ -1,0 +1,370 @@
+"""``aegis.yaml``: one file, loaded once into frozen dataclasses.
+
+Relative paths are resolved against the directory of the config file.  Addresses may be
+overridden by environment variables (``AEGIS_ENVOY_LISTEN``, ``AEGIS_ENVOY_ADMIN``,
+``AEGIS_GRPC_ADDR``, ``AEGIS_HTTP_ADDR``).  Every validation error names the file, the key
+and what was expected; unknown keys are rejected so a typo never silently disables a setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extauthz.errors import ConfigError
+
+DEFAULT_ENVOY_LISTEN = "127.0.0.1:10000"
+DEFAULT_ENVOY_ADMIN = "127.0.0.1:9901"
+DEFAULT_GRPC_ADDR = "127.0.0.1:9191"
+DEFAULT_HTTP_ADDR = "127.0.0.1:9192"
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+# Asymmetric algorithms only: an HMAC key configured as "public" would let anyone holding
+# the verification key mint tokens (the classic RS->HS confusion).
+SUPPORTED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEFAULT_MAX_TOKEN_LIFETIME_S = 3600
+DEFAULT_LEEWAY_S = 30
+DEFAULT_JWKS_CACHE_S = 300
+DEFAULT_JWKS_MIN_REFRESH_S = 30
+DEFAULT_APPROVAL_TTL_S = 3600
+DEFAULT_STORE = "sqlite:///aegis.db"
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    """Where Envoy listens and what it forwards to the service."""
+
+    listen: str = DEFAULT_ENVOY_LISTEN
+    admin: str = DEFAULT_ENVOY_ADMIN
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    access_log: str = "stdout"  # "stdout" or a file path
+    binary: str = "envoy"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The Aegis service's own listeners."""
+
+    grpc: str = DEFAULT_GRPC_ADDR
+    http: str = DEFAULT_HTTP_ADDR
+    # Base URL agents use to reach the HTTP API (status_url in 202 answers).
+    public_url: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.http}"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How agent JWTs are verified (and, for development, minted)."""
+
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    public_keys: tuple[Path, ...] = ()
+    jwks_url: str = ""
+    jwks_cache_s: float = DEFAULT_JWKS_CACHE_S
+    jwks_min_refresh_s: float = DEFAULT_JWKS_MIN_REFRESH_S
+    max_lifetime_s: float = DEFAULT_MAX_TOKEN_LIFETIME_S
+    leeway_s: float = DEFAULT_LEEWAY_S
+    dev_signing_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Where the policy set comes from and which engine evaluates it."""
+
+    dir: Path
+    engine: str = "embedded"
+
+
+@dataclass(frozen=True)
+class ApprovalsConfig:
+    """Defaults for approval_needed decisions."""
+
+    ttl_s: float = DEFAULT_APPROVAL_TTL_S
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``aegis up`` also starts the demo tool servers when enabled."""
+
+    tools: bool = False
+
+
+@dataclass(frozen=True)
+class AegisConfig:
+    """Everything ``aegis.yaml`` says, validated."""
+
+    path: Path
+    identity: IdentityConfig
+    policy: PolicyConfig
+    envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    store: str = DEFAULT_STORE
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    upstreams: Mapping[str, str] = field(default_factory=dict)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file named by ``store``, or None for other backends."""
+        if not self.store.startswith("sqlite:///"):
+            return None
+        return _resolve(self.base_dir, self.store.removeprefix("sqlite:///"))
+
+
+_ENV_OVERRIDES = {
+    ("envoy", "listen"): "AEGIS_ENVOY_LISTEN",
+    ("envoy", "admin"): "AEGIS_ENVOY_ADMIN",
+    ("service", "grpc"): "AEGIS_GRPC_ADDR",
+    ("service", "http"): "AEGIS_HTTP_ADDR",
+}
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> AegisConfig:
+    """Load and validate ``aegis.yaml``; raise ``ConfigError`` naming file and key."""
+    path = Path(path).resolve()
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    reader = _Reader(path)
+    return reader.config(raw if raw is not None else {}, env)
+
+
+class _Reader:
+    """Validates the raw YAML section by section, naming the key on every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: expected {expected}, got {value!r}")
+
+    def section(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "a mapping", value)
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: {key}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+        return value
+
+    def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
+        if not isinstance(raw, dict):
+            raise self.fail("(top level)", "a mapping", raw)
+        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "demo"}
+        unknown = sorted(set(raw) - top)
+        if unknown:
+            raise ConfigError(f"{self.path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(sorted(top))})")
+        for (section, key), var in _ENV_OVERRIDES.items():
+            if env.get(var):
+                raw.setdefault(section, {})
+                if raw[section] is None:
+                    raw[section] = {}
+                raw[section][key] = env[var]
+        return AegisConfig(
+            path=self.path,
+            envoy=self.envoy(raw),
+            service=self.service(raw),
+            identity=self.identity(raw),
+            policy=self.policy(raw),
+            store=self.store(raw),
+            approvals=self.approvals(raw),
+            upstreams=self.upstreams(raw),
+            demo=self.demo(raw),
+        )
+
+    def envoy(self, raw: Mapping[str, Any]) -> EnvoyConfig:
+        s = self.section(raw, "envoy", {"listen", "admin", "max_request_bytes", "access_log", "binary"})
+        admin = self.address(s, "envoy.admin", DEFAULT_ENVOY_ADMIN)
+        if not _is_loopback(admin):
+            raise self.fail("envoy.admin", "a loopback address (the admin API must not be exposed)", admin)
+        return EnvoyConfig(
+            listen=self.address(s, "envoy.listen", DEFAULT_ENVOY_LISTEN),
+            admin=admin,
+            max_request_bytes=self.positive_int(s, "envoy.max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
+            access_log=self.string(s, "envoy.access_log", "stdout"),
+            binary=self.string(s, "envoy.binary", "envoy"),
+        )
+
+    def service(self, raw: Mapping[str, Any]) -> ServiceConfig:
+        s = self.section(raw, "service", {"grpc", "http", "public_url"})
+        public_url = self.string(s, "service.public_url", "")
+        if public_url and not public_url.startswith(("http://", "https://")):
+            raise self.fail("service.public_url", "an http(s) URL", public_url)
+        return ServiceConfig(
+            grpc=self.address(s, "service.grpc", DEFAULT_GRPC_ADDR),
+            http=self.address(s, "service.http", DEFAULT_HTTP_ADDR),
+            public_url=public_url,
+        )
+
+    def identity(self, raw: Mapping[str, Any]) -> IdentityConfig:
+        allowed = {
+            "issuer", "audience", "algorithms", "public_keys", "jwks_url", "jwks_cache",
+            "jwks_min_refresh", "max_lifetime", "leeway", "dev_signing_key",
+        }
+        s = self.section(raw, "identity", allowed)
+        issuer = self.string(s, "identity.issuer", "")
+        audience = self.string(s, "identity.audience", "")
+        if not issuer:
+            raise self.fail("identity.issuer", "the expected token issuer (iss)", s.get("issuer"))
+        if not audience:
+            raise self.fail("identity.audience", "the expected token audience (aud)", s.get("audience"))
+        algorithms = s.get("algorithms", list(DEFAULT_ALGORITHMS))
+        if not isinstance(algorithms, list) or not algorithms:
+            raise self.fail("identity.algorithms", "a non-empty list", algorithms)
+        for alg in algorithms:
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise self.fail(
+                    "identity.algorithms",
+                    f"asymmetric algorithms only ({', '.join(sorted(SUPPORTED_ALGORITHMS))})",
+                    alg,
+                )
+        keys = s.get("public_keys", [])
+        if isinstance(keys, str):
+            keys = [keys]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise self.fail("identity.public_keys", "a list of PEM file paths", keys)
+        jwks_url = self.string(s, "identity.jwks_url", "")
+        if jwks_url and not jwks_url.startswith(("http://", "https://")):
+            raise self.fail("identity.jwks_url", "an http(s) URL", jwks_url)
+        if not keys and not jwks_url:
+            raise ConfigError(f"{self.path}: identity: set public_keys or jwks_url (how tokens are verified)")
+        dev_key = self.string(s, "identity.dev_signing_key", "")
+        return IdentityConfig(
+            issuer=issuer,
+            audience=audience,
+            algorithms=tuple(algorithms),
+            public_keys=tuple(_resolve(self.base, k) for k in keys),
+            jwks_url=jwks_url,
+            jwks_cache_s=self.duration(s, "identity.jwks_cache", DEFAULT_JWKS_CACHE_S),
+            jwks_min_refresh_s=self.duration(s, "identity.jwks_min_refresh", DEFAULT_JWKS_MIN_REFRESH_S),
+            max_lifetime_s=self.duration(s, "identity.max_lifetime", DEFAULT_MAX_TOKEN_LIFETIME_S),
+            leeway_s=self.duration(s, "identity.leeway", DEFAULT_LEEWAY_S),
+            dev_signing_key=_resolve(self.base, dev_key) if dev_key else None,
+        )
+
+    def policy(self, raw: Mapping[str, Any]) -> PolicyConfig:
+        s = self.section(raw, "policy", {"dir", "engine"})
+        directory = self.string(s, "policy.dir", "")
+        if not directory:
+            raise self.fail("policy.dir", "the directory holding the YAML policies", s.get("dir"))
+        engine = self.string(s, "policy.engine", "embedded")
+        if engine not in {"embedded"}:
+            raise self.fail("policy.engine", "'embedded'", engine)
+        return PolicyConfig(dir=_resolve(self.base, directory), engine=engine)
+
+    def store(self, raw: Mapping[str, Any]) -> str:
+        value = raw.get("store", DEFAULT_STORE)
+        if not isinstance(value, str) or not value.startswith("sqlite:///"):
+            raise self.fail("store", "a store URL such as sqlite:///aegis.db", value)
+        return value
+
+    def approvals(self, raw: Mapping[str, Any]) -> ApprovalsConfig:
+        s = self.section(raw, "approvals", {"ttl"})
+        return ApprovalsConfig(ttl_s=self.duration(s, "approvals.ttl", DEFAULT_APPROVAL_TTL_S))
+
+    def upstreams(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        value = raw.get("upstreams", {}) or {}
+        if not isinstance(value, dict):
+            raise self.fail("upstreams", "a mapping of tool host to URL", value)
+        out: dict[str, str] = {}
+        for host, url in value.items():
+            if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+                raise self.fail("upstreams", "host names as keys", host)
+            if not isinstance(url, str) or not re.fullmatch(r"https?://[^/:]+(:\d+)?/?", url):
+                raise self.fail(f"upstreams.{host}", "a URL like http://127.0.0.1:8080", url)
+            out[host.lower()] = url.rstrip("/")
+        return out
+
+    def demo(self, raw: Mapping[str, Any]) -> DemoConfig:
+        s = self.section(raw, "demo", {"tools"})
+        tools = s.get("tools", False)
+        if not isinstance(tools, bool):
+            raise self.fail("demo.tools", "true or false", tools)
+        return DemoConfig(tools=tools)
+
+    # scalar readers -------------------------------------------------------------------
+
+    def string(self, s: Mapping[str, Any], key: str, default: str) -> str:
+        value = s.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, str):
+            raise self.fail(key, "a string", value)
+        return value
+
+    def address(self, s: Mapping[str, Any], key: str, default: str) -> str:
+        value = self.string(s, key, default)
+        parse_address(value, what=f"{self.path}: {key}")
+        return value
+
+    def positive_int(self, s: Mapping[str, Any], key: str, default: int) -> int:
+        value = s.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.fail(key, "a positive integer", value)
+        return value
+
+    def duration(self, s: Mapping[str, Any], key: str, default: float) -> float:
+        value = s.get(key.rsplit(".", 1)[-1], default)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise self.fail(key, "a duration such as 30, 30s, 5m or 1h", value) from None
+
+
+def parse_duration(value: object) -> float:
+    """``30`` / ``"30s"`` / ``"5m"`` / ``"1h"`` → seconds; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m:
+            return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(value)
+
+
+def parse_address(value: str, what: str = "address") -> tuple[str, int]:
+    """``host:port`` → (host, port); ConfigError naming ``what`` otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(address: str) -> bool:
+    host, _ = parse_address(address)
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()

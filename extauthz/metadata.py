@@ -1,0 +1,39 @@
+"""Names shared between components that never import each other.
+
+The ext_authz answer writes dynamic metadata that three other readers depend on: Envoy's
+access log (``%DYNAMIC_METADATA(envoy.filters.http.ext_authz:<key>)%`` in the generated
+config), ext_proc (which receives the namespace through ``forwarding_namespaces``) and
+operators' log tooling.  Envoy always files ext_authz metadata under this namespace,
+whatever the filter is named.  Change a key here and every reader follows.
+"""
+
+from __future__ import annotations
+
+EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
+EXT_PROC_NAMESPACE = "envoy.filters.http.ext_proc"
+
+# Keys written by Check into EXT_AUTHZ_NAMESPACE.
+MD_DECISION = "decision"  # allow | deny | sanitize | approval_needed | error
+MD_RULE = "rule"  # comma-separated rule ids that produced the decision
+MD_POLICY_VERSION = "policy_version"
+MD_DECISION_ID = "decision_id"
+MD_APPROVAL_ID = "approval_id"
+MD_AGENT_ID = "agent_id"
+MD_TOOL = "tool"
+MD_REDACT = "redact"  # JSON-encoded redaction obligations for ext_proc
+
+ACCESS_LOG_METADATA_KEYS = (
+    MD_DECISION,
+    MD_RULE,
+    MD_POLICY_VERSION,
+    MD_DECISION_ID,
+    MD_APPROVAL_ID,
+    MD_AGENT_ID,
+    MD_TOOL,
+)
+
+# Headers.
+HEADER_DECISION_ID = "x-aegis-decision-id"
+HEADER_PURPOSE = "x-aegis-purpose"
+HEADER_OVERRIDE = "x-aegis-override"
+HEADER_PARENT_AGENT = "x-aegis-parent-agent"
