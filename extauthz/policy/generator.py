@@ -1,0 +1,46 @@
+"""Stage 3 of the policy pipeline: ``PolicySet`` → bundle data (``data.aegis.policy``).
+
+The Rego library (``policies/lib/aegis/decision.rego``) interprets this document.  Rules
+are stored per tool (``rules_by_tool``) because rego-cpp evaluates every rule body on
+every query: indexing by tool means a decision only pays for the called tool's rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extauthz.policy.parser import PolicySet, Rule
+
+DATA_FORMAT = 1
+
+
+def rule_data(rule: Rule) -> dict[str, Any]:
+    """One rule as the Rego library reads it."""
+    return {
+        "id": rule.id,
+        "effect": rule.effect,
+        "mode": rule.mode,
+        "reason": rule.reason,
+        "when": [c.to_data() for c in rule.when],
+        "redact": {"fields": list(rule.redact_fields), "detectors": list(rule.redact_detectors)},
+        "approval": {"approvers": rule.approvers, "ttl_s": rule.approval_ttl_s} if rule.approvers else None,
+    }
+
+
+def generate_data(policy: PolicySet) -> dict[str, Any]:
+    """The ``data.aegis.policy`` document for a policy set."""
+    rules_by_tool: dict[str, list[dict[str, Any]]] = {name: [] for name in policy.tools}
+    for rule in policy.rules:
+        encoded = rule_data(rule)
+        for tool in rule.tools:
+            rules_by_tool[tool].append(encoded)
+    return {
+        "format": DATA_FORMAT,
+        "sets": list(policy.sets),
+        "tools": {
+            name: {**spec.to_data(), "default_effect": policy.default_effects[name]}
+            for name, spec in sorted(policy.tools.items())
+        },
+        "calendars": {name: cal.to_data() for name, cal in sorted(policy.calendars.items())},
+        "rules_by_tool": rules_by_tool,
+    }
