@@ -1,0 +1,143 @@
+"""The ``Decision``: what the engine concluded, in types the rest of the pipeline shares."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from extauthz.errors import EngineError
+
+
+class Effect(str, Enum):
+    """Decision effects, most restrictive last in ``RANK``."""
+
+    ALLOW = "allow"
+    SANITIZE = "sanitize"
+    APPROVAL_NEEDED = "approval_needed"
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why: the rule id that produced the effect and a human-readable message."""
+
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ApprovalObligation:
+    """Who must approve an approval_needed call, and for how long the request stands."""
+
+    approvers: str
+    ttl_s: float
+    rule: str
+
+
+@dataclass(frozen=True)
+class Obligations:
+    """What must happen if the call goes ahead."""
+
+    redact_fields: tuple[str, ...] = ()
+    redact_detectors: tuple[str, ...] = ()
+    approval: ApprovalObligation | None = None
+
+    @property
+    def needs_redaction(self) -> bool:
+        return bool(self.redact_fields or self.redact_detectors)
+
+    def redact_dict(self) -> dict[str, list[str]]:
+        return {"fields": list(self.redact_fields), "detectors": list(self.redact_detectors)}
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """A shadow rule that matched: reported, never enforced."""
+
+    rule: str
+    effect: str
+    message: str
+
+    @property
+    def would(self) -> str:
+        return {"deny": "would_deny", "sanitize": "would_sanitize", "approval_needed": "would_need_approval"}.get(
+            self.effect, "would_allow"
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine's answer for one call."""
+
+    effect: Effect
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    obligations: Obligations = field(default_factory=Obligations)
+    shadow: tuple[ShadowResult, ...] = ()
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(r.rule for r in self.reasons)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(r.message for r in self.reasons)
+
+
+def decision_from_result(result: Any, policy_version: str) -> Decision:
+    """Validate an engine's raw ``data.aegis.decision`` document into a Decision.
+
+    Both engines go through here, so their answers are normalised the same way (reasons
+    sorted by rule id).  Anything unexpected is an EngineError: fail closed.
+    """
+    try:
+        obligations = result["obligations"]
+        approval = obligations.get("approval")
+        redact = obligations.get("redact") or {}
+        return Decision(
+            effect=Effect(result["effect"]),
+            reasons=tuple(
+                sorted((Reason(str(r["rule"]), str(r["message"])) for r in result["reasons"]), key=lambda r: r.rule)
+            ),
+            policy_version=policy_version,
+            obligations=Obligations(
+                redact_fields=tuple(sorted(redact.get("fields", []))),
+                redact_detectors=tuple(sorted(redact.get("detectors", []))),
+                approval=ApprovalObligation(str(approval["approvers"]), float(approval["ttl_s"]), str(approval["rule"]))
+                if approval
+                else None,
+            ),
+            shadow=tuple(
+                sorted(
+                    (ShadowResult(str(s["rule"]), str(s["effect"]), str(s["message"])) for s in result.get("shadow", [])),
+                    key=lambda s: s.rule,
+                )
+            ),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EngineError(f"the policy engine returned a malformed decision ({exc.__class__.__name__})") from exc
+
+
+class _Template(string.Formatter):
+    """``{amount}`` placeholders; unknown names stay as written, values are shortened."""
+
+    def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        if isinstance(key, str) and key in kwargs:
+            value = kwargs[key]
+            text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
+            return text[:64]
+        return "{" + str(key) + "}"
+
+
+_TEMPLATE = _Template()
+
+
+def render_reason(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill a rule's reason template; never raises (a bad template renders as written)."""
+    try:
+        return _TEMPLATE.vformat(template, (), variables)
+    except (ValueError, IndexError, AttributeError):
+        return template
