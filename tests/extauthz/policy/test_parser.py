@@ -9,7 +9,7 @@ import pytest
 from extauthz.errors import PolicyError
 from extauthz.policy import build_bundle, load_policy_dir, read_bundle, write_bundle
 
-from conftest import POLICIES, copy_policy_dir
+from helpers import POLICIES, copy_policy_dir
 
 TOOLS = """
 policy_set: t

@@ -12,7 +12,7 @@ from extauthz.errors import EngineError, PolicyError
 from extauthz.policy import build_bundle
 from extauthz.policy_input import in_calendar
 
-from conftest import POLICIES, copy_policy_dir
+from helpers import POLICIES, copy_policy_dir
 
 ENGINE = EmbeddedEngine(build_bundle(POLICIES))
 TUESDAY_NOON_NY = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)

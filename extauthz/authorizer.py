@@ -1,0 +1,193 @@
+"""The decision path, transport-neutral: request → identity → tool → input → engine → answer.
+
+``Authorizer.check`` reads as the ordered chain of decisions it makes.  Any error on the
+path denies: typed errors get their precise answer, anything else a generic 503.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
+from extauthz.decision import Decision, Effect, Reason, render_reason
+from extauthz.engine import PolicyEngine
+from extauthz.engine.embedded import EmbeddedEngine
+from extauthz.errors import AegisError, BodyTooLarge, EngineError
+from extauthz.identity import AgentIdentity, TokenVerifier
+from extauthz.metadata import HEADER_PURPOSE
+from extauthz.policy.bundle import Bundle, build_bundle
+from extauthz.policy_input import build_input
+from extauthz.redaction import safe_text, summarize_args
+from extauthz.store import PendingApproval, Store
+from extauthz.tools import HttpRequest, ToolCall, ToolCatalogue, ToolSpec
+
+log = logging.getLogger("aegis.decision")
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    """Everything derived from one bundle; swapped as a whole so a call sees one version."""
+
+    bundle: Bundle
+    engine: PolicyEngine
+    catalogue: ToolCatalogue
+    calendars: Mapping[str, Mapping[str, Any]]
+    loaded_at: float
+
+    @property
+    def version(self) -> str:
+        return self.bundle.revision
+
+
+def activate(bundle: Bundle, engine_factory: Callable[[Bundle], PolicyEngine] = EmbeddedEngine) -> ActivePolicy:
+    """Compile a bundle into an ActivePolicy (off the hot path; raises PolicyError)."""
+    tools = [ToolSpec.from_data(name, data) for name, data in bundle.data["tools"].items()]
+    return ActivePolicy(
+        bundle=bundle,
+        engine=engine_factory(bundle),
+        catalogue=ToolCatalogue(tools),
+        calendars=bundle.data.get("calendars", {}),
+        loaded_at=time.time(),
+    )
+
+
+def load_policy_dir(directory: Path) -> ActivePolicy:
+    """Build and activate the bundle of a policy directory."""
+    return activate(build_bundle(directory))
+
+
+def request_fingerprint(request: HttpRequest, args: Mapping[str, Any]) -> str:
+    """SHA-256 over method, host, path and the canonical arguments: what an approval binds to."""
+    canonical = json.dumps(
+        [request.method.upper(), request.host.lower(), request.path, args],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Authorizer:
+    """Decides one call at a time; safe to call from many threads."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        store: Store,
+        *,
+        policy: ActivePolicy | None,
+        base_url: str,
+        max_body_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._store = store
+        self._policy = policy
+        self._base_url = base_url.rstrip("/")
+        self._max_body_bytes = max_body_bytes
+        self._clock = clock
+
+    @property
+    def policy(self) -> ActivePolicy | None:
+        return self._policy
+
+    def swap_policy(self, policy: ActivePolicy) -> None:
+        """Atomically replace the active policy; in-flight calls finish on the old one."""
+        self._policy = policy
+
+    def check(self, request: HttpRequest) -> Answer:
+        """Decide one call.  Never raises: every failure becomes a denying answer."""
+        decision_id = uuid.uuid4().hex
+        policy = self._policy  # one snapshot for the whole call
+        try:
+            return self._decide(request, decision_id, policy)
+        except AegisError as error:
+            answer = answer_for_error(error, decision_id, policy_version=policy.version if policy else "")
+            log.info("decision", extra={"aegis": {**answer.metadata, "error": error.code}})
+            return answer
+        except Exception:
+            log.exception("decision failed unexpectedly", extra={"aegis": {"decision_id": decision_id}})
+            return internal_error_answer(decision_id)
+
+    def _decide(self, request: HttpRequest, decision_id: str, policy: ActivePolicy | None) -> Answer:
+        # 1. A body Envoy truncated cannot be judged (the unseen part could change the call).
+        if request.body_truncated or len(request.body) > self._max_body_bytes:
+            raise BodyTooLarge(f"the request body exceeds {self._max_body_bytes} bytes")
+        # 2. Who: the agent's JWT.
+        identity = self._verifier.verify_header(request.headers.get("authorization"))
+        # 3. Without a policy nothing is allowed (fail closed).
+        if policy is None:
+            raise EngineError("no policy is loaded; see /readyz")
+        # 4. Which tool, which arguments.
+        call = policy.catalogue.match(request)
+        # 5. The engine decides.
+        now = self._clock()
+        policy_input = build_input(identity, call, request, policy.calendars, dt.datetime.fromtimestamp(now, dt.UTC))
+        decision = _with_rendered_reasons(policy.engine.evaluate(policy_input), call, request)
+        # 6. approval_needed: record (or find) the pending approval the agent will poll.
+        approval = None
+        if decision.effect is Effect.APPROVAL_NEEDED:
+            approval = self._pending_approval(identity, call, request, decision, decision_id, now)
+        answer = answer_for_decision(
+            decision,
+            decision_id,
+            agent_id=identity.agent_id,
+            tool=call.name,
+            approval=approval,
+            status_url=f"{self._base_url}/v1/approvals/{approval.id}" if approval else None,
+        )
+        log.info("decision", extra={"aegis": dict(answer.metadata)})
+        return answer
+
+    def _pending_approval(
+        self,
+        identity: AgentIdentity,
+        call: ToolCall,
+        request: HttpRequest,
+        decision: Decision,
+        decision_id: str,
+        now: float,
+    ) -> PendingApproval:
+        obligation = decision.obligations.approval
+        if obligation is None:
+            raise EngineError("approval_needed without approvers in the decision")
+        candidate = PendingApproval(
+            id=f"apr_{uuid.uuid4().hex}",
+            agent_id=identity.agent_id,
+            tenant=identity.tenant,
+            chain=identity.chain,
+            tool=call.name or "",
+            args_summary=summarize_args(call.args),
+            fingerprint=request_fingerprint(request, call.args),
+            rule=obligation.rule,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
+            approvers=obligation.approvers,
+            created_at=now,
+            expires_at=now + obligation.ttl_s,
+        )
+        return self._store.create_or_get_pending(candidate, now)
+
+
+def _with_rendered_reasons(decision: Decision, call: ToolCall, request: HttpRequest) -> Decision:
+    """Fill ``{arg}`` placeholders of rule reasons with the call's (non-credential) values."""
+    if not any("{" in r.message for r in decision.reasons):
+        return decision
+    # Reasons reach the agent and the logs: quoted values go through DLP first.
+    variables: dict[str, Any] = {
+        k: safe_text(v) if isinstance(v, str) else v for k, v in call.args.items() if isinstance(v, (str, int, float))
+    }
+    variables.setdefault("purpose", safe_text(request.headers.get(HEADER_PURPOSE, "(none)")))
+    variables.setdefault("tool", call.name or "")
+    reasons = tuple(Reason(r.rule, render_reason(r.message, variables)) for r in decision.reasons)
+    return Decision(decision.effect, reasons, decision.policy_version, decision.obligations, decision.shadow)
