@@ -116,7 +116,11 @@ def answer_for_error(error: AegisError, decision_id: str, *, policy_version: str
 
 def internal_error_answer(decision_id: str) -> Answer:
     """An unexpected failure: deny with a generic reason (fail closed, no internals)."""
-    body = {"error": "internal_error", "message": "Aegis could not decide; the call is denied", "decision_id": decision_id}
+    body = {
+        "error": "internal_error",
+        "message": "Aegis could not decide; the call is denied",
+        "decision_id": decision_id,
+    }
     return Answer(503, decision_id, body, metadata=_metadata(decision_id, "error", **{MD_RULE: "internal_error"}))
 
 

@@ -172,9 +172,7 @@ class _Reader:
             raise self.fail(key, "a mapping", value)
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise ConfigError(
-                f"{self.path}: {key}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
-            )
+            raise ConfigError(f"{self.path}: {key}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
         return value
 
     def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
@@ -228,8 +226,16 @@ class _Reader:
 
     def identity(self, raw: Mapping[str, Any]) -> IdentityConfig:
         allowed = {
-            "issuer", "audience", "algorithms", "public_keys", "jwks_url", "jwks_cache",
-            "jwks_min_refresh", "max_lifetime", "leeway", "dev_signing_key",
+            "issuer",
+            "audience",
+            "algorithms",
+            "public_keys",
+            "jwks_url",
+            "jwks_cache",
+            "jwks_min_refresh",
+            "max_lifetime",
+            "leeway",
+            "dev_signing_key",
         }
         s = self.section(raw, "identity", allowed)
         issuer = self.string(s, "identity.issuer", "")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from extauthz.errors import EngineError
 
 
-class Effect(str, Enum):
+class Effect(StrEnum):
     """Decision effects, most restrictive last in ``RANK``."""
 
     ALLOW = "allow"
@@ -112,7 +112,10 @@ def decision_from_result(result: Any, policy_version: str) -> Decision:
             ),
             shadow=tuple(
                 sorted(
-                    (ShadowResult(str(s["rule"]), str(s["effect"]), str(s["message"])) for s in result.get("shadow", [])),
+                    (
+                        ShadowResult(str(s["rule"]), str(s["effect"]), str(s["message"]))
+                        for s in result.get("shadow", [])
+                    ),
                     key=lambda s: s.rule,
                 )
             ),
@@ -127,7 +130,9 @@ class _Template(string.Formatter):
     def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(key, str) and key in kwargs:
             value = kwargs[key]
-            text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
+            text = (
+                value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else str(value)
+            )
             return text[:64]
         return "{" + str(key) + "}"
 

@@ -73,7 +73,7 @@ def response_from_answer(answer: Answer) -> external_auth_pb2.CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=answer.status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=answer.status),
             headers=headers,
             body=json.dumps(answer.body or {}, separators=(",", ":")),
         ),
@@ -81,13 +81,13 @@ def response_from_answer(answer: Answer) -> external_auth_pb2.CheckResponse:
     )
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """``envoy.service.auth.v3.Authorization/Check`` on top of an Authorizer."""
 
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
 
-    def Check(  # noqa: N802 - gRPC method name
+    def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         return response_from_answer(self._authorizer.check(request_from_check(request)))

@@ -52,7 +52,11 @@ def build_http_app(
         if policy is None:
             return _error(503, "no_policy", "no policy is loaded")
         return JSONResponse(
-            {"policy_version": policy.version, "loaded_at": _iso(policy.loaded_at), "tools": sorted(policy.bundle.data["tools"])}
+            {
+                "policy_version": policy.version,
+                "loaded_at": _iso(policy.loaded_at),
+                "tools": sorted(policy.bundle.data["tools"]),
+            }
         )
 
     async def approval_status(request: Request) -> Response:

@@ -98,7 +98,11 @@ def jwk_thumbprint(key: Any) -> str:
 def public_jwk(key: Any) -> dict[str, Any]:
     """The public JWK (as a dict) of a public key object."""
     kty = key_type(key)
-    algorithm = {"RSA": jwt.algorithms.RSAAlgorithm, "EC": jwt.algorithms.ECAlgorithm, "OKP": jwt.algorithms.OKPAlgorithm}
+    algorithm = {
+        "RSA": jwt.algorithms.RSAAlgorithm,
+        "EC": jwt.algorithms.ECAlgorithm,
+        "OKP": jwt.algorithms.OKPAlgorithm,
+    }
     return dict(algorithm[kty].to_jwk(key, as_dict=True))  # type: ignore[attr-defined]
 
 
@@ -160,7 +164,7 @@ class KeySet:
             try:
                 document = self._fetch(self._jwks_url)
                 self._jwks = _parse_jwks(document)
-            except Exception:  # noqa: BLE001 - a broken JWKS keeps the previous keys
+            except Exception:
                 return False
             return True
 

@@ -133,7 +133,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         super().__init__(service.authorizer)
         self._service = service
 
-    def Check(  # noqa: N802 - gRPC method name
+    def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
@@ -192,7 +192,13 @@ def serve(config: AegisConfig) -> int:
     policy = service.authorizer.policy
     log.info(
         "aegis serving",
-        extra={"aegis": {"grpc": config.service.grpc, "http": config.service.http, "policy_version": policy.version if policy else None}},
+        extra={
+            "aegis": {
+                "grpc": config.service.grpc,
+                "http": config.service.http,
+                "policy_version": policy.version if policy else None,
+            }
+        },
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

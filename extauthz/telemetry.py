@@ -14,10 +14,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
-            "aegis_decisions", "Decisions by outcome, tool and rule.", ["decision", "tool", "rule"], registry=self.registry
+            "aegis_decisions",
+            "Decisions by outcome, tool and rule.",
+            ["decision", "tool", "rule"],
+            registry=self.registry,
         )
         self.decision_seconds = Histogram(
-            "aegis_decision_duration_seconds", "Time to decide one call.", buckets=LATENCY_BUCKETS, registry=self.registry
+            "aegis_decision_duration_seconds",
+            "Time to decide one call.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.policy_info = Gauge(
             "aegis_policy_info", "The active policy version (value 1).", ["policy_version"], registry=self.registry

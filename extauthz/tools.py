@@ -196,7 +196,9 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise MalformedBody("the JSON body is nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise MalformedBody(f"the JSON body does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise MalformedBody(
+            f"the JSON body does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     _check_depth(document, 0)
     return document
 
@@ -245,7 +247,9 @@ def merge_args(*sources: Mapping[str, Any]) -> dict[str, Any]:
     for source in sources:
         for key, value in source.items():
             if key in merged and merged[key] != value:
-                raise RequestError(f"argument {key[:64]!r} is given twice with different values", code="ambiguous_argument")
+                raise RequestError(
+                    f"argument {key[:64]!r} is given twice with different values", code="ambiguous_argument"
+                )
             merged[key] = value
     return merged
 

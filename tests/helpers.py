@@ -35,7 +35,11 @@ def write_config(directory: Path, overrides: dict[str, Any] | None = None, *, po
     if not (keys / "dev.pem").exists():
         generate_keypair(keys / "dev.pem", keys / "dev.pub.pem")
     config: dict[str, Any] = {
-        "envoy": {"listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}", "access_log": str(directory / "access.log")},
+        "envoy": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "admin": f"127.0.0.1:{free_port()}",
+            "access_log": str(directory / "access.log"),
+        },
         "service": {"grpc": f"127.0.0.1:{free_port()}", "http": f"127.0.0.1:{free_port()}"},
         "identity": {
             "issuer": "https://issuer.test",
@@ -70,9 +74,7 @@ def copy_policy_dir(target: Path, *yaml_texts: str, rego: dict[str, str] | None 
     return target
 
 
-
 SCOPES = ["payments.refund", "slack.post_message", "crm.*"]
-
 
 
 @dataclass
@@ -87,7 +89,9 @@ class Gateway:
         base: dict[str, Any] = {"agent": "support-bot", "tenant": "acme", "scopes": SCOPES}
         return mint_token(self.config.identity, **{**base, **kw})
 
-    def call(self, method: str, host: str, path: str, *, token: str | None = None, auth: bool = True, **kw: Any) -> httpx.Response:
+    def call(
+        self, method: str, host: str, path: str, *, token: str | None = None, auth: bool = True, **kw: Any
+    ) -> httpx.Response:
         headers = {"host": host, **kw.pop("headers", {})}
         if auth:
             headers["authorization"] = f"Bearer {token or self.token()}"

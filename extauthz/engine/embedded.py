@@ -69,7 +69,7 @@ class EmbeddedEngine:
             result = compiled.evaluate(document)
         except EngineError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any engine failure denies (fail closed)
+        except Exception as exc:
             raise EngineError(f"policy evaluation failed ({exc.__class__.__name__})") from exc
         return decision_from_result(result, self._bundle.revision)
 

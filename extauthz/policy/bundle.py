@@ -64,7 +64,9 @@ def build_bundle(policy_dir: Path) -> Bundle:
             modules[relative] = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"{path}: cannot read Rego module: {exc}") from exc
-    if not any(text.lstrip().startswith(_REQUIRED_MODULE) or f"\n{_REQUIRED_MODULE}" in text for text in modules.values()):
+    if not any(
+        text.lstrip().startswith(_REQUIRED_MODULE) or f"\n{_REQUIRED_MODULE}" in text for text in modules.values()
+    ):
         raise PolicyError(f"{policy_dir}: no Rego module declares 'package aegis' (expected lib/aegis/decision.rego)")
     return Bundle(data=data, modules=modules, revision=content_revision(data, modules))
 

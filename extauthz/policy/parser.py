@@ -102,7 +102,7 @@ def _validator() -> jsonschema.protocols.Validator:
     schema = json.loads(_SCHEMA_PATH.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -173,10 +173,10 @@ def _schema_check(source: PolicySource) -> None:
 
 def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are not allowed", "unknown key")
+        return str(error.message).replace("Additional properties are not allowed", "unknown key")
     if error.validator == "oneOf" and error.path and error.path[-1] in {"eq", "ne"}:
         return "expected a string, number, boolean or {ref: arg.X | header.X | agent.X}"
-    return error.message
+    return str(error.message)
 
 
 def _tool(name: str, raw: Mapping[str, Any]) -> ToolSpec:
@@ -197,7 +197,9 @@ def _check_routes(sources: list[PolicySource], tools: Mapping[str, ToolSpec]) ->
     for spec in tools.values():
         key = (spec.host, spec.method, spec.path, spec.mcp_tool)
         if key in seen:
-            raise PolicyError(f"tools {seen[key]!r} and {spec.name!r} have the same match ({spec.method} {spec.host}{spec.path})")
+            raise PolicyError(
+                f"tools {seen[key]!r} and {spec.name!r} have the same match ({spec.method} {spec.host}{spec.path})"
+            )
         seen[key] = spec.name
 
 
@@ -229,9 +231,7 @@ def _rule(
         if not found:
             raise source.error((*where, "tools", i), f"no tool in the catalogue matches {pattern!r}")
         names.extend(t for t in found if t not in names)
-    conditions = tuple(
-        _condition(source, (*where, "when", i), c, calendars) for i, c in enumerate(raw.get("when", []))
-    )
+    conditions = tuple(_condition(source, (*where, "when", i), c, calendars) for i, c in enumerate(raw.get("when", [])))
     effect = raw["effect"]
     redact = raw.get("redact", {})
     approval = raw.get("approval")

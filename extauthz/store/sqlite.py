@@ -80,7 +80,8 @@ class SqliteStore:
         try:
             with self._lock:
                 row = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM approvals WHERE id=?", (approval_id,)  # noqa: S608
+                    f"SELECT {_COLUMNS} FROM approvals WHERE id=?",  # noqa: S608 - constant columns
+                    (approval_id,),
                 ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"the approvals store failed: {exc}") from exc
@@ -113,9 +114,23 @@ class SqliteStore:
 
 def _to_row(a: PendingApproval) -> tuple[object, ...]:
     return (
-        a.id, a.agent_id, a.tenant, json.dumps(list(a.chain)), a.tool, a.args_summary, a.fingerprint, a.rule,
-        a.reason, a.policy_version, a.approvers, a.created_at, a.expires_at, a.state, a.decided_by,
-        a.decided_at, a.comment,
+        a.id,
+        a.agent_id,
+        a.tenant,
+        json.dumps(list(a.chain)),
+        a.tool,
+        a.args_summary,
+        a.fingerprint,
+        a.rule,
+        a.reason,
+        a.policy_version,
+        a.approvers,
+        a.created_at,
+        a.expires_at,
+        a.state,
+        a.decided_by,
+        a.decided_at,
+        a.comment,
     )
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from google.protobuf import json_format
+from helpers import copy_policy_dir, write_config
 
 from extauthz.config import load_config
 from extauthz.devtokens import mint_token
 from extauthz.server import MeasuredAuthorizationServicer, build_service
-
-from helpers import copy_policy_dir, write_config
 
 
 @pytest.fixture
@@ -33,9 +32,17 @@ def check(service, *, method="POST", host="payments.demo", path="/v1/refunds", b
     if auth:
         hdrs["authorization"] = f"Bearer {token(service)}"
     http = attribute_context_pb2.AttributeContext.HttpRequest(
-        method=method, host=host, path=path, headers=hdrs, raw_body=json.dumps(body).encode() if body is not None else b""
+        method=method,
+        host=host,
+        path=path,
+        headers=hdrs,
+        raw_body=json.dumps(body).encode() if body is not None else b"",
     )
-    request = external_auth_pb2.CheckRequest(attributes=attribute_context_pb2.AttributeContext(request=attribute_context_pb2.AttributeContext.Request(http=http)))
+    request = external_auth_pb2.CheckRequest(
+        attributes=attribute_context_pb2.AttributeContext(
+            request=attribute_context_pb2.AttributeContext.Request(http=http)
+        )
+    )
     return MeasuredAuthorizationServicer(service).Check(request, None)
 
 

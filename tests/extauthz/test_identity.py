@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from extauthz.config import load_config
@@ -80,8 +79,14 @@ def test_missing_required_claims(config, claim):
 
     key = load_signing_key(config.identity.dev_signing_key)
     now = int(time.time())
-    claims = {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t",
-              "iat": now, "exp": now + 60}
+    claims = {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
     del claims[claim]
     token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": jwk_thumbprint(key.public_key())})
     verifier = TokenVerifier(config.identity, keyset_from_config(config.identity))
@@ -90,7 +95,14 @@ def test_missing_required_claims(config, claim):
 
 def test_alg_none_is_refused(config, verifier):
     now = int(time.time())
-    claims = {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
+    claims = {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
     token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
     assert reason(verifier, token) == "algorithm_not_allowed"
 
@@ -98,7 +110,14 @@ def test_alg_none_is_refused(config, verifier):
 def test_hs256_signed_with_the_public_key_is_refused(config, verifier):
     # The classic RS/ES→HS confusion: the attacker uses the public PEM as an HMAC secret.
     now = int(time.time())
-    claims = {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
+    claims = {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
     public_pem = config.identity.public_keys[0].read_bytes()
     header = b64({"alg": "HS256", "typ": "JWT"})
     payload = b64(claims)
@@ -112,7 +131,9 @@ def test_hs256_signed_with_the_public_key_is_refused(config, verifier):
 
 def test_signature_by_another_key_and_tampering(config, verifier):
     other = ec.generate_private_key(ec.SECP256R1())
-    token = jwt.encode({"sub": "x"}, other, algorithm="ES256", headers={"kid": jwk_thumbprint(config and other.public_key())})
+    token = jwt.encode(
+        {"sub": "x"}, other, algorithm="ES256", headers={"kid": jwk_thumbprint(config and other.public_key())}
+    )
     assert reason(verifier, token) == "unknown_key"
     good = mint(config)
     header, payload, sig = good.split(".")
@@ -135,8 +156,20 @@ def test_jku_header_is_ignored(config, verifier):
     # A jku pointing elsewhere must not add keys: the token signed by another key stays unknown.
     other = ec.generate_private_key(ec.SECP256R1())
     now = int(time.time())
-    claims = {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
-    token = jwt.encode(claims, other, algorithm="ES256", headers={"jku": "http://127.0.0.1:1/jwks.json", "jwk": public_jwk(other.public_key())})
+    claims = {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
+    token = jwt.encode(
+        claims,
+        other,
+        algorithm="ES256",
+        headers={"jku": "http://127.0.0.1:1/jwks.json", "jwk": public_jwk(other.public_key())},
+    )
     assert reason(verifier, token) == "bad_signature"
 
 
@@ -184,13 +217,22 @@ def test_jwks_keys_with_rotation_and_rate_limited_refetch(config, make_key, alg)
     keys = KeySet((), "https://idp.test/jwks", cache_s=300, min_refresh_s=30, fetch=fetch, clock=lambda: clock[0])
     verifier = TokenVerifier(config.identity, keys)
     now = int(time.time())
-    claims = {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
+    claims = {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
     assert verifier.verify(jwt.encode(claims, old, algorithm=alg, headers={"kid": "k1"})).agent_id == "a"
     assert len(fetches) == 1
     # Rotation: a token with an unknown kid triggers one refetch...
     served = {"keys": [{**public_jwk(new.public_key()), "kid": "k2", "use": "sig"}]}
     clock[0] += 31
-    assert verifier.verify(jwt.encode({**claims, "sub": "b"}, new, algorithm=alg, headers={"kid": "k2"})).agent_id == "b"
+    assert (
+        verifier.verify(jwt.encode({**claims, "sub": "b"}, new, algorithm=alg, headers={"kid": "k2"})).agent_id == "b"
+    )
     assert len(fetches) == 2
     # ...but a flood of unknown kids does not become a flood of fetches.
     for i in range(5):

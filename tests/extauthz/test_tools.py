@@ -60,7 +60,7 @@ def test_host_with_port_and_case():
         (b'{"amount": NaN}', "NaN"),
         (b'{"amount": Infinity}', "Infinity"),
         (b'{"amount": 1', "does not parse"),
-        (b'[1, 2]', "must be an object"),
+        (b"[1, 2]", "must be an object"),
         (b"\xff\xfe", "not UTF-8"),
         (b"[" * 100 + b"]" * 100, "nested"),
     ],
@@ -96,7 +96,9 @@ def test_argument_given_twice_with_different_values_is_ambiguous():
 
 
 def test_form_body():
-    call = CATALOGUE.match(req(host="forms.demo", path="/submit", body=b"a=1&b=x+y", ctype="application/x-www-form-urlencoded"))
+    call = CATALOGUE.match(
+        req(host="forms.demo", path="/submit", body=b"a=1&b=x+y", ctype="application/x-www-form-urlencoded")
+    )
     assert call.args == {"a": "1", "b": "x y"}
 
 

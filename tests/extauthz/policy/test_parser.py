@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import POLICIES, copy_policy_dir
 
 from extauthz.errors import PolicyError
 from extauthz.policy import build_bundle, load_policy_dir, read_bundle, write_bundle
-
-from helpers import POLICIES, copy_policy_dir
 
 TOOLS = """
 policy_set: t
@@ -31,15 +30,43 @@ def fails(tmp_path: Path, text: str) -> str:
     [
         ("rules:\n  - {id: r1, tools: [pay.refund], effect: alow}\n", 7, "rules[0].effect"),
         ("rules:\n  - {id: r1, tools: [nope.*], effect: allow}\n", 7, "no tool in the catalogue matches 'nope.*'"),
-        ("rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, lte2: 5}\n", 11, "unknown key"),
-        ("rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, matches: '(a)\\1'}\n", 11, "RE2"),
-        ("rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, matches: '(unclosed'}\n", 11, "invalid regular expression"),
-        ("rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {calendar: nope}\n", 11, "unknown calendar"),
+        (
+            "rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, lte2: 5}\n",
+            11,
+            "unknown key",
+        ),
+        (
+            "rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, matches: '(a)\\1'}\n",
+            11,
+            "RE2",
+        ),
+        (
+            "rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, matches: '(unclosed'}\n",
+            11,
+            "invalid regular expression",
+        ),
+        (
+            "rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {calendar: nope}\n",
+            11,
+            "unknown calendar",
+        ),
         ("rules:\n  - {id: r1, tools: [pay.refund], effect: sanitize}\n", 7, "redact.fields or redact.detectors"),
         ("rules:\n  - {id: r1, tools: [pay.refund], effect: approval_needed}\n", 7, "approval.approvers"),
-        ("rules:\n  - {id: r1, tools: [pay.refund], effect: allow}\n  - {id: r1, tools: [pay.refund], effect: deny}\n", 8, "already used"),
-        ("calendars:\n  bh: {timezone: Mars/Olympus, windows: [{days: [mon], start: '09:00', end: '17:00'}]}\n", 7, "unknown time zone"),
-        ("rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, eq: {ref: token.x}}\n", 11, "ref"),
+        (
+            "rules:\n  - {id: r1, tools: [pay.refund], effect: allow}\n  - {id: r1, tools: [pay.refund], effect: deny}\n",
+            8,
+            "already used",
+        ),
+        (
+            "calendars:\n  bh: {timezone: Mars/Olympus, windows: [{days: [mon], start: '09:00', end: '17:00'}]}\n",
+            7,
+            "unknown time zone",
+        ),
+        (
+            "rules:\n  - id: r1\n    tools: [pay.refund]\n    effect: allow\n    when:\n      - {arg: a, eq: {ref: token.x}}\n",
+            11,
+            "ref",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, extra, line, expected):
@@ -95,7 +122,11 @@ def test_bundle_with_edited_data_is_rejected(tmp_path):
     data["rules_by_tool"]["payments.refund"] = []
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, content in {".manifest": json.dumps({"revision": bundle.revision}), "aegis/policy/data.json": json.dumps(data), **bundle.modules}.items():
+        for name, content in {
+            ".manifest": json.dumps({"revision": bundle.revision}),
+            "aegis/policy/data.json": json.dumps(data),
+            **bundle.modules,
+        }.items():
             info = tarfile.TarInfo(name)
             blob = content.encode()
             info.size = len(blob)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from helpers import POLICIES, copy_policy_dir
 
 from extauthz.decision import Effect
 from extauthz.engine.embedded import EmbeddedEngine
@@ -12,13 +13,13 @@ from extauthz.errors import EngineError, PolicyError
 from extauthz.policy import build_bundle
 from extauthz.policy_input import in_calendar
 
-from helpers import POLICIES, copy_policy_dir
-
 ENGINE = EmbeddedEngine(build_bundle(POLICIES))
 TUESDAY_NOON_NY = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)
 
 
-def decide(tool, args, *, tenant="acme", scopes=("payments.refund", "slack.post_message", "crm.*"), headers=None, open_=True):
+def decide(
+    tool, args, *, tenant="acme", scopes=("payments.refund", "slack.post_message", "crm.*"), headers=None, open_=True
+):
     return ENGINE.evaluate(
         {
             "agent": {"id": "support-bot", "tenant": tenant, "scopes": list(scopes), "chain": [], "labels": {}},
@@ -111,7 +112,14 @@ def test_no_rule_matched_gives_the_default_effect(tmp_path):
         "rules:\n  - {id: r, tools: [a.b], when: [{arg: x, eq: 1}], effect: allow}\n",
     )
     engine = EmbeddedEngine(build_bundle(directory))
-    decision = engine.evaluate({"agent": {"scopes": ["*"]}, "tool": {"name": "a.b", "args": {}}, "request": {"headers": {}}, "context": {"calendars": {}}})
+    decision = engine.evaluate(
+        {
+            "agent": {"scopes": ["*"]},
+            "tool": {"name": "a.b", "args": {}},
+            "request": {"headers": {}},
+            "context": {"calendars": {}},
+        }
+    )
     assert (decision.effect, decision.rules) == (Effect.DENY, ("default-deny",))
 
 
@@ -124,14 +132,16 @@ def test_business_hours_calendar():
 
 
 def test_invalid_rego_is_a_policy_error(tmp_path):
-    directory = copy_policy_dir(tmp_path / "p", "policy_set: t\ntools: {}\n", rego={"custom.rego": "package aegis.custom\nbroken :=\n"})
+    directory = copy_policy_dir(
+        tmp_path / "p", "policy_set: t\ntools: {}\n", rego={"custom.rego": "package aegis.custom\nbroken :=\n"}
+    )
     with pytest.raises(PolicyError):
         EmbeddedEngine(build_bundle(directory))
 
 
 def test_runtime_conflict_is_an_engine_error(tmp_path):
     # A custom module that makes `effect` conflict for one tool: evaluation fails → fail closed.
-    conflict = "package aegis\nimport rego.v1\neffect := \"allow\" if input.tool.args.explode == true\n"
+    conflict = 'package aegis\nimport rego.v1\neffect := "allow" if input.tool.args.explode == true\n'
     directory = copy_policy_dir(
         tmp_path / "p",
         "policy_set: t\ntools:\n  a.b: {match: {host: h, method: GET, path: /}}\n"
@@ -140,4 +150,11 @@ def test_runtime_conflict_is_an_engine_error(tmp_path):
     )
     engine = EmbeddedEngine(build_bundle(directory))
     with pytest.raises(EngineError):
-        engine.evaluate({"agent": {"scopes": ["*"]}, "tool": {"name": "a.b", "args": {"explode": True}}, "request": {"headers": {}}, "context": {"calendars": {}}})
+        engine.evaluate(
+            {
+                "agent": {"scopes": ["*"]},
+                "tool": {"name": "a.b", "args": {"explode": True}},
+                "request": {"headers": {}},
+                "context": {"calendars": {}},
+            }
+        )
