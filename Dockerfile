@@ -1,0 +1,20 @@
+# The Aegis service image (also runs the demo tools and the one-shot policy/key jobs in
+# docker-compose.yml).  Envoy runs from the official envoyproxy/envoy image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY . .
+RUN pip install . \
+ && useradd --system --uid 10001 --home-dir /var/lib/aegis aegis \
+ && mkdir -p /var/lib/aegis /bundle \
+ && chown aegis:aegis /var/lib/aegis /bundle
+
+USER aegis
+WORKDIR /var/lib/aegis
+EXPOSE 9191 9192
+CMD ["aegis", "serve", "-c", "/etc/aegis/aegis.yaml"]
