@@ -1,0 +1,142 @@
+"""``aegis``: the one command for everything a user does.
+
+aegis serve -c aegis.yaml              the service alone (Envoy managed elsewhere)
+aegis up -c aegis.yaml                 Envoy + service (+ demo tools) supervised together
+aegis demo -c aegis.yaml               start the stack and play the support scenario
+aegis envoy-config -c aegis.yaml       render the Envoy bootstrap
+aegis token keygen|mint -c aegis.yaml  development keys and agent tokens
+aegis policy build DIR -o bundle.tar.gz
+aegis dlp scan|redact                  the DLP library on stdin/files
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from extauthz.config import AegisConfig, load_config
+from extauthz.errors import AegisError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aegis", description="Runtime policy gateway for AI agents' tool calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", default="aegis.yaml", help="path to aegis.yaml")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the Aegis service (gRPC ext_authz + HTTP API)"))
+    with_config(sub.add_parser("up", help="run Envoy, the service and (demo config) the demo tools"))
+    demo = with_config(sub.add_parser("demo", help="start the stack and play the support scenario"))
+    demo.add_argument("--keep-running", action="store_true", help="keep the stack up after the scenario")
+    demo.add_argument("--no-start", action="store_true", help="play against an already running stack")
+    envoy = with_config(sub.add_parser("envoy-config", help="render the Envoy bootstrap for this config"))
+    envoy.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    token = sub.add_parser("token", help="development keys and agent tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    with_config(token.add_parser("keygen", help="create the dev signing key pair named in the config"))
+    mint = with_config(token.add_parser("mint", help="mint an agent token with the dev key"))
+    mint.add_argument("--agent", required=True)
+    mint.add_argument("--tenant", required=True)
+    mint.add_argument("--scope", action="append", default=[], help="tool or tool glob (repeatable)")
+    mint.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
+    mint.add_argument("--act", action="append", default=[], help="delegating parent agent, nearest first (repeatable)")
+
+    policy = sub.add_parser("policy", help="policy as code").add_subparsers(dest="policy_cmd", required=True)
+    build = policy.add_parser("build", help="compile a policy directory into an OPA bundle")
+    build.add_argument("directory")
+    build.add_argument("-o", "--output", default="bundle.tar.gz")
+
+    dlp_cmd = sub.add_parser("dlp", help="detect and redact PII (see 'aegis dlp -h')", add_help=False)
+    dlp_cmd.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "dlp":
+        from dlp.cli import main as dlp_main
+
+        return int(dlp_main(args.args))
+    if args.command == "policy":
+        from extauthz.policy import build_bundle, write_bundle
+
+        bundle = build_bundle(Path(args.directory))
+        write_bundle(bundle, Path(args.output))
+        print(f"wrote {args.output} (policy_version {bundle.revision})")
+        return 0
+    config_path = Path(args.config)
+    config = load_config(config_path)
+    if args.command == "serve":
+        from extauthz.server import configure_logging, serve
+
+        configure_logging()
+        return serve(config)
+    if args.command == "envoy-config":
+        from extauthz.envoyconfig import envoy_config_command
+
+        return envoy_config_command(str(config_path), args.output)
+    if args.command == "token":
+        return _token(args, config)
+    if args.command in {"up", "demo"}:
+        return _up_or_demo(args, config, config_path)
+    raise AegisError(f"unknown command {args.command}")
+
+
+def _token(args: argparse.Namespace, config: AegisConfig) -> int:
+    from extauthz.devtokens import ensure_dev_keypair, mint_token
+
+    if args.token_cmd == "keygen":  # noqa: S105 - a subcommand name
+        created = ensure_dev_keypair(config.identity)
+        state = "created" if created else "already exists"
+        print(f"dev signing key {config.identity.dev_signing_key} {state}", file=sys.stderr)
+        return 0
+    print(
+        mint_token(
+            config.identity, agent=args.agent, tenant=args.tenant, scopes=args.scope, ttl_s=args.ttl, act=args.act
+        )
+    )
+    return 0
+
+
+def _up_or_demo(args: argparse.Namespace, config: AegisConfig, config_path: Path) -> int:
+    from extauthz.demo import play
+    from extauthz.supervisor import describe, run_until_signal, start_stack
+
+    if args.command == "demo" and args.no_start:
+        return play(config)
+    stack = start_stack(config, config_path)
+    print(describe(config), flush=True)
+    if args.command == "up":
+        return run_until_signal(stack)
+    print("\nPlaying the support scenario through Envoy:\n", flush=True)
+    try:
+        code = play(config)
+    except BaseException:
+        stack.stop()
+        raise
+    if args.keep_running:
+        print("\nThe stack keeps running; Ctrl-C stops it.", flush=True)
+        return run_until_signal(stack) or code
+    stack.stop()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aegis`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except AegisError as exc:
+        print(f"aegis: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
