@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = with_config(sub.add_parser("demo", help="start the stack and play the support scenario"))
     demo.add_argument("--keep-running", action="store_true", help="keep the stack up after the scenario")
     demo.add_argument("--no-start", action="store_true", help="play against an already running stack")
+    demo.add_argument("--log-dir", default=".aegis/logs", help="where the stack's logs go during the demo")
     envoy = with_config(sub.add_parser("envoy-config", help="render the Envoy bootstrap for this config"))
     envoy.add_argument("-o", "--output", help="write to this file instead of stdout")
 
@@ -109,8 +110,11 @@ def _up_or_demo(args: argparse.Namespace, config: AegisConfig, config_path: Path
 
     if args.command == "demo" and args.no_start:
         return play(config)
-    stack = start_stack(config, config_path)
+    log_dir = Path(args.log_dir) if args.command == "demo" else None
+    stack = start_stack(config, config_path, log_dir=log_dir)
     print(describe(config), flush=True)
+    if log_dir is not None:
+        print(f"Logs: {log_dir}/aegis.log (decisions), {log_dir}/envoy.log (access log)", flush=True)
     if args.command == "up":
         return run_until_signal(stack)
     print("\nPlaying the support scenario through Envoy:\n", flush=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -115,8 +116,23 @@ def _wait(name: str, ready: Callable[[], bool], child: Child | None, timeout: fl
     raise SupervisorError(f"{name} did not become ready within {timeout:.0f} s")
 
 
-def start_stack(config: AegisConfig, config_path: Path, *, with_demo_tools: bool | None = None) -> Stack:
-    """Start demo tools (if enabled), the service and Envoy; return once all are ready."""
+def _output(log_dir: Path | None, name: str, stack: Stack) -> IO[bytes] | None:
+    """Where a child writes: our own stdout/stderr (forwarded), or ``log_dir/<name>.log``."""
+    if log_dir is None:
+        return None
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handle = (log_dir / f"{name}.log").open("ab")
+    stack.cleanups.callback(handle.close)
+    return handle
+
+
+def start_stack(
+    config: AegisConfig, config_path: Path, *, with_demo_tools: bool | None = None, log_dir: Path | None = None
+) -> Stack:
+    """Start demo tools (if enabled), the service and Envoy; return once all are ready.
+
+    Children's logs are forwarded to our stdout/stderr, or written to ``log_dir``.
+    """
     check_ports_free(config)
     if config.identity.dev_signing_key is not None:
         ensure_dev_keypair(config.identity)
@@ -127,9 +143,12 @@ def start_stack(config: AegisConfig, config_path: Path, *, with_demo_tools: bool
 
             for handle in start_demo_tools(config):
                 stack.cleanups.callback(handle.shutdown)
+        out = _output(log_dir, "aegis", stack)
         service = Child(
             "aegis",
-            subprocess.Popen([sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config_path)]),
+            subprocess.Popen(
+                [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config_path)], stdout=out, stderr=out
+            ),
         )
         stack.children.append(service)
         http = f"http://{config.service.http}"
@@ -138,21 +157,10 @@ def start_stack(config: AegisConfig, config_path: Path, *, with_demo_tools: bool
         stack.cleanups.callback(shutil.rmtree, workdir, True)
         bootstrap = workdir / "envoy.yaml"
         bootstrap.write_text(render_bootstrap_yaml(config, with_ext_proc=False), encoding="utf-8")
-        envoy = Child(
-            "envoy",
-            subprocess.Popen(
-                [
-                    envoy_binary(config),
-                    "-c",
-                    str(bootstrap),
-                    "--disable-hot-restart",
-                    "--log-level",
-                    "warn",
-                    "--file-flush-interval-msec",
-                    "500",
-                ]
-            ),
-        )
+        out = _output(log_dir, "envoy", stack)
+        command = [envoy_binary(config), "-c", str(bootstrap), "--disable-hot-restart"]
+        command += ["--log-level", "warn", "--file-flush-interval-msec", "500"]
+        envoy = Child("envoy", subprocess.Popen(command, stdout=out, stderr=out))
         stack.children.append(envoy)
         admin = f"http://{config.envoy.admin}"
         _wait("envoy", lambda: httpx.get(f"{admin}/ready", timeout=1).text.strip() == "LIVE", envoy)

@@ -214,3 +214,11 @@ def test_engine_failure_is_503_and_nothing_reaches_the_tool(tmp_path: Path):
     finally:
         gw.client.close()
         gw.stack.stop()
+
+
+def test_demo_scenario_plays_clean(gateway):
+    from extauthz.demo import play
+
+    lines: list[str] = []
+    assert play(gateway.config, out=lines.append) == 0, "\n".join(lines)
+    assert lines[-1].strip().startswith("8 of 8 steps")

