@@ -19,8 +19,7 @@ from typing import Any
 
 from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
 from extauthz.decision import Decision, Effect, Reason, render_reason
-from extauthz.engine import PolicyEngine
-from extauthz.engine.embedded import EmbeddedEngine
+from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, EngineError
 from extauthz.identity import AgentIdentity, TokenVerifier
 from extauthz.metadata import HEADER_PURPOSE
@@ -48,21 +47,21 @@ class ActivePolicy:
         return self.bundle.revision
 
 
-def activate(bundle: Bundle, engine_factory: Callable[[Bundle], PolicyEngine] = EmbeddedEngine) -> ActivePolicy:
+def activate(bundle: Bundle, engine: str = "embedded") -> ActivePolicy:
     """Compile a bundle into an ActivePolicy (off the hot path; raises PolicyError)."""
     tools = [ToolSpec.from_data(name, data) for name, data in bundle.data["tools"].items()]
     return ActivePolicy(
         bundle=bundle,
-        engine=engine_factory(bundle),
+        engine=create_engine(bundle, engine),
         catalogue=ToolCatalogue(tools),
         calendars=bundle.data.get("calendars", {}),
         loaded_at=time.time(),
     )
 
 
-def load_policy_dir(directory: Path) -> ActivePolicy:
+def load_policy_dir(directory: Path, engine: str = "embedded") -> ActivePolicy:
     """Build and activate the bundle of a policy directory."""
-    return activate(build_bundle(directory))
+    return activate(build_bundle(directory), engine)
 
 
 def request_fingerprint(request: HttpRequest, args: Mapping[str, Any]) -> str:

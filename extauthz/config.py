@@ -284,8 +284,8 @@ class _Reader:
         if not directory:
             raise self.fail("policy.dir", "the directory holding the YAML policies", s.get("dir"))
         engine = self.string(s, "policy.engine", "embedded")
-        if engine not in {"embedded"}:
-            raise self.fail("policy.engine", "'embedded'", engine)
+        if engine not in {"embedded", "native", "regopy"}:
+            raise self.fail("policy.engine", "one of embedded, native, regopy", engine)
         return PolicyConfig(dir=_resolve(self.base, directory), engine=engine)
 
     def store(self, raw: Mapping[str, Any]) -> str:

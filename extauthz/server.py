@@ -110,7 +110,7 @@ def build_service(config: AegisConfig) -> Service:
     policy: ActivePolicy | None = None
     error: str | None = None
     try:
-        policy = load_policy_dir(config.policy.dir)
+        policy = load_policy_dir(config.policy.dir, config.policy.engine)
         metrics.policy_info.labels(policy.version).set(1)
     except PolicyError as exc:
         error = exc.message

@@ -175,10 +175,14 @@ redact_fields := sort({f | some r in enforced; some f in r.redact.fields})
 
 redact_detectors := sort({d | some r in enforced; some d in r.redact.detectors})
 
-approval_rules := [r | some r in enforced; r.effect == "approval_needed"]
+# Several approval rules may match: the one with the smallest id names the approvers
+# (a deterministic choice every engine makes the same way).
+approval_rule_id := min({r.id | some r in enforced; r.effect == "approval_needed"})
 
-approval := {"approvers": approval_rules[0].approval.approvers, "ttl_s": approval_rules[0].approval.ttl_s, "rule": approval_rules[0].id} if {
+approval := {"approvers": r.approval.approvers, "ttl_s": r.approval.ttl_s, "rule": r.id} if {
 	effect == "approval_needed"
+	some r in enforced
+	r.id == approval_rule_id
 }
 
 else := null

@@ -1,0 +1,193 @@
+"""Every engine gives the same decision: native (compiled Python) vs regopy (rego-cpp).
+
+Cases: an exhaustive grid over the starter policy, and property-based random policy sets
+with random inputs (hypothesis).  Decisions are compared whole: effect, reasons (rule and
+message), obligations and shadow results.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import POLICIES, copy_policy_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extauthz.engine import create_engine
+from extauthz.engine.native import LIBRARY_PATH, LIBRARY_SHA256, library_digest, supports
+from extauthz.policy import build_bundle
+
+ENGINE_KINDS = ("native", "regopy")
+
+
+def engines_for(bundle):
+    return {kind: create_engine(bundle, kind) for kind in ENGINE_KINDS}
+
+
+def assert_agree(engines, document: dict[str, Any]) -> None:
+    decisions = {kind: engine.evaluate(document) for kind, engine in engines.items()}
+    reference = decisions["regopy"]
+    for kind, decision in decisions.items():
+        assert decision == reference, f"{kind} differs from regopy for {document}"
+
+
+def document(tool, args, *, scopes=("*",), tenant="acme", headers=None, calendars=None):
+    return {
+        "agent": {"id": "a", "tenant": tenant, "scopes": list(scopes), "chain": [], "labels": {}},
+        "tool": {"name": tool, "args": args},
+        "request": {"method": "POST", "host": "h", "path": "/", "query": "", "headers": headers or {}},
+        "context": {"purpose": None, "now": "", "calendars": calendars or {}},
+        "override": None,
+    }
+
+
+def test_the_native_engine_mirrors_the_current_library():
+    library = (POLICIES / LIBRARY_PATH).read_text()
+    assert library_digest(library) == LIBRARY_SHA256, "decision.rego changed: update engine/native.py and its hash"
+    assert supports(build_bundle(POLICIES))
+
+
+def test_custom_rego_falls_back_to_regopy(tmp_path):
+    directory = copy_policy_dir(
+        tmp_path / "p", (POLICIES / "support.yaml").read_text(), rego={"x.rego": "package aegis.custom\n"}
+    )
+    bundle = build_bundle(directory)
+    assert not supports(bundle)
+    assert type(create_engine(bundle)).__name__ == "EmbeddedEngine"
+
+
+SUPPORT_ENGINES = engines_for(build_bundle(POLICIES))
+SCOPE_SETS = [("*",), ("crm.*",), ("payments.refund", "slack.post_message", "crm.*"), ()]
+
+
+@pytest.mark.parametrize("scopes", SCOPE_SETS)
+def test_support_policy_grid(scopes):
+    amounts = [0, 20, 50, 50.01, 120, 500, 500.5, 900, -5, "10", True, None]
+    for amount, open_ in itertools.product(amounts, (True, False)):
+        args = {} if amount is None else {"amount": amount}
+        assert_agree(
+            SUPPORT_ENGINES, document("payments.refund", args, scopes=scopes, calendars={"business_hours": open_})
+        )
+    for channel, open_ in itertools.product(["#support", "#billing", "#random", "", 5, None], (True, False)):
+        args = {"text": "x"} if channel is None else {"channel": channel, "text": "x"}
+        assert_agree(
+            SUPPORT_ENGINES, document("slack.post_message", args, scopes=scopes, calendars={"business_hours": open_})
+        )
+    for tenant_id, purpose in itertools.product(
+        ["acme", "globex", None], ["support", "investigation", "marketing", None]
+    ):
+        args = {"record_id": "r"} if tenant_id is None else {"tenant_id": tenant_id, "record_id": "r"}
+        headers = {} if purpose is None else {"x-aegis-purpose": purpose}
+        assert_agree(SUPPORT_ENGINES, document("crm.get_record", args, scopes=scopes, headers=headers))
+    for tool in (None, "nope.tool", "payments"):
+        assert_agree(SUPPORT_ENGINES, document(tool, {}, scopes=scopes))
+
+
+# --- random policy sets and inputs ---------------------------------------------------------
+
+TOOLS = ["t.one", "t.two", "u.three"]
+ARG_KEYS = ["a", "b", "tenant_id"]
+VALUES = st.sampled_from([0, 1, 50, 50.5, 500, -1, "x", "acme", "#support", "", True, False])
+NUMBERS = st.sampled_from([0, 1, 49.9, 50, 500, -1])
+PATTERNS = st.sampled_from(["^#", "sup", "[0-9]+", "^acme$", "x|y"])
+EFFECTS = st.sampled_from(["allow", "deny", "sanitize", "approval_needed"])
+
+
+@st.composite
+def conditions(draw):
+    kind = draw(st.sampled_from(["arg", "header", "agent", "calendar"]))
+    if kind == "calendar":
+        return {"calendar": "bh", "is": draw(st.booleans())}
+    subject = {
+        "arg": lambda: {"arg": draw(st.sampled_from(ARG_KEYS))},
+        "header": lambda: {"header": draw(st.sampled_from(["x-aegis-purpose", "x-b"]))},
+        "agent": lambda: {"agent": draw(st.sampled_from(["id", "tenant"]))},
+    }[kind]()
+    op = draw(st.sampled_from(["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "exists", "eq_ref"]))
+    if op in {"lt", "lte", "gt", "gte"}:
+        return {**subject, op: draw(NUMBERS)}
+    if op in {"in", "not_in"}:
+        return {**subject, op: draw(st.lists(VALUES, max_size=3))}
+    if op == "matches":
+        return {**subject, op: draw(PATTERNS)}
+    if op == "exists":
+        return {**subject, op: draw(st.booleans())}
+    if op == "eq_ref":
+        return {
+            **subject,
+            draw(st.sampled_from(["eq", "ne"])): {
+                "ref": draw(st.sampled_from(["agent.tenant", "arg.a", "header.x-b"]))
+            },
+        }
+    return {**subject, op: draw(VALUES)}
+
+
+@st.composite
+def rules(draw, index):
+    effect = draw(EFFECTS)
+    rule: dict[str, Any] = {
+        "id": f"r{index}",
+        "tools": draw(st.lists(st.sampled_from([*TOOLS, "t.*"]), min_size=1, max_size=2, unique=True)),
+        "when": draw(st.lists(conditions(), max_size=3)),
+        "effect": effect,
+        "reason": f"reason {index}",
+    }
+    if draw(st.booleans()) and draw(st.booleans()):
+        rule["mode"] = "shadow"
+    if effect == "sanitize":
+        rule["redact"] = {"fields": draw(st.lists(st.sampled_from(["ssn", "dob"]), min_size=1, unique=True))}
+    if effect == "approval_needed":
+        rule["approval"] = {
+            "approvers": draw(st.sampled_from(["g1", "g2"])),
+            "expires_in": draw(st.sampled_from(["5m", "1h"])),
+        }
+    return rule
+
+
+@st.composite
+def policy_sets(draw):
+    count = draw(st.integers(min_value=0, max_value=6))
+    return {
+        "policy_set": "random",
+        "default_effect": draw(st.sampled_from(["allow", "deny"])),
+        "calendars": {"bh": {"timezone": "UTC", "windows": [{"days": ["mon"], "start": "09:00", "end": "17:00"}]}},
+        "tools": {t: {"match": {"host": "h", "method": "POST", "path": f"/{t}"}} for t in TOOLS},
+        "rules": [draw(rules(i)) for i in range(count)],
+    }
+
+
+@st.composite
+def inputs(draw):
+    args = draw(st.dictionaries(st.sampled_from(ARG_KEYS), VALUES, max_size=3))
+    headers = draw(
+        st.dictionaries(
+            st.sampled_from(["x-aegis-purpose", "x-b"]),
+            st.sampled_from(["support", "x", "#support", "acme"]),
+            max_size=2,
+        )
+    )
+    return document(
+        draw(st.sampled_from([*TOOLS, "nope"])),
+        args,
+        scopes=draw(st.sampled_from([("*",), ("t.*",), ("t.one",), ()])),
+        tenant=draw(st.sampled_from(["acme", "x"])),
+        headers=headers,
+        calendars={"bh": draw(st.booleans())},
+    )
+
+
+@settings(
+    max_examples=int(__import__("os").environ.get("AEGIS_CONFORMANCE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(policy=policy_sets(), docs=st.lists(inputs(), min_size=1, max_size=8))
+def test_random_policies_and_inputs_agree(tmp_path_factory, policy, docs):
+    directory = copy_policy_dir(Path(tmp_path_factory.mktemp("rand")), yaml.safe_dump(policy))
+    engines = engines_for(build_bundle(directory))
+    for doc in docs:
+        assert_agree(engines, doc)
