@@ -23,6 +23,7 @@ DEFAULT_ENVOY_LISTEN = "127.0.0.1:10000"
 DEFAULT_ENVOY_ADMIN = "127.0.0.1:9901"
 DEFAULT_GRPC_ADDR = "127.0.0.1:9191"
 DEFAULT_HTTP_ADDR = "127.0.0.1:9192"
+DEFAULT_EXT_PROC_ADDR = "127.0.0.1:9193"
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 # Asymmetric algorithms only: an HMAC key configured as "public" would let anyone holding
@@ -58,6 +59,9 @@ class ServiceConfig:
 
     grpc: str = DEFAULT_GRPC_ADDR
     http: str = DEFAULT_HTTP_ADDR
+    # ext_proc runs on its own grpc.aio server: its streams stay open while the upstream
+    # answers, which would hold the sync Check server's threads.
+    ext_proc: str = DEFAULT_EXT_PROC_ADDR
     # Base URL agents use to reach the HTTP API (status_url in 202 answers).
     public_url: str = ""
 
@@ -98,6 +102,17 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True)
+class DlpConfig:
+    """How ext_proc redacts: defaults applied to every response, mode, limits."""
+
+    response_detectors: tuple[str, ...] = ()
+    mode: str = "mask"
+    hash_key_file: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    on_binary: str = "pass"
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """``aegis up`` also starts the demo tool servers when enabled."""
 
@@ -116,6 +131,7 @@ class AegisConfig:
     store: str = DEFAULT_STORE
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     upstreams: Mapping[str, str] = field(default_factory=dict)
+    dlp: DlpConfig = field(default_factory=DlpConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     @property
@@ -135,6 +151,7 @@ _ENV_OVERRIDES = {
     ("envoy", "admin"): "AEGIS_ENVOY_ADMIN",
     ("service", "grpc"): "AEGIS_GRPC_ADDR",
     ("service", "http"): "AEGIS_HTTP_ADDR",
+    ("service", "ext_proc"): "AEGIS_EXT_PROC_ADDR",
 }
 
 
@@ -178,7 +195,7 @@ class _Reader:
     def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
         if not isinstance(raw, dict):
             raise self.fail("(top level)", "a mapping", raw)
-        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "demo"}
+        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "demo"}
         unknown = sorted(set(raw) - top)
         if unknown:
             raise ConfigError(f"{self.path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(sorted(top))})")
@@ -197,6 +214,7 @@ class _Reader:
             store=self.store(raw),
             approvals=self.approvals(raw),
             upstreams=self.upstreams(raw),
+            dlp=self.dlp(raw),
             demo=self.demo(raw),
         )
 
@@ -214,13 +232,14 @@ class _Reader:
         )
 
     def service(self, raw: Mapping[str, Any]) -> ServiceConfig:
-        s = self.section(raw, "service", {"grpc", "http", "public_url"})
+        s = self.section(raw, "service", {"grpc", "http", "ext_proc", "public_url"})
         public_url = self.string(s, "service.public_url", "")
         if public_url and not public_url.startswith(("http://", "https://")):
             raise self.fail("service.public_url", "an http(s) URL", public_url)
         return ServiceConfig(
             grpc=self.address(s, "service.grpc", DEFAULT_GRPC_ADDR),
             http=self.address(s, "service.http", DEFAULT_HTTP_ADDR),
+            ext_proc=self.address(s, "service.ext_proc", DEFAULT_EXT_PROC_ADDR),
             public_url=public_url,
         )
 
@@ -310,6 +329,28 @@ class _Reader:
                 raise self.fail(f"upstreams.{host}", "a URL like http://127.0.0.1:8080", url)
             out[host.lower()] = url.rstrip("/")
         return out
+
+    def dlp(self, raw: Mapping[str, Any]) -> DlpConfig:
+        s = self.section(raw, "dlp", {"response_detectors", "mode", "hash_key_file", "max_body_bytes", "on_binary"})
+        detectors = s.get("response_detectors", [])
+        if not isinstance(detectors, list) or not all(isinstance(d, str) for d in detectors):
+            raise self.fail("dlp.response_detectors", "a list of detector names (e.g. [SECRET])", detectors)
+        mode = self.string(s, "dlp.mode", "mask")
+        if mode not in {"mask", "partial", "hash", "remove"}:
+            raise self.fail("dlp.mode", "one of mask, partial, hash, remove", mode)
+        key_file = self.string(s, "dlp.hash_key_file", "")
+        if mode == "hash" and not key_file:
+            raise ConfigError(f"{self.path}: dlp.hash_key_file: required when dlp.mode is hash")
+        on_binary = self.string(s, "dlp.on_binary", "pass")
+        if on_binary not in {"pass", "block"}:
+            raise self.fail("dlp.on_binary", "pass or block", on_binary)
+        return DlpConfig(
+            response_detectors=tuple(detectors),
+            mode=mode,
+            hash_key_file=_resolve(self.base, key_file) if key_file else None,
+            max_body_bytes=self.positive_int(s, "dlp.max_body_bytes", DEFAULT_MAX_REQUEST_BYTES),
+            on_binary=on_binary,
+        )
 
     def demo(self, raw: Mapping[str, Any]) -> DemoConfig:
         s = self.section(raw, "demo", {"tools"})

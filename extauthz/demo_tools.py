@@ -16,6 +16,7 @@ them in-process through :func:`start_demo_tools`.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import signal
@@ -199,7 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": body.decode("utf-8", errors="replace"),
             }
         )
-        self._send(*self.server.tool(self.command, path, body))
+        status, document = self.server.tool(self.command, path, body)
+        # Content negotiation like real APIs: SSE when asked for, gzip when accepted.
+        if status == 200 and "text/event-stream" in self.headers.get("accept", ""):
+            self._send_events(document)
+        else:
+            self._send(status, document, gzipped="gzip" in self.headers.get("accept-encoding", ""))
 
     def _received_endpoint(self) -> None:
         if self.command == "DELETE":
@@ -245,13 +251,32 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()  # the CRLF after each chunk
 
-    def _send(self, status: int, document: Any) -> None:
+    def _send(self, status: int, document: Any, *, gzipped: bool = False) -> None:
         payload = json.dumps(document).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        if gzipped:
+            payload = gzip.compress(payload, mtime=0)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _send_events(self, document: Any) -> None:
+        """One SSE event per field, each written as its own chunk, every event split in two
+        mid-value: redaction must not miss PII that straddles a chunk boundary."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        items = document.items() if isinstance(document, dict) else [("data", document)]
+        for key, value in items:
+            event = f"event: field\ndata: {json.dumps({key: value})}\n\n".encode()
+            for part in (event[: len(event) // 2], event[len(event) // 2 :]):
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the access log of record is Envoy's."""

@@ -27,11 +27,13 @@ import yaml
 
 from extauthz.config import AegisConfig, load_config, parse_address
 from extauthz.errors import ConfigError
-from extauthz.metadata import ACCESS_LOG_METADATA_KEYS, EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE
+from extauthz.metadata import ACCESS_LOG_METADATA_KEYS, EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
 
 Resource = dict[str, Any]
 
 GRPC_CLUSTER = "aegis_grpc"
+# ext_proc has its own (grpc.aio) listener in the service, so its own cluster.
+EXT_PROC_CLUSTER = "aegis_ext_proc"
 ADMIN_CLUSTER = "envoy_admin"
 INGRESS_LISTENER = "aegis_ingress"
 METRICS_LISTENER = "envoy_metrics"
@@ -132,7 +134,7 @@ def _upstream_tls(server_name: str) -> Resource:
     )
 
 
-def grpc_cluster(endpoints: Sequence[str]) -> Resource:
+def grpc_cluster(endpoints: Sequence[str], name: str = GRPC_CLUSTER) -> Resource:
     """The Aegis gRPC service: one lb endpoint per replica, HTTP/2, active gRPC health check.
 
     HTTP/2 must be explicit: without it the config validates but every Check fails (403).
@@ -146,7 +148,7 @@ def grpc_cluster(endpoints: Sequence[str]) -> Resource:
     hosts = [parse_address(e, what="service endpoint") for e in endpoints]
     # Not ROUND_ROBIN: each request opens two streams (Check, then ext_proc), so with two
     # replicas round robin sent every Check to one and every ext_proc stream to the other.
-    cluster = _endpoints_cluster(GRPC_CLUSTER, hosts, GRPC_TIMEOUT, lb_policy="LEAST_REQUEST")
+    cluster = _endpoints_cluster(name, hosts, GRPC_TIMEOUT, lb_policy="LEAST_REQUEST")
     cluster["typed_extension_protocol_options"] = {
         _HTTP_OPTIONS: {
             "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
@@ -181,14 +183,14 @@ def admin_cluster(config: AegisConfig) -> Resource:
 # --- filters ------------------------------------------------------------------------------
 
 
-def grpc_service() -> Resource:
+def grpc_service(cluster: str = GRPC_CLUSTER) -> Resource:
     """The Aegis service as both filters call it: 1 s, one retry on another replica.
 
     Only failures where the call never reached a replica are retried (``connect-failure``,
     ``refused-stream``): Check has side effects (single-use override tokens, budgets).
     """
     return {
-        "envoy_grpc": {"cluster_name": GRPC_CLUSTER},
+        "envoy_grpc": {"cluster_name": cluster},
         "timeout": GRPC_TIMEOUT,
         "retry_policy": {
             "retry_on": "connect-failure,refused-stream",
@@ -238,7 +240,7 @@ def ext_proc_filter() -> Resource:
         # ext_proc also runs on ext_authz's local replies (503, 413): when the service is down,
         # its own failure would otherwise turn them into a 500.
         status_on_error={"code": "ServiceUnavailable"},
-        grpc_service=grpc_service(),
+        grpc_service=grpc_service(EXT_PROC_CLUSTER),
         message_timeout=GRPC_TIMEOUT,
         processing_mode={
             "request_header_mode": "SEND",
@@ -339,6 +341,8 @@ def access_log_format() -> Resource:
     }
     for key in ACCESS_LOG_METADATA_KEYS:
         fields[key] = f"%DYNAMIC_METADATA({EXT_AUTHZ_NAMESPACE}:{key})%"
+    # Redaction counts per detector type from ext_proc ("EMAIL:2,SSN:1"), never values.
+    fields[MD_REDACTIONS] = f"%DYNAMIC_METADATA({EXT_PROC_NAMESPACE}:{MD_REDACTIONS})%"
     return fields
 
 
@@ -471,6 +475,7 @@ def render_bootstrap(
     service_endpoints: list[str] | None = None,
     with_ext_proc: bool = True,
     metrics_listen: str | None = None,
+    ext_proc_endpoints: list[str] | None = None,
 ) -> Resource:
     """The whole Envoy bootstrap for ``config``.
 
@@ -478,8 +483,11 @@ def render_bootstrap(
     ``metrics_listen`` adds a listener exposing only the Prometheus stats (for compose).
     """
     endpoints = service_endpoints if service_endpoints is not None else [config.service.grpc]
+    proc_endpoints = ext_proc_endpoints if ext_proc_endpoints is not None else [config.service.ext_proc]
     listeners = [listener(config, with_ext_proc=with_ext_proc)]
     clusters = [grpc_cluster(endpoints)]
+    if with_ext_proc:
+        clusters.append(grpc_cluster(proc_endpoints, EXT_PROC_CLUSTER))
     clusters += [upstream_cluster(host, url) for host, url in config.upstreams.items()]
     if metrics_listen is not None:
         listeners.append(metrics_listener(metrics_listen))
@@ -498,10 +506,15 @@ def render_bootstrap_yaml(
     service_endpoints: list[str] | None = None,
     with_ext_proc: bool = True,
     metrics_listen: str | None = None,
+    ext_proc_endpoints: list[str] | None = None,
 ) -> str:
     """:func:`render_bootstrap` as YAML, with a header naming the source config file."""
     bootstrap = render_bootstrap(
-        config, service_endpoints=service_endpoints, with_ext_proc=with_ext_proc, metrics_listen=metrics_listen
+        config,
+        service_endpoints=service_endpoints,
+        with_ext_proc=with_ext_proc,
+        metrics_listen=metrics_listen,
+        ext_proc_endpoints=ext_proc_endpoints,
     )
     header = f"# Generated from {config.path.name} by extauthz.envoyconfig (aegis envoy-config); do not edit.\n"
     body: str = yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=1000)

@@ -32,6 +32,10 @@ ACCESS_LOG_METADATA_KEYS = (
     MD_TOOL,
 )
 
+# Key written by ext_proc into EXT_PROC_NAMESPACE (received via receiving_namespaces):
+# redaction counts per detector type, e.g. "EMAIL:2,SSN:1" (types and counts, never values).
+MD_REDACTIONS = "redactions"
+
 # Headers.
 HEADER_DECISION_ID = "x-aegis-decision-id"
 HEADER_PURPOSE = "x-aegis-purpose"

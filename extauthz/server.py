@@ -7,6 +7,7 @@ beside it.  Decision logic never depends on that choice (see ``authorizer``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -24,15 +25,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from extauthz.authorizer import ActivePolicy, Authorizer, load_policy_dir
 from extauthz.config import AegisConfig, parse_address
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
+from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError, PolicyError
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
+from extauthz.redactor import RedactionSettings
 from extauthz.store import Store
 from extauthz.store.sqlite import SqliteStore
 from extauthz.telemetry import Metrics
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc  # isort: skip
 
 log = logging.getLogger("aegis.server")
 GRPC_WORKERS = 16
@@ -169,6 +173,79 @@ def start_grpc(service: Service) -> grpc.Server:
     return server
 
 
+class ExtProcServer:
+    """ext_proc on grpc.aio, in its own thread and event loop beside the sync Check server."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._loop = asyncio.new_event_loop()
+        self._server: grpc.aio.Server | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="aegis-ext-proc", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait(10)
+        if self._error is not None:
+            raise self._error
+        if self._server is None:
+            raise ConfigError(f"ext_proc server did not start on {self._service.config.service.ext_proc}")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._loop.run_forever()
+
+    async def _serve(self) -> None:
+        address = self._service.config.service.ext_proc
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        settings = redaction_settings(self._service.config)
+        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorServicer(settings), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {address} (ext_proc): {exc}") from exc
+        if port == 0:
+            raise ConfigError(f"cannot listen on {address} (ext_proc): address in use or not available")
+        await server.start()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self._started.set()
+
+    def stop(self, grace: float) -> None:
+        if self._server is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        future.result(timeout=grace + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def redaction_settings(config: AegisConfig) -> RedactionSettings:
+    """The redactor's settings from ``aegis.yaml`` (reads the hash key file)."""
+    key = None
+    if config.dlp.hash_key_file is not None:
+        try:
+            key = config.dlp.hash_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"dlp.hash_key_file: cannot read {config.dlp.hash_key_file}: {exc.strerror}") from exc
+    return RedactionSettings(
+        response_detectors=config.dlp.response_detectors,
+        mode=config.dlp.mode,
+        hash_key=key,
+        max_body_bytes=config.dlp.max_body_bytes,
+        on_binary=config.dlp.on_binary,
+    )
+
+
 def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
     """Start the HTTP API on ``service.http`` in a background thread."""
     host, port = parse_address(service.config.service.http, what="service.http")
@@ -188,6 +265,8 @@ def serve(config: AegisConfig) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
     service = build_service(config)
     grpc_server = start_grpc(service)
+    ext_proc = ExtProcServer(service)
+    ext_proc.start()
     http_server, http_thread = start_http(service)
     policy = service.authorizer.policy
     log.info(
@@ -195,6 +274,7 @@ def serve(config: AegisConfig) -> int:
         extra={
             "aegis": {
                 "grpc": config.service.grpc,
+                "ext_proc": config.service.ext_proc,
                 "http": config.service.http,
                 "policy_version": policy.version if policy else None,
             }
@@ -207,6 +287,7 @@ def serve(config: AegisConfig) -> int:
     log.info("aegis stopping")
     # Drain: refuse new calls, let in-flight ones finish (up to 5 s).
     grpc_server.stop(grace=5).wait()
+    ext_proc.stop(grace=5)
     http_server.should_exit = True
     http_thread.join(timeout=5)
     service.store.close()

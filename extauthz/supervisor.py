@@ -77,6 +77,7 @@ def check_ports_free(config: AegisConfig) -> None:
         "envoy.admin": config.envoy.admin,
         "service.grpc": config.service.grpc,
         "service.http": config.service.http,
+        "service.ext_proc": config.service.ext_proc,
     }
     if config.demo.tools:
         addresses.update({f"upstreams.{h}": u.split("://", 1)[1] for h, u in config.upstreams.items()})
@@ -156,7 +157,7 @@ def start_stack(
         workdir = Path(tempfile.mkdtemp(prefix="aegis-envoy-"))
         stack.cleanups.callback(shutil.rmtree, workdir, True)
         bootstrap = workdir / "envoy.yaml"
-        bootstrap.write_text(render_bootstrap_yaml(config, with_ext_proc=False), encoding="utf-8")
+        bootstrap.write_text(render_bootstrap_yaml(config), encoding="utf-8")
         out = _output(log_dir, "envoy", stack)
         command = [envoy_binary(config), "-c", str(bootstrap), "--disable-hot-restart"]
         command += ["--log-level", "warn", "--file-flush-interval-msec", "500"]

@@ -40,7 +40,11 @@ def write_config(directory: Path, overrides: dict[str, Any] | None = None, *, po
             "admin": f"127.0.0.1:{free_port()}",
             "access_log": str(directory / "access.log"),
         },
-        "service": {"grpc": f"127.0.0.1:{free_port()}", "http": f"127.0.0.1:{free_port()}"},
+        "service": {
+            "grpc": f"127.0.0.1:{free_port()}",
+            "http": f"127.0.0.1:{free_port()}",
+            "ext_proc": f"127.0.0.1:{free_port()}",
+        },
         "identity": {
             "issuer": "https://issuer.test",
             "audience": "aegis-test",

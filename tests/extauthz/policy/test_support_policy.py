@@ -64,8 +64,8 @@ def test_refund_amount_of_the_wrong_type_never_allows():
 @pytest.mark.parametrize(
     ("channel", "open_", "effect", "rules"),
     [
-        ("#support", True, Effect.ALLOW, ("slack-allowed-channel",)),
-        ("#billing", True, Effect.ALLOW, ("slack-allowed-channel",)),
+        ("#support", True, Effect.SANITIZE, ("slack-redact-pii",)),
+        ("#billing", True, Effect.SANITIZE, ("slack-redact-pii",)),
         ("#support", False, Effect.DENY, ("slack-outside-business-hours",)),
         ("#random", True, Effect.DENY, ("slack-channel-not-allowed",)),
         ("#random", False, Effect.DENY, ("slack-channel-not-allowed", "slack-outside-business-hours")),

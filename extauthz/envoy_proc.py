@@ -1,0 +1,159 @@
+"""The ext_proc adapter: ``ProcessingRequest`` stream ↔ ``redactor.Exchange``.  The only code
+that imports the ext_proc protobufs; redaction itself lives in ``redactor`` and ``dlp``.
+
+Served by grpc.aio (bidirectional streams hold no thread while the upstream answers).
+Calls with nothing to redact skip every body phase with a ``mode_override`` answered to the
+request headers, so they cost one message round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
+from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
+
+_MODE = processing_mode_pb2.ProcessingMode
+# A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
+_SKIP_ALL = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE)
+_SKIP_REQUEST_BODY = _MODE(
+    request_body_mode=_MODE.NONE, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
+)
+_SKIP_RESPONSE_BODY = _MODE(response_body_mode=_MODE.NONE)
+_STREAM_RESPONSE_BODY = _MODE(response_body_mode=_MODE.STREAMED)
+
+
+def authz_metadata(request: pb.ProcessingRequest) -> dict[str, object]:
+    """The ext_authz dynamic metadata Envoy forwarded (``forwarding_namespaces``)."""
+    struct = request.metadata_context.filter_metadata.get(EXT_AUTHZ_NAMESPACE)
+    if struct is None:
+        return {}
+    return {key: value.string_value for key, value in struct.fields.items() if value.HasField("string_value")}
+
+
+def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Envoy sends header values as bytes in ``raw_value``."""
+    return {h.key: (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in headers.headers.headers}
+
+
+def _set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    # ext_proc ignores `value`: a header set only through it arrives empty.
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode()))
+
+
+def body_response(outcome: BodyOutcome) -> pb.CommonResponse:
+    """A body phase answer: the new body with its content-length, or nothing changed."""
+    if outcome.body is None:
+        return pb.CommonResponse()
+    return pb.CommonResponse(
+        body_mutation=pb.BodyMutation(body=outcome.body),
+        # Without the matching content-length Envoy answers 500 after a body mutation.
+        header_mutation=pb.HeaderMutation(set_headers=[_set_header("content-length", str(len(outcome.body)))]),
+    )
+
+
+def refusal_response(status: int, code: str, message: str) -> pb.ProcessingResponse:
+    """Stop the exchange: the agent gets ``status`` with a JSON reason, nothing else."""
+    body = json.dumps({"error": code, "message": message}).encode()
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=pb.HeaderMutation(set_headers=[_set_header("content-type", "application/json")]),
+            body=body,
+            details=f"aegis_{code}",
+        )
+    )
+
+
+def counts_metadata(counts: Mapping[str, int]) -> struct_pb2.Struct:
+    """Redaction counts (types and numbers only, never values) for the access log."""
+    struct = struct_pb2.Struct()
+    summary = ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
+    struct.update({EXT_PROC_NAMESPACE: {MD_REDACTIONS: summary}})
+    return struct
+
+
+class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction."""
+
+    def __init__(self, settings: RedactionSettings) -> None:
+        self._settings = settings
+
+    async def Process(
+        self, requests: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        exchange: Exchange | None = None
+        request_content_type = ""
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "request_headers":
+                exchange = Exchange.from_metadata(self._settings, authz_metadata(request))
+                request_content_type = header_map(request.request_headers).get("content-type", "")
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=_mode_for(exchange))
+            elif kind == "request_body" and exchange is not None:
+                outcome = exchange.redact_request(request.request_body.body, request_content_type)
+                if outcome.refusal:
+                    yield refusal_response(*outcome.refusal)
+                    return
+                yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=body_response(outcome)))
+            elif kind == "response_headers":
+                if exchange is None:
+                    # A local reply (ext_authz denied, or Envoy refused the request): nothing to redact.
+                    yield pb.ProcessingResponse(
+                        response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY
+                    )
+                    continue
+                exchange.note_response_headers(header_map(request.response_headers))
+                streamed = exchange.streams_response
+                yield pb.ProcessingResponse(
+                    response_headers=pb.HeadersResponse(), mode_override=_STREAM_RESPONSE_BODY if streamed else None
+                )
+            elif kind == "response_body" and exchange is not None and exchange.streams_response:
+                body = request.response_body
+                outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
+                if outcome.refusal:
+                    yield refusal_response(*outcome.refusal)
+                    return
+                mutation = pb.CommonResponse(body_mutation=pb.BodyMutation(body=outcome.body or b""))
+                yield pb.ProcessingResponse(
+                    response_body=pb.BodyResponse(response=mutation), dynamic_metadata=counts_metadata(exchange.counts)
+                )
+            elif kind == "response_body" and exchange is not None:
+                outcome = exchange.redact_response(request.response_body.body)
+                if outcome.refusal:
+                    yield refusal_response(*outcome.refusal)
+                    return
+                yield pb.ProcessingResponse(
+                    response_body=pb.BodyResponse(response=body_response(outcome)),
+                    dynamic_metadata=counts_metadata(exchange.counts),
+                )
+            else:
+                yield _continue(kind)
+
+
+def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode | None:
+    if not exchange.wants_response and not exchange.wants_request_body:
+        return _SKIP_ALL
+    if not exchange.wants_request_body:
+        return _SKIP_REQUEST_BODY
+    return None
+
+
+def _continue(kind: str | None) -> pb.ProcessingResponse:
+    """An empty answer for a phase with nothing to do (trailers, or a body without headers)."""
+    if kind == "request_body":
+        return pb.ProcessingResponse(request_body=pb.BodyResponse())
+    if kind == "response_body":
+        return pb.ProcessingResponse(response_body=pb.BodyResponse())
+    if kind == "request_trailers":
+        return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())

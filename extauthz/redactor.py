@@ -1,0 +1,191 @@
+"""Body redaction for one HTTP exchange, transport-neutral (ext_proc drives it).
+
+ext_authz decides *what* must be redacted (the ``redact`` obligations in its dynamic
+metadata); this module applies it to the request body before the upstream and the
+response body before the agent.  It also applies the configured defaults (e.g. SECRET in
+every response) to calls no rule sanitizes.
+
+Outcomes are values (``BodyOutcome``), never exceptions, so the adapter can answer Envoy
+precisely: a changed body, the same body, or a refusal with a status and a reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import dlp
+from extauthz.metadata import MD_REDACT
+
+# A response Aegis cannot redact must not reach the agent: 502 with a reason.
+REDACTION_FAILED_STATUS = 502
+
+
+@dataclass(frozen=True)
+class RedactionSettings:
+    """Service-wide redaction settings (from ``aegis.yaml``)."""
+
+    response_detectors: tuple[str, ...] = ()  # applied to every response, rule or not
+    mode: str = "mask"
+    hash_key: bytes | None = None
+    max_body_bytes: int = 1024 * 1024
+    on_binary: str = "pass"
+
+
+@dataclass(frozen=True)
+class BodyOutcome:
+    """What to do with one body."""
+
+    body: bytes | None = None  # new body; None = unchanged
+    counts: Mapping[str, int] = field(default_factory=dict)
+    refusal: tuple[int, str, str] | None = None  # (status, error code, message)
+
+
+@dataclass
+class Exchange:
+    """One request/response pair seen by ext_proc."""
+
+    settings: RedactionSettings
+    request_obligations: dlp.Obligations | None = None
+    response_obligations: dlp.Obligations | None = None
+    response_encoding: str = ""
+    response_content_type: str = ""
+    counts: Counter[str] = field(default_factory=Counter)
+    _pending_events: bytes = b""
+
+    @classmethod
+    def from_metadata(cls, settings: RedactionSettings, metadata: Mapping[str, object]) -> Exchange:
+        """Build from the ext_authz dynamic metadata (None when ext_authz asked for nothing)."""
+        rule = _rule_obligations(metadata.get(MD_REDACT), settings)
+        default = None
+        if settings.response_detectors:
+            default = dlp.Obligations(
+                detectors=settings.response_detectors, mode=settings.mode, hash_key=settings.hash_key
+            )
+        response = _merge(rule, default)
+        return cls(settings, request_obligations=rule, response_obligations=response)
+
+    @property
+    def wants_request_body(self) -> bool:
+        return self.request_obligations is not None
+
+    @property
+    def wants_response(self) -> bool:
+        return self.response_obligations is not None
+
+    def note_response_headers(self, headers: Mapping[str, str]) -> None:
+        self.response_encoding = headers.get("content-encoding", "").strip().lower()
+        self.response_content_type = headers.get("content-type", "")
+
+    @property
+    def streams_response(self) -> bool:
+        """Server-sent events are redacted event by event as they stream, not buffered."""
+        media = self.response_content_type.split(";", 1)[0].strip().lower()
+        return self.wants_response and media == "text/event-stream"
+
+    def redact_stream_chunk(self, chunk: bytes, end_of_stream: bool) -> BodyOutcome:
+        """Redact the complete events in ``chunk`` (plus what an earlier chunk left open).
+
+        An event that is not complete yet is held back, so PII split across chunks is seen
+        whole; the held part is flushed at the end of the stream.
+        """
+        if self.response_obligations is None:
+            return BodyOutcome()
+        if self.response_encoding not in ("", "identity"):
+            return BodyOutcome(
+                refusal=(REDACTION_FAILED_STATUS, "redaction_failed", "cannot redact compressed streams")
+            )
+        data = self._pending_events + chunk
+        cut = len(data) if end_of_stream else data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0
+        ready, self._pending_events = data[:cut], data[cut:]
+        if len(self._pending_events) > self.settings.max_body_bytes:
+            return BodyOutcome(refusal=(413, "body_too_large", "a streamed event is larger than Aegis redacts"))
+        lines = []
+        counts: Counter[str] = Counter()
+        for line in ready.split(b"\n"):
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                media = "application/json" if payload[:1] in (b"{", b"[") else "text/plain"
+                try:
+                    result = dlp.redact(payload, media, self.response_obligations)
+                except dlp.DlpError:
+                    result = dlp.redact(payload, "text/plain", self.response_obligations)
+                counts.update(result.counts)
+                line = b"data: " + result.body
+            lines.append(line)
+        self.counts.update(counts)
+        return BodyOutcome(body=b"\n".join(lines), counts=counts)
+
+    def redact_request(self, body: bytes, content_type: str) -> BodyOutcome:
+        if self.request_obligations is None:
+            return BodyOutcome()
+        return self._redact(body, content_type, "", self.request_obligations)
+
+    def redact_response(self, body: bytes) -> BodyOutcome:
+        if self.response_obligations is None:
+            return BodyOutcome()
+        return self._redact(body, self.response_content_type, self.response_encoding, self.response_obligations)
+
+    def _redact(self, body: bytes, content_type: str, encoding: str, obligations: dlp.Obligations) -> BodyOutcome:
+        if len(body) > self.settings.max_body_bytes:
+            return BodyOutcome(refusal=(413, "body_too_large", "the body is larger than Aegis redacts"))
+        try:
+            plain = _decode(body, encoding)
+        except (OSError, EOFError, zlib.error, ValueError):
+            return BodyOutcome(refusal=(REDACTION_FAILED_STATUS, "redaction_failed", "the body's encoding is corrupt"))
+        if plain is None:
+            return BodyOutcome(
+                refusal=(REDACTION_FAILED_STATUS, "redaction_failed", f"cannot redact {encoding} bodies")
+            )
+        try:
+            result = dlp.redact(plain, content_type, obligations)
+        except dlp.DlpError as exc:
+            return BodyOutcome(refusal=(REDACTION_FAILED_STATUS, "redaction_failed", f"cannot redact the body: {exc}"))
+        self.counts.update(result.counts)
+        if not result.changed:
+            return BodyOutcome(counts=result.counts)
+        return BodyOutcome(body=_encode(result.body, encoding), counts=result.counts)
+
+
+def _rule_obligations(raw: object, settings: RedactionSettings) -> dlp.Obligations | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    data = json.loads(raw)
+    return dlp.Obligations(
+        fields=tuple(data.get("fields", ())),
+        detectors=tuple(data.get("detectors", ())),
+        mode=settings.mode,
+        hash_key=settings.hash_key,
+        on_binary=settings.on_binary,
+    )
+
+
+def _merge(a: dlp.Obligations | None, b: dlp.Obligations | None) -> dlp.Obligations | None:
+    if a is None or b is None:
+        return a or b
+    detectors = tuple(sorted(set(a.detectors) | set(b.detectors)))
+    return dlp.Obligations(
+        fields=a.fields, detectors=detectors, mode=a.mode, hash_key=a.hash_key, on_binary=a.on_binary
+    )
+
+
+def _decode(body: bytes, encoding: str) -> bytes | None:
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return None  # br, zstd…: not redactable here, so refused (never passed unredacted)
+
+
+def _encode(body: bytes, encoding: str) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.compress(body, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    return body

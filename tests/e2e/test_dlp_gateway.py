@@ -1,0 +1,118 @@
+"""DLP inline through real Envoy: ext_authz obligations → ext_proc redaction of both bodies."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+import httpx
+import pytest
+
+from helpers import POLICIES, Gateway, copy_policy_dir, start_gateway
+
+pytestmark = pytest.mark.e2e
+
+ALWAYS_OPEN = "      - {days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"24:00\"}"
+SSN, CARD, EMAIL = "123-45-6789", "4111 1111 1111 1111", "jane.customer@example.com"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    # The starter policy with business hours that are always open, so Slack posts are judged
+    # on their content whatever the clock says; every response also gets SECRET redaction.
+    policy = (POLICIES / "support.yaml").read_text()
+    policy = policy.replace('      - {days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00"}', ALWAYS_OPEN)
+    root = tmp_path_factory.mktemp("dlp")
+    policies = copy_policy_dir(root / "policies", policy)
+    gw = start_gateway(root / "gw", policy_dir=policies, extra={"dlp": {"response_detectors": ["SECRET"]}})
+    try:
+        yield gw
+    finally:
+        gw.client.close()
+        gw.stack.stop()
+
+
+def crm(gw: Gateway, **headers: str) -> httpx.Response:
+    # httpx asks for gzip by default; plain bytes make content-length checkable directly.
+    headers = {"x-aegis-purpose": "support", "accept-encoding": "identity", **headers}
+    return gw.call("GET", "crm.demo", "/tenants/acme/records/r-1", headers=headers)
+
+
+def test_ssn_in_a_slack_post_never_reaches_slack(gateway):
+    text = f"Customer {EMAIL} verified with SSN {SSN}, card {CARD}"
+    response = gateway.call("POST", "slack.demo", "/api/chat.postMessage", json={"channel": "#support", "text": text})
+    assert response.status_code == 200
+    decision_id = response.headers["x-aegis-decision-id"]
+    seen = [r for r in gateway.received("slack.demo") if r["headers"].get("x-aegis-decision-id") == decision_id]
+    assert len(seen) == 1
+    body = seen[0]["body"]
+    for value in (SSN, CARD, EMAIL):
+        assert value not in body
+    sent = json.loads(body)
+    assert sent["channel"] == "#support"  # structure kept; only PII changed
+    assert "[REDACTED:SSN]" in sent["text"]
+    assert int(seen[0]["headers"]["content-length"]) == len(body.encode())
+
+
+def test_crm_record_reaches_the_agent_without_ssn_dob_full_name(gateway):
+    response = crm(gateway)
+    assert response.status_code == 200
+    record = response.json()
+    for field in ("ssn", "dob", "full_name"):
+        assert record[field].startswith("[REDACTED"), field
+    assert record["email"] == EMAIL  # not named by the obligations: untouched
+    assert record["tenant_id"] == "acme"
+    assert int(response.headers["content-length"]) == len(response.content)
+    entry = gateway.access_log(response.headers["x-aegis-decision-id"])
+    assert entry["decision"] == "sanitize"
+    counts = dict(item.split(":") for item in entry["redactions"].split(","))
+    assert sum(int(n) for n in counts.values()) >= 3  # types and counts only
+    assert SSN not in json.dumps(entry)
+
+
+def test_a_clean_call_is_untouched_byte_for_byte(gateway):
+    body = b'{"amount":20.0,"currency":"USD","customer_id":"c-1"}'
+    response = gateway.call("POST", "payments.demo", "/v1/refunds", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    decision_id = response.headers["x-aegis-decision-id"]
+    seen = [r for r in gateway.received("payments.demo") if r["headers"].get("x-aegis-decision-id") == decision_id]
+    assert seen[0]["body"].encode() == body
+    direct = httpx.post(f"{gateway.config.upstreams['payments.demo']}/v1/refunds", content=body, headers={"content-type": "application/json"})
+    assert set(response.json()) == set(direct.json())
+
+
+def test_gzip_responses_are_redacted_and_recompressed(gateway):
+    headers = {"host": "crm.demo", "authorization": f"Bearer {gateway.token()}", "x-aegis-purpose": "support", "accept-encoding": "gzip"}
+    with gateway.client.stream("GET", "/tenants/acme/records/r-1", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-encoding"] == "gzip"
+        raw = b"".join(response.iter_raw())
+    assert int(response.headers["content-length"]) == len(raw)
+    record = json.loads(gzip.decompress(raw))
+    assert record["ssn"].startswith("[REDACTED") and record["dob"].startswith("[REDACTED")
+
+
+def test_sse_streams_are_redacted_across_chunk_boundaries(gateway):
+    with gateway.client.stream(
+        "GET", "/tenants/acme/records/r-1",
+        headers={"host": "crm.demo", "authorization": f"Bearer {gateway.token()}", "x-aegis-purpose": "support", "accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = b"".join(response.iter_bytes()).decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    fields = {k: v for event in events for k, v in event.items()}
+    assert fields["ssn"].startswith("[REDACTED")
+    assert fields["full_name"].startswith("[REDACTED")
+    assert "Jane Q. Customer" not in text and '"123-45-6789"' not in text  # the ssn field's value
+    assert fields["email"] == EMAIL
+
+
+def test_default_secret_redaction_applies_without_a_rule(gateway):
+    # No rule sanitizes refunds, but dlp.response_detectors applies SECRET to every response;
+    # the payments tool echoes the request, so a key smuggled in customer_id comes back.
+    key = "AKIAIOSFODNN7EXAMPLE"
+    response = gateway.call("POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": key})
+    assert response.status_code == 200
+    assert key not in response.text
+    assert response.json()["status"] == "succeeded"
