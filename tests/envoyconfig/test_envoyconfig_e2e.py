@@ -120,7 +120,12 @@ def stack(
     bootstrap = tmp / "envoy.yaml"
     # A second, dead replica: the retry on connect-failure must hide it from every request.
     endpoints = [config.service.grpc, f"127.0.0.1:{dead_port}"]
-    bootstrap.write_text(render_bootstrap_yaml(config, service_endpoints=endpoints, with_ext_proc=request.param))
+    # The stub serves Check and ext_proc on one port; the real service splits them.
+    bootstrap.write_text(
+        render_bootstrap_yaml(
+            config, service_endpoints=endpoints, ext_proc_endpoints=endpoints, with_ext_proc=request.param
+        )
+    )
     log = tmp / "envoy.out"
     with log.open("wb") as out:
         envoy = subprocess.Popen(
