@@ -1,0 +1,69 @@
+"""Deterministic PII and secret detection and redaction for Aegis.
+
+``scan`` finds typed, scored spans in text; ``redact`` rewrites a request or response body
+(JSON, NDJSON, form, text) according to :class:`Obligations`.  See docs/dlp.md.
+"""
+
+from __future__ import annotations
+
+from dlp._engine import ENGINE
+from dlp._errors import (
+    BinaryBody,
+    DlpError,
+    DuplicateKey,
+    InvalidJson,
+    InvalidObligations,
+    MalformedBody,
+    UnknownDetector,
+)
+from dlp._obligations import Obligations
+from dlp._redact import redact
+from dlp._scan import scan
+from dlp._types import (
+    ADDRESS,
+    CREDIT_CARD,
+    DATE_OF_BIRTH,
+    DEFAULT_THRESHOLDS,
+    DETECTORS,
+    EMAIL,
+    FIELD,
+    IBAN,
+    IP_ADDRESS,
+    NAME,
+    PHONE,
+    SECRET,
+    SSN,
+    Finding,
+    Redaction,
+    Result,
+)
+
+__all__ = [
+    "ADDRESS",
+    "CREDIT_CARD",
+    "DATE_OF_BIRTH",
+    "DEFAULT_THRESHOLDS",
+    "DETECTORS",
+    "EMAIL",
+    "ENGINE",
+    "FIELD",
+    "IBAN",
+    "IP_ADDRESS",
+    "NAME",
+    "PHONE",
+    "SECRET",
+    "SSN",
+    "BinaryBody",
+    "DlpError",
+    "DuplicateKey",
+    "Finding",
+    "InvalidJson",
+    "InvalidObligations",
+    "MalformedBody",
+    "Obligations",
+    "Redaction",
+    "Result",
+    "UnknownDetector",
+    "redact",
+    "scan",
+]

@@ -1,0 +1,62 @@
+"""Date parsing for DATE_OF_BIRTH candidates: numeric (ISO, D/M/Y, M/D/Y) and English/German month names.
+
+Only plausible birth dates parse: year 1900 to this year, not in the future.  Ambiguous
+numeric dates (``03/04/1985``) parse if either day-month order is a real date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+MIN_YEAR = 1900
+
+_MONTHS = {
+    "jan": 1,
+    "feb": 2,
+    "mar": 3,
+    "mär": 3,
+    "mae": 3,
+    "apr": 4,
+    "may": 5,
+    "mai": 5,
+    "jun": 6,
+    "jul": 7,
+    "aug": 8,
+    "sep": 9,
+    "oct": 10,
+    "okt": 10,
+    "nov": 11,
+    "dec": 12,
+    "dez": 12,
+}
+_NUMBERS = re.compile(r"\d{1,4}", re.ASCII)
+_WORD = re.compile(r"[a-zäA-ZÄ]{3,}")
+
+
+def _make(year: int, month: int, day: int) -> dt.date | None:
+    if year < 100:  # two-digit year: the most recent past century year
+        year += 2000 if year <= dt.date.today().year % 100 else 1900
+    try:
+        value = dt.date(year, month, day)
+    except ValueError:
+        return None
+    return value if year >= MIN_YEAR and value <= dt.date.today() else None
+
+
+def parse_date(value: str, kind: str) -> dt.date | None:
+    """The date ``value`` denotes, if it is a plausible birth date; ``kind`` is the pattern kind."""
+    nums = [int(n) for n in _NUMBERS.findall(value)]
+    if kind == "iso":
+        return _make(nums[0], nums[1], nums[2]) if len(nums) == 3 else None
+    if kind == "dmy":
+        if len(nums) != 3:
+            return None
+        return _make(nums[2], nums[1], nums[0]) or _make(nums[2], nums[0], nums[1])
+    word = _WORD.search(value.replace(" of ", " ").replace(" OF ", " "))
+    if word is None or len(nums) != 2:
+        return None
+    month = _MONTHS.get(word.group(0)[:3].lower())
+    if month is None:
+        return None
+    return _make(nums[1], month, nums[0])

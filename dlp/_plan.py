@@ -1,0 +1,55 @@
+"""Obligations compiled once into what the redactors need on every request.
+
+``plan_for`` is memoised on the (frozen, hashable) obligations: ext_proc sees the same few
+obligation sets over and over, so path parsing and name resolution happen once per set.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dlp._context import normalize_key
+from dlp._obligations import Obligations
+from dlp._paths import FieldRule, PathItem, compile_field
+from dlp._scan import resolve_detectors, resolve_thresholds
+from dlp._types import FIELD_DETECTORS, SECRET, TEXT_DETECTORS
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Compiled obligations."""
+
+    names: frozenset[str]  # normalised bare field names
+    paths: tuple[FieldRule, ...]  # JSON path rules
+    text_detectors: frozenset[str]
+    field_detectors: frozenset[str]  # NAME/ADDRESS (and SECRET by key) found by key name
+    limits: dict[str, float]
+    mode: str
+    hash_key: bytes | None
+
+    def field_named(self, path: Sequence[PathItem], key: str | None) -> bool:
+        """Does ``Obligations.fields`` name the value at ``path`` (held under ``key``)?"""
+        if key is not None and self.names and normalize_key(key) in self.names:
+            return True
+        return any(rule.matches(path, None) for rule in self.paths)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_for(obligations: Obligations) -> Plan:
+    """The compiled :class:`Plan` of ``obligations`` (cached)."""
+    rules = [compile_field(f) for f in obligations.fields]
+    wanted = resolve_detectors(obligations.detectors) if obligations.detectors else frozenset()
+    field_detectors = wanted & frozenset(FIELD_DETECTORS)
+    if SECRET in wanted:
+        field_detectors |= {SECRET}
+    return Plan(
+        names=frozenset(r.name for r in rules if r.name is not None),
+        paths=tuple(r for r in rules if r.name is None),
+        text_detectors=wanted & frozenset(TEXT_DETECTORS),
+        field_detectors=frozenset(field_detectors),
+        limits=resolve_thresholds(dict(obligations.thresholds)),
+        mode=obligations.mode,
+        hash_key=obligations.hash_key,
+    )

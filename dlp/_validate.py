@@ -1,0 +1,393 @@
+"""Validators: turn a candidate span into a base confidence, or reject it.
+
+Each validator gets the text, the candidate span and the pattern kind, and returns
+``(confidence, start, end)`` (the span may shrink, e.g. an e-mail's leading punctuation) or
+``None``.  Checksums and registries come from maintained libraries: ``stdnum`` (Luhn, SSN
+rules and blocklist, IBAN per-country format and mod-97) and ``phonenumbers`` (numbering plans).
+The card IIN table is ours: no maintained library covers current ranges.  Cheap hand-written
+pre-checks (digit count, mod-97) run first so the expensive library calls only see plausible
+candidates, and the results of the two slow ones are memoised (keyed by ``hash``, not value).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Callable
+
+import phonenumbers
+from stdnum import iban as std_iban
+from stdnum import luhn as std_luhn
+from stdnum.us import ssn as std_ssn
+
+from dlp._dates import parse_date
+
+Validated = tuple[float, int, int] | None
+Validator = Callable[[str, int, int, str], Validated]
+
+# Regions tried for national-format phone numbers, by trunk prefix: NANP numbers have none,
+# UK and German numbers start with 0.  International numbers (+CC / 00CC) need no region.
+PHONE_REGIONS_NO_TRUNK: tuple[str, ...] = ("US",)
+PHONE_REGIONS_TRUNK_0: tuple[str, ...] = ("GB", "DE")
+
+_MEMO_MAX = 8192
+_memo: dict[int, bool] = {}
+
+
+def _memoised(kind: str, value: str, check: Callable[[], bool]) -> bool:
+    """Remember slow library verdicts by the hash of the value (the value itself is not kept)."""
+    key = hash((kind, value))
+    verdict = _memo.get(key)
+    if verdict is None:
+        if len(_memo) >= _MEMO_MAX:
+            _memo.clear()
+        verdict = _memo[key] = check()
+    return verdict
+
+
+def _embedded(text: str, start: int, end: int) -> bool:
+    """True when the digits are glued into a larger identifier (``ORD-4111…``, ``12.50``, ``…-7``)."""
+    if start >= 2 and text[start - 1] in "-_/#.$€£" and text[start - 2].isalnum():
+        return True
+    if start >= 1 and text[start - 1] in "$€£":
+        return True
+    if end + 1 < len(text) and text[end] in "-_/.,:" and text[end + 1].isdigit():
+        return True
+    return end + 1 < len(text) and text[end] in "-_" and text[end + 1].isalpha()
+
+
+# --- EMAIL -----------------------------------------------------------------------------------
+
+_FILE_TLDS = frozenset(
+    [
+        "png",
+        "jpg",
+        "jpeg",
+        "gif",
+        "svg",
+        "webp",
+        "bmp",
+        "ico",
+        "js",
+        "mjs",
+        "css",
+        "ts",
+        "tsx",
+        "map",
+        "json",
+        "html",
+        "htm",
+        "txt",
+        "pdf",
+    ]
+)
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+
+
+def email(text: str, start: int, end: int, kind: str) -> Validated:
+    value = text[start:end]
+    at = value.rindex("@")
+    local = value[:at].lstrip(".'%+*-")
+    if not local:
+        return None
+    start += at - len(local)
+    domain = value[at + 1 :]
+    if local.endswith(".") or ".." in local:
+        return None
+    labels = domain.split(".")
+    if labels[-1].lower() in _FILE_TLDS or not labels[-1].isalpha():
+        return None
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        return None
+    return 0.9, start, end
+
+
+# --- PHONE -----------------------------------------------------------------------------------
+
+_NON_DIGITS = re.compile(r"[^0-9]")
+_PHONE_SPLIT = re.compile(r"[ .\-/()]+")
+_DATE_SHAPE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}", re.ASCII)
+
+
+def _phone_valid(number: str, region: str | None) -> bool:
+    def check() -> bool:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            return False
+        return bool(phonenumbers.is_valid_number(parsed))
+
+    return _memoised("phone:" + (region or ""), number, check)
+
+
+def phone(text: str, start: int, end: int, kind: str) -> Validated:
+    if kind != "intl" and start >= 2 and text[start - 1] in " .-/" and text[start - 2].isdigit():
+        return None  # the tail of a longer run of digit groups (an IBAN, a card, a list of numbers)
+    return _phone_at(text, start, end, kind)
+
+
+def _phone_at(text: str, start: int, end: int, kind: str) -> Validated:
+    value = text[start:end]
+    digits = _NON_DIGITS.sub("", value)
+    if not 7 <= len(digits) <= 15 or _embedded(text, start, end):
+        return None
+    if _DATE_SHAPE.fullmatch(value) or value.count(".") == 3:  # dates, dotted quads
+        return None
+    groups = [g for g in _PHONE_SPLIT.split(value.lstrip("+")) if g]
+    if len(groups) > 6 or sum(1 for g in groups[1:] if len(g) == 1) > 0:
+        return None
+    if kind == "intl":
+        number = "+" + (digits[2:] if value.startswith("00") else digits)
+        return (0.9, start, end) if _phone_valid(number, None) else None
+    regions = PHONE_REGIONS_TRUNK_0 if digits.startswith("0") else PHONE_REGIONS_NO_TRUNK
+    if not any(_phone_valid(digits, r) for r in regions):
+        return None
+    formatted = kind == "national" and len(groups) >= 2
+    return (0.6 if formatted else 0.35), start, end
+
+
+# --- SSN -------------------------------------------------------------------------------------
+
+_SSN_BASE = {"dashed": 0.65, "spaced": 0.45, "bare": 0.3}
+
+
+def ssn(text: str, start: int, end: int, kind: str) -> Validated:
+    if _embedded(text, start, end):
+        return None
+    digits = text[start:end].replace("-", "").replace(" ", "")
+    if not std_ssn.is_valid(digits):
+        return None
+    return _SSN_BASE[kind], start, end
+
+
+# --- CREDIT_CARD -----------------------------------------------------------------------------
+
+# (lowest prefix, highest prefix, prefix length, allowed lengths): current IIN ranges of the
+# networks that issue cards to people (ISO/IEC 7812 registrations as published by each network).
+_IIN: tuple[tuple[int, int, int, frozenset[int]], ...] = (
+    (4, 4, 1, frozenset({13, 16, 19})),  # Visa
+    (51, 55, 2, frozenset({16})),  # Mastercard
+    (2221, 2720, 4, frozenset({16})),  # Mastercard 2-series
+    (34, 34, 2, frozenset({15})),  # American Express
+    (37, 37, 2, frozenset({15})),
+    (6011, 6011, 4, frozenset(range(16, 20))),  # Discover
+    (644, 649, 3, frozenset(range(16, 20))),
+    (65, 65, 2, frozenset(range(16, 20))),  # Discover / RuPay
+    (622126, 622925, 6, frozenset(range(16, 20))),  # Discover co-branded UnionPay
+    (62, 62, 2, frozenset(range(16, 20))),  # UnionPay
+    (81, 82, 2, frozenset({16})),  # UnionPay 81 / RuPay
+    (300, 305, 3, frozenset(range(14, 20))),  # Diners Club International
+    (3095, 3095, 4, frozenset(range(14, 20))),
+    (36, 36, 2, frozenset(range(14, 20))),
+    (38, 39, 2, frozenset(range(16, 20))),
+    (3528, 3589, 4, frozenset(range(16, 20))),  # JCB
+    (2200, 2204, 4, frozenset(range(16, 20))),  # Mir
+    (5018, 5018, 4, frozenset(range(12, 20))),  # Maestro
+    (5020, 5020, 4, frozenset(range(12, 20))),
+    (5038, 5038, 4, frozenset(range(12, 20))),
+    (5893, 5893, 4, frozenset(range(12, 20))),
+    (6304, 6304, 4, frozenset(range(12, 20))),
+    (6759, 6759, 4, frozenset(range(12, 20))),
+    (6761, 6763, 4, frozenset(range(12, 20))),
+    (5019, 5019, 4, frozenset({16})),  # Dankort
+    (60, 60, 2, frozenset({16})),  # RuPay
+    (508, 508, 3, frozenset({16})),
+    (506099, 506198, 6, frozenset({16, 18, 19})),  # Verve
+    (650002, 650027, 6, frozenset({16, 18, 19})),
+    (636, 639, 3, frozenset(range(16, 20))),  # InterPayment, InstaPayment
+    (9792, 9792, 4, frozenset({16})),  # Troy
+)
+
+
+def _expand_iin() -> dict[str, frozenset[int]]:
+    table: dict[str, set[int]] = {}
+    for lo, hi, plen, lengths in _IIN:
+        for prefix in range(lo, hi + 1):
+            table.setdefault(str(prefix).zfill(plen), set()).update(lengths)
+    return {k: frozenset(v) for k, v in table.items()}
+
+
+_IIN_BY_PREFIX = _expand_iin()  # ~1,400 prefixes: five dict look-ups instead of a table scan
+_IIN_PREFIX_LENGTHS = tuple(sorted({plen for _, _, plen, _ in _IIN}))
+
+
+def in_iin_range(digits: str) -> bool:
+    """True when ``digits`` has the prefix and length of a payment card network."""
+    n = len(digits)
+    for plen in _IIN_PREFIX_LENGTHS:
+        lengths = _IIN_BY_PREFIX.get(digits[:plen])
+        if lengths is not None and n in lengths:
+            return True
+    return False
+
+
+def _card_grouping_ok(value: str) -> bool:
+    if value.isdigit():
+        return True
+    sep = "-" if "-" in value else " "
+    if sep == "-" and " " in value:
+        return False
+    sizes = [len(g) for g in value.split(sep)]
+    if 0 in sizes:
+        return False
+    if sizes[:2] == [4, 6] and len(sizes) == 3:  # Amex 4-6-5, Diners 4-6-4
+        return sizes[2] in (4, 5)
+    return all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def _card_at(text: str, start: int, end: int) -> Validated:
+    value = text[start:end]
+    if _embedded(text, start, end) or not _card_grouping_ok(value):
+        return None
+    digits = value.replace(" ", "").replace("-", "")
+    if not in_iin_range(digits) or not std_luhn.is_valid(digits):
+        return None
+    return (0.8 if value.isdigit() else 0.85), start, end
+
+
+def _group_starts(value: str, limit: int = 3) -> list[int]:
+    """Offsets just after the first ``limit`` separators: where a shorter number may begin.
+
+    The engine reports only the leftmost start for each end, so ``7 4111 1111 1111 1111`` is one
+    candidate; the card starts after the first separator.
+    """
+    out = []
+    for i in range(1, len(value)):
+        if not value[i - 1].isdigit() and value[i].isdigit():
+            out.append(i)
+            if len(out) == limit:
+                break
+    return out
+
+
+def credit_card(text: str, start: int, end: int, kind: str) -> Validated:
+    found = _card_at(text, start, end)
+    if found is None:
+        for offset in _group_starts(text[start:end]):
+            found = _card_at(text, start + offset, end)
+            if found is not None:
+                break
+    return found
+
+
+# --- IBAN ------------------------------------------------------------------------------------
+
+
+def _mod97(compact: str) -> int:
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+
+
+def iban(text: str, start: int, end: int, kind: str) -> Validated:
+    value = text[start:end]
+    if " " in value:
+        sizes = [len(g) for g in value.split(" ")]
+        if not all(s == 4 for s in sizes[:-1]) or sizes[-1] > 4:
+            return None
+    compact = value.replace(" ", "").upper()
+    if not compact.isalnum() or _mod97(compact) != 1:
+        return None
+    if not _memoised("iban", compact, lambda: bool(std_iban.is_valid(compact))):
+        return None
+    return (0.95 if value[:2].isupper() else 0.75), start, end
+
+
+# --- IP_ADDRESS ------------------------------------------------------------------------------
+
+_HEXCOLON = frozenset("0123456789abcdefABCDEF:")
+
+
+def ip_address(text: str, start: int, end: int, kind: str) -> Validated:
+    if kind == "v4":
+        before = text[start - 1] if start else ""
+        after = text[end : end + 2]
+        if before in (".", "/") or (after[:1] == "." and after[1:2].isdigit()):
+            return None  # part of a longer dotted sequence (OID, user-agent build)
+        try:
+            addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(text[start:end])
+        except ValueError:
+            return None
+    else:
+        value = text[start:end].rstrip(".")
+        end = start + len(value)
+        if (start and text[start - 1] in _HEXCOLON) or (end < len(text) and text[end] in _HEXCOLON):
+            return None
+        try:
+            addr = ipaddress.IPv6Address(value)
+        except ValueError:
+            return None
+        if sum(1 for g in value.split(":") if g) < 3:
+            return 0.4, start, end  # ``a::b`` shapes are more often code than addresses
+    if addr.is_loopback or addr.is_unspecified:
+        return 0.3, start, end
+    return 0.85, start, end
+
+
+# --- DATE_OF_BIRTH ---------------------------------------------------------------------------
+
+
+def date_of_birth(text: str, start: int, end: int, kind: str) -> Validated:
+    if _embedded(text, start, end) or parse_date(text[start:end], kind) is None:
+        return None
+    return 0.2, start, end  # a date alone is not a birth date: context must raise it
+
+
+# --- SECRET ----------------------------------------------------------------------------------
+
+_SECRET_BASE = {
+    "aws_key_id": 0.95,
+    "github": 0.95,
+    "github_pat": 0.95,
+    "slack": 0.9,
+    "slack_webhook": 0.95,
+    "stripe": 0.95,
+    "stripe_webhook": 0.95,
+    "private_key": 0.99,
+    "assignment": 0.8,
+}
+_PLACEHOLDERS = frozenset(
+    [
+        "xxxxxxxx",
+        "********",
+        "changeme",
+        "password",
+        "redacted",
+        "null",
+        "none",
+        "undefined",
+        "true",
+        "false",
+        "example",
+    ]
+)
+_KEY_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----", re.ASCII)
+_KEY_BODY = re.compile(r"[A-Za-z0-9+/=\s:,\-]{0,16384}", re.ASCII)
+MAX_KEY_BLOCK = 16384
+
+
+def _jwt_header_ok(token: str) -> bool:
+    head = token.split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return raw.startswith(b"{") and (b'"alg"' in raw or b'"typ"' in raw)
+
+
+def secret(text: str, start: int, end: int, kind: str) -> Validated:
+    if kind == "private_key":
+        m = _KEY_END.search(text, end, end + MAX_KEY_BLOCK)
+        if m is not None:
+            return 0.99, start, m.end()
+        body = _KEY_BODY.match(text, end)
+        return 0.99, start, body.end() if body else end
+    if kind == "jwt":
+        return (0.95 if _jwt_header_ok(text[start:end]) else 0.55), start, end
+    if kind == "assignment":
+        value = text[start:end].rstrip(".,;")
+        end = start + len(value)
+        if len(value) < 8 or len(set(value)) < 4 or value.lower() in _PLACEHOLDERS:
+            return None
+    return _SECRET_BASE[kind], start, end
