@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
+
 import httpx
 import pytest
-
 from helpers import POLICIES, Gateway, copy_policy_dir, start_gateway
 
 pytestmark = pytest.mark.e2e

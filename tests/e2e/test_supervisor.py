@@ -11,11 +11,10 @@ import time
 
 import httpx
 import pytest
+from helpers import free_port, write_config
 
 from extauthz.config import load_config, parse_address
 from extauthz.supervisor import SupervisorError, run_until_signal, start_stack
-
-from helpers import free_port, write_config
 
 pytestmark = pytest.mark.e2e
 
