@@ -21,6 +21,7 @@ from google.protobuf import struct_pb2
 
 from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
+from extauthz.telemetry import Metrics
 
 _MODE = processing_mode_pb2.ProcessingMode
 # A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
@@ -85,8 +86,15 @@ def counts_metadata(counts: Mapping[str, int]) -> struct_pb2.Struct:
 class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction."""
 
-    def __init__(self, settings: RedactionSettings) -> None:
+    def __init__(self, settings: RedactionSettings, metrics: Metrics) -> None:
         self._settings = settings
+        self._metrics = metrics
+
+    def _count(self, exchange: Exchange, outcome: BodyOutcome) -> None:
+        for detector, count in outcome.counts.items():
+            self._metrics.redactions.labels(detector, exchange.tool).inc(count)
+        if outcome.refusal:
+            self._metrics.redaction_refusals.labels(outcome.refusal[1], exchange.tool).inc()
 
     async def Process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
@@ -101,6 +109,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=_mode_for(exchange))
             elif kind == "request_body" and exchange is not None:
                 outcome = exchange.redact_request(request.request_body.body, request_content_type)
+                self._count(exchange, outcome)
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return
@@ -120,6 +129,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             elif kind == "response_body" and exchange is not None and exchange.streams_response:
                 body = request.response_body
                 outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
+                self._count(exchange, outcome)
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return
@@ -129,6 +139,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 )
             elif kind == "response_body" and exchange is not None:
                 outcome = exchange.redact_response(request.response_body.body)
+                self._count(exchange, outcome)
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dlp
-from extauthz.metadata import MD_REDACT
+from extauthz.metadata import MD_REDACT, MD_TOOL
 
 # A response Aegis cannot redact must not reach the agent: 502 with a reason.
 REDACTION_FAILED_STATUS = 502
@@ -50,6 +50,7 @@ class Exchange:
     """One request/response pair seen by ext_proc."""
 
     settings: RedactionSettings
+    tool: str = "unknown"
     request_obligations: dlp.Obligations | None = None
     response_obligations: dlp.Obligations | None = None
     response_encoding: str = ""
@@ -67,7 +68,13 @@ class Exchange:
                 detectors=settings.response_detectors, mode=settings.mode, hash_key=settings.hash_key
             )
         response = _merge(rule, default)
-        return cls(settings, request_obligations=rule, response_obligations=response)
+        tool = metadata.get(MD_TOOL)
+        return cls(
+            settings,
+            tool=tool if isinstance(tool, str) and tool else "unknown",
+            request_obligations=rule,
+            response_obligations=response,
+        )
 
     @property
     def wants_request_body(self) -> bool:

@@ -31,3 +31,15 @@ class Metrics:
         self.policy_load_failures = Counter(
             "aegis_policy_load_failures", "Policy bundles that failed to load.", registry=self.registry
         )
+        self.redactions = Counter(
+            "aegis_redactions",
+            "Values redacted by ext_proc, by detector type and tool.",
+            ["detector", "tool"],
+            registry=self.registry,
+        )
+        self.redaction_refusals = Counter(
+            "aegis_redaction_refusals",
+            "Bodies ext_proc refused to pass (could not redact).",
+            ["code", "tool"],
+            registry=self.registry,
+        )

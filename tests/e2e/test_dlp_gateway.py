@@ -68,6 +68,10 @@ def test_crm_record_reaches_the_agent_without_ssn_dob_full_name(gateway):
     counts = dict(item.split(":") for item in entry["redactions"].split(","))
     assert sum(int(n) for n in counts.values()) >= 3  # types and counts only
     assert SSN not in json.dumps(entry)
+    metrics = httpx.get(f"http://{gateway.config.service.http}/metrics", timeout=5).text
+    counted = [line for line in metrics.splitlines() if line.startswith("aegis_redactions_total{") and 'tool="crm.get_record"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) >= 3
+    assert SSN not in metrics
 
 
 def test_a_clean_call_is_untouched_byte_for_byte(gateway):
