@@ -23,6 +23,7 @@ from extauthz.metadata import (
     MD_POLICY_VERSION,
     MD_REDACT,
     MD_RULE,
+    MD_SHADOW,
     MD_TOOL,
 )
 from extauthz.store import PendingApproval
@@ -66,7 +67,13 @@ def answer_for_decision(
     metadata = _metadata(
         decision_id,
         decision.effect.value,
-        **{MD_RULE: rule, MD_POLICY_VERSION: decision.policy_version, MD_AGENT_ID: agent_id, MD_TOOL: tool},
+        **{
+            MD_RULE: rule,
+            MD_POLICY_VERSION: decision.policy_version,
+            MD_AGENT_ID: agent_id,
+            MD_TOOL: tool,
+            MD_SHADOW: decision.would,
+        },
     )
     if decision.effect in (Effect.ALLOW, Effect.SANITIZE):
         if decision.obligations.needs_redaction:

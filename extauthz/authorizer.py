@@ -13,12 +13,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
-from extauthz.decision import Decision, Effect, Reason, render_reason
+from extauthz.decision import Decision, Effect, Reason, render_reason, with_shadow_default
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, EngineError
 from extauthz.identity import AgentIdentity, TokenVerifier
@@ -132,7 +132,9 @@ class Authorizer:
         # 5. The engine decides.
         now = self._clock()
         policy_input = build_input(identity, call, request, policy.calendars, dt.datetime.fromtimestamp(now, dt.UTC))
-        decision = _with_rendered_reasons(policy.engine.evaluate(policy_input), call, request)
+        decision = policy.engine.evaluate(policy_input)
+        decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
+        decision = _with_rendered_reasons(decision, call, request)
         # 6. approval_needed: record (or find) the pending approval the agent will poll.
         approval = None
         if decision.effect is Effect.APPROVAL_NEEDED:
@@ -179,8 +181,9 @@ class Authorizer:
 
 
 def _with_rendered_reasons(decision: Decision, call: ToolCall, request: HttpRequest) -> Decision:
-    """Fill ``{arg}`` placeholders of rule reasons with the call's (non-credential) values."""
-    if not any("{" in r.message for r in decision.reasons):
+    """Fill ``{arg}`` placeholders of rule reasons (and shadow messages) with the call's values."""
+    messages = [r.message for r in decision.reasons] + [s.message for s in decision.shadow]
+    if not any("{" in message for message in messages):
         return decision
     # Reasons reach the agent and the logs: quoted values go through DLP first.
     variables: dict[str, Any] = {
@@ -189,4 +192,5 @@ def _with_rendered_reasons(decision: Decision, call: ToolCall, request: HttpRequ
     variables.setdefault("purpose", safe_text(request.headers.get(HEADER_PURPOSE, "(none)")))
     variables.setdefault("tool", call.name or "")
     reasons = tuple(Reason(r.rule, render_reason(r.message, variables)) for r in decision.reasons)
-    return Decision(decision.effect, reasons, decision.policy_version, decision.obligations, decision.shadow)
+    shadow = tuple(replace(s, message=render_reason(s.message, variables)) for s in decision.shadow)
+    return replace(decision, reasons=reasons, shadow=shadow)

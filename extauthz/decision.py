@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -79,12 +79,29 @@ class Decision:
     shadow: tuple[ShadowResult, ...] = ()
 
     @property
+    def would(self) -> str:
+        """Shadow outcomes that would have changed the answer: ``would_deny:rule,…``."""
+        return ",".join(f"{s.would}:{s.rule}" for s in self.shadow if s.effect != "allow")
+
+    @property
     def rules(self) -> tuple[str, ...]:
         return tuple(r.rule for r in self.reasons)
 
     @property
     def reason(self) -> str:
         return "; ".join(r.message for r in self.reasons)
+
+
+def with_shadow_default(decision: Decision, tool: Mapping[str, Any] | None) -> Decision:
+    """In a shadow policy set, a call that no rule matched would have met the set's declared
+    default: report that as a shadow outcome (the enforced answer stays as it is)."""
+    if tool is None or tool.get("mode") != "shadow" or decision.shadow:
+        return decision
+    declared = str(tool.get("declared_default_effect", "deny"))
+    if declared == "allow":
+        return decision
+    message = f"no rule matched; the shadow policy set's default is {declared}"
+    return replace(decision, shadow=(ShadowResult(f"default-{declared}", declared, message),))
 
 
 def decision_from_result(result: Any, policy_version: str) -> Decision:

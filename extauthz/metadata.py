@@ -21,6 +21,7 @@ MD_APPROVAL_ID = "approval_id"
 MD_AGENT_ID = "agent_id"
 MD_TOOL = "tool"
 MD_REDACT = "redact"  # JSON-encoded redaction obligations for ext_proc
+MD_SHADOW = "shadow"  # shadow outcomes that would change the answer: "would_deny:rule,…"
 
 ACCESS_LOG_METADATA_KEYS = (
     MD_DECISION,
@@ -30,6 +31,7 @@ ACCESS_LOG_METADATA_KEYS = (
     MD_APPROVAL_ID,
     MD_AGENT_ID,
     MD_TOOL,
+    MD_SHADOW,
 )
 
 # Key written by ext_proc into EXT_PROC_NAMESPACE (received via receiving_namespaces):

@@ -27,6 +27,13 @@ def rule_data(rule: Rule) -> dict[str, Any]:
     }
 
 
+def _defaults(declared: str, mode: str) -> dict[str, str]:
+    """A shadow set lets its calls through: its rules are all shadow rules and its default is
+    allow; the declared default is kept so the would-be answer can be reported."""
+    effective = "allow" if mode == "shadow" else declared
+    return {"default_effect": effective, "declared_default_effect": declared, "mode": mode}
+
+
 def generate_data(policy: PolicySet) -> dict[str, Any]:
     """The ``data.aegis.policy`` document for a policy set."""
     rules_by_tool: dict[str, list[dict[str, Any]]] = {name: [] for name in policy.tools}
@@ -38,7 +45,7 @@ def generate_data(policy: PolicySet) -> dict[str, Any]:
         "format": DATA_FORMAT,
         "sets": list(policy.sets),
         "tools": {
-            name: {**spec.to_data(), "default_effect": policy.default_effects[name]}
+            name: {**spec.to_data(), **_defaults(policy.default_effects[name], policy.tool_modes[name])}
             for name, spec in sorted(policy.tools.items())
         },
         "calendars": {name: cal.to_data() for name, cal in sorted(policy.calendars.items())},

@@ -92,6 +92,7 @@ class PolicySet:
 
     tools: Mapping[str, ToolSpec]
     default_effects: Mapping[str, str]  # tool → default effect of the set that defines it
+    tool_modes: Mapping[str, str]  # tool → mode (enforce | shadow) of the set that defines it
     calendars: Mapping[str, Calendar]
     rules: tuple[Rule, ...]
     sets: tuple[str, ...] = field(default=())
@@ -127,6 +128,7 @@ def parse_sources(sources: Iterable[PolicySource]) -> PolicySet:
         _schema_check(source)
     tools: dict[str, ToolSpec] = {}
     defaults: dict[str, str] = {}
+    modes: dict[str, str] = {}
     calendars: dict[str, Calendar] = {}
     origin: dict[str, str] = {}
     for source in sources:
@@ -136,6 +138,7 @@ def parse_sources(sources: Iterable[PolicySource]) -> PolicySet:
                 raise source.error(("tools", name), f"tool {name!r} is already defined in {origin[name]}")
             tools[name] = _tool(name, raw)
             defaults[name] = doc.get("default_effect", "deny")
+            modes[name] = doc.get("mode", "enforce")
             origin[name] = str(source.path)
         for name, raw in doc.get("calendars", {}).items():
             if name in calendars:
@@ -155,6 +158,7 @@ def parse_sources(sources: Iterable[PolicySource]) -> PolicySet:
     return PolicySet(
         tools=tools,
         default_effects=defaults,
+        tool_modes=modes,
         calendars=calendars,
         rules=tuple(rules),
         sets=tuple(s.document["policy_set"] for s in sources),
