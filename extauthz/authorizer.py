@@ -20,7 +20,7 @@ from typing import Any
 from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
 from extauthz.decision import Decision, Effect, Reason, render_reason, with_shadow_default
 from extauthz.engine import PolicyEngine, create_engine
-from extauthz.errors import AegisError, BodyTooLarge, EngineError
+from extauthz.errors import AegisError, BodyTooLarge, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
 from extauthz.metadata import HEADER_PURPOSE
 from extauthz.policy.bundle import Bundle, build_bundle
@@ -118,6 +118,57 @@ class Authorizer:
             log.exception("decision failed unexpectedly", extra={"aegis": {"decision_id": decision_id}})
             return internal_error_answer(decision_id)
 
+    def evaluate(
+        self,
+        authorization: str | None,
+        tool: str,
+        args: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        subject: str | None = None,
+    ) -> tuple[str, Decision]:
+        """Decide a call an orchestrator is about to make (AuthZEN), without the HTTP request.
+
+        Same identity, engine and decision log as Check; no approval is recorded (the real
+        call through Envoy does that).  Raises AegisError subclasses for the edge to answer.
+        """
+        decision_id = uuid.uuid4().hex
+        policy = self._policy
+        identity = self._verifier.verify_header(authorization)
+        if subject is not None and subject != identity.agent_id:
+            # An orchestrator may only ask about the agent whose token it presents.
+            raise IdentityError("subject_mismatch", "the subject is not the agent the token identifies")
+        if policy is None:
+            raise EngineError("no policy is loaded; see /readyz")
+        call = policy.catalogue.call(tool, args)
+        request = HttpRequest(method="", host="", path="", query="", headers=dict(headers))
+        decision = self._engine_decision(policy, identity, call, request)
+        log.info(
+            "decision",
+            extra={
+                "aegis": {
+                    "decision_id": decision_id,
+                    "decision": decision.effect.value,
+                    "rule": ",".join(decision.rules),
+                    "policy_version": decision.policy_version,
+                    "agent_id": identity.agent_id,
+                    "tool": call.name,
+                    "api": "authzen",
+                    "shadow": decision.would or None,
+                }
+            },
+        )
+        return decision_id, decision
+
+    def _engine_decision(
+        self, policy: ActivePolicy, identity: AgentIdentity, call: ToolCall, request: HttpRequest
+    ) -> Decision:
+        """Input → engine → shadow defaults → rendered reasons."""
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        decision = policy.engine.evaluate(build_input(identity, call, request, policy.calendars, now))
+        decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
+        return _with_rendered_reasons(decision, call, request)
+
     def _decide(self, request: HttpRequest, decision_id: str, policy: ActivePolicy | None) -> Answer:
         # 1. A body Envoy truncated cannot be judged (the unseen part could change the call).
         if request.body_truncated or len(request.body) > self._max_body_bytes:
@@ -131,10 +182,7 @@ class Authorizer:
         call = policy.catalogue.match(request)
         # 5. The engine decides.
         now = self._clock()
-        policy_input = build_input(identity, call, request, policy.calendars, dt.datetime.fromtimestamp(now, dt.UTC))
-        decision = policy.engine.evaluate(policy_input)
-        decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
-        decision = _with_rendered_reasons(decision, call, request)
+        decision = self._engine_decision(policy, identity, call, request)
         # 6. approval_needed: record (or find) the pending approval the agent will poll.
         approval = None
         if decision.effect is Effect.APPROVAL_NEEDED:

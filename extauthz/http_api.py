@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from extauthz.authorizer import Authorizer
+from extauthz.authzen import authzen_routes
 from extauthz.errors import AegisError, IdentityError
 from extauthz.identity import TokenVerifier
 from extauthz.store import Store
@@ -98,5 +99,6 @@ def build_http_app(
             Route("/metrics", metrics_endpoint),
             Route("/v1/policy", policy_info),
             Route("/v1/approvals/{approval_id}", approval_status),
+            *authzen_routes(authorizer),
         ]
     )

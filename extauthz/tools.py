@@ -123,10 +123,20 @@ class ToolCatalogue:
     """Matches requests to tools; built once per policy version."""
 
     def __init__(self, tools: Sequence[ToolSpec]) -> None:
+        self._by_name = {spec.name: spec for spec in tools}
         self._by_route: dict[tuple[str, str], list[_CompiledTool]] = {}
         for spec in tools:
             compiled = _CompiledTool(spec, compile_path_template(spec.path))
             self._by_route.setdefault((spec.host, spec.method), []).append(compiled)
+
+    def call(self, name: str, args: Mapping[str, Any]) -> ToolCall:
+        """A call named directly (AuthZEN): declared arguments are checked as for HTTP calls;
+        an unknown name stays unknown (the engine denies it)."""
+        spec = self._by_name.get(name)
+        if spec is not None:
+            check_args(spec, args)
+            return ToolCall(name, dict(args))
+        return ToolCall(None, dict(args))
 
     def match(self, request: HttpRequest) -> ToolCall:
         """The tool this request calls and its arguments; RequestError if ambiguous."""
