@@ -206,7 +206,8 @@ class ExtProcServer:
         address = self._service.config.service.ext_proc
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         settings = redaction_settings(self._service.config)
-        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorServicer(settings, self._service.metrics), server)
+        servicer = ExternalProcessorServicer(settings, self._service.metrics)
+        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
