@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from extauthz.approvals.settings import ApprovalsConfig, parse_approvals
 from extauthz.errors import ConfigError
 
 DEFAULT_ENVOY_LISTEN = "127.0.0.1:10000"
@@ -37,6 +38,7 @@ DEFAULT_JWKS_CACHE_S = 300
 DEFAULT_JWKS_MIN_REFRESH_S = 30
 DEFAULT_APPROVAL_TTL_S = 3600
 DEFAULT_STORE = "sqlite:///aegis.db"
+DEFAULT_POLICY_POLL_S = 2.0
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -64,6 +66,8 @@ class ServiceConfig:
     ext_proc: str = DEFAULT_EXT_PROC_ADDR
     # Base URL agents use to reach the HTTP API (status_url in 202 answers).
     public_url: str = ""
+    # Environment variable holding the admin token (POST /v1/policy/reload); unset: disabled.
+    admin_token_env: str = ""
 
     @property
     def base_url(self) -> str:
@@ -90,15 +94,17 @@ class IdentityConfig:
 class PolicyConfig:
     """Where the policy set comes from and which engine evaluates it."""
 
-    dir: Path
+    dir: Path | None = None  # exactly one of dir, bundle, bundle_url
     engine: str = "embedded"
+    bundle: Path | None = None
+    bundle_url: str = ""
+    # How often the source is checked for a new version (0: only on POST /v1/policy/reload).
+    poll_interval_s: float = DEFAULT_POLICY_POLL_S
 
-
-@dataclass(frozen=True)
-class ApprovalsConfig:
-    """Defaults for approval_needed decisions."""
-
-    ttl_s: float = DEFAULT_APPROVAL_TTL_S
+    @property
+    def source(self) -> str:
+        """Where the policy comes from, for messages."""
+        return str(self.dir or self.bundle or self.bundle_url)
 
 
 @dataclass(frozen=True)
@@ -232,7 +238,7 @@ class _Reader:
         )
 
     def service(self, raw: Mapping[str, Any]) -> ServiceConfig:
-        s = self.section(raw, "service", {"grpc", "http", "ext_proc", "public_url"})
+        s = self.section(raw, "service", {"grpc", "http", "ext_proc", "public_url", "admin_token_env"})
         public_url = self.string(s, "service.public_url", "")
         if public_url and not public_url.startswith(("http://", "https://")):
             raise self.fail("service.public_url", "an http(s) URL", public_url)
@@ -241,6 +247,7 @@ class _Reader:
             http=self.address(s, "service.http", DEFAULT_HTTP_ADDR),
             ext_proc=self.address(s, "service.ext_proc", DEFAULT_EXT_PROC_ADDR),
             public_url=public_url,
+            admin_token_env=self.string(s, "service.admin_token_env", ""),
         )
 
     def identity(self, raw: Mapping[str, Any]) -> IdentityConfig:
@@ -298,14 +305,27 @@ class _Reader:
         )
 
     def policy(self, raw: Mapping[str, Any]) -> PolicyConfig:
-        s = self.section(raw, "policy", {"dir", "engine"})
+        s = self.section(raw, "policy", {"dir", "engine", "bundle", "bundle_url", "poll_interval"})
         directory = self.string(s, "policy.dir", "")
-        if not directory:
-            raise self.fail("policy.dir", "the directory holding the YAML policies", s.get("dir"))
+        bundle = self.string(s, "policy.bundle", "")
+        bundle_url = self.string(s, "policy.bundle_url", "")
+        if sum(map(bool, (directory, bundle, bundle_url))) != 1:
+            raise ConfigError(
+                f"{self.path}: policy: set exactly one of dir (YAML policies), bundle (an OPA bundle file) "
+                "or bundle_url (a bundle server)"
+            )
+        if bundle_url and not bundle_url.startswith(("http://", "https://")):
+            raise self.fail("policy.bundle_url", "an http(s) URL", bundle_url)
         engine = self.string(s, "policy.engine", "embedded")
         if engine not in {"embedded", "native", "regopy"}:
             raise self.fail("policy.engine", "one of embedded, native, regopy", engine)
-        return PolicyConfig(dir=_resolve(self.base, directory), engine=engine)
+        return PolicyConfig(
+            dir=_resolve(self.base, directory) if directory else None,
+            engine=engine,
+            bundle=_resolve(self.base, bundle) if bundle else None,
+            bundle_url=bundle_url,
+            poll_interval_s=self.duration(s, "policy.poll_interval", DEFAULT_POLICY_POLL_S),
+        )
 
     def store(self, raw: Mapping[str, Any]) -> str:
         value = raw.get("store", DEFAULT_STORE)
@@ -314,8 +334,8 @@ class _Reader:
         return value
 
     def approvals(self, raw: Mapping[str, Any]) -> ApprovalsConfig:
-        s = self.section(raw, "approvals", {"ttl"})
-        return ApprovalsConfig(ttl_s=self.duration(s, "approvals.ttl", DEFAULT_APPROVAL_TTL_S))
+        # The section's schema lives with the approvals package (extauthz/approvals/settings.py).
+        return parse_approvals(raw.get("approvals"), self.path, lambda p: _resolve(self.base, p), parse_duration)
 
     def upstreams(self, raw: Mapping[str, Any]) -> dict[str, str]:
         value = raw.get("upstreams", {}) or {}

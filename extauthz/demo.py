@@ -13,6 +13,7 @@ import httpx
 
 from extauthz.config import AegisConfig
 from extauthz.devtokens import mint_token
+from extauthz.errors import ConfigError
 from extauthz.policy.parser import load_policy_dir
 from extauthz.policy_input import in_calendar
 
@@ -37,6 +38,8 @@ class Step:
 
 def business_hours_now(config: AegisConfig, now: float) -> bool:
     """Whether the demo policy's business_hours calendar is open at ``now``."""
+    if config.policy.dir is None:
+        raise ConfigError("the demo reads its calendar from policy.dir; set it in the config")
     calendar = load_policy_dir(config.policy.dir).calendars["business_hours"]
     return in_calendar(calendar.to_data(), dt.datetime.fromtimestamp(now, dt.UTC))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from extauthz.authorizer import Authorizer
 from extauthz.authzen import authzen_routes
@@ -35,6 +35,7 @@ def build_http_app(
     store: Store,
     metrics: Metrics,
     readiness_detail: Callable[[], dict[str, Any]],
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The Starlette app served on ``service.http``."""
 
@@ -47,18 +48,6 @@ def build_http_app(
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def policy_info(request: Request) -> Response:
-        policy = authorizer.policy
-        if policy is None:
-            return _error(503, "no_policy", "no policy is loaded")
-        return JSONResponse(
-            {
-                "policy_version": policy.version,
-                "loaded_at": _iso(policy.loaded_at),
-                "tools": sorted(policy.bundle.data["tools"]),
-            }
-        )
 
     async def approval_status(request: Request) -> Response:
         # Only the agent that asked may poll (same agent id and tenant), with its own JWT.
@@ -97,8 +86,8 @@ def build_http_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/v1/policy", policy_info),
             Route("/v1/approvals/{approval_id}", approval_status),
             *authzen_routes(authorizer),
+            *extra_routes,
         ]
     )

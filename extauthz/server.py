@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,15 +23,17 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extauthz.authorizer import ActivePolicy, Authorizer, load_policy_dir
+from extauthz.admin_api import policy_routes
+from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig, parse_address
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
 from extauthz.envoy_proc import ExternalProcessorServicer
-from extauthz.errors import AegisError, ConfigError, PolicyError
+from extauthz.errors import AegisError, ConfigError
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
 from extauthz.redactor import RedactionSettings
+from extauthz.reload import PolicyReloader, source_for
 from extauthz.store import Store
 from extauthz.store.sqlite import SqliteStore
 from extauthz.telemetry import Metrics
@@ -76,7 +79,7 @@ class Service:
     verifier: TokenVerifier
     store: Store
     metrics: Metrics
-    policy_error: str | None = None
+    reloader: PolicyReloader
     started_at: float = field(default_factory=time.time)
 
     def readiness(self) -> dict[str, Any]:
@@ -84,8 +87,8 @@ class Service:
         checks: dict[str, Any] = {
             "policy": {"ok": policy is not None, "version": policy.version if policy else None},
         }
-        if self.policy_error:
-            checks["policy"]["last_error"] = self.policy_error
+        if self.reloader.status.last_error:
+            checks["policy"]["last_error"] = self.reloader.status.last_error
         try:
             self.store.ping()
             checks["store"] = {"ok": True}
@@ -111,23 +114,22 @@ def build_service(config: AegisConfig) -> Service:
     verifier = TokenVerifier(config.identity, keys)
     store = open_store(config)
     metrics = Metrics()
-    policy: ActivePolicy | None = None
-    error: str | None = None
-    try:
-        policy = load_policy_dir(config.policy.dir, config.policy.engine)
-        metrics.policy_info.labels(policy.version).set(1)
-    except PolicyError as exc:
-        error = exc.message
-        metrics.policy_load_failures.inc()
-        log.error("policy failed to load; every call is denied until it does", extra={"aegis": {"error": error}})
     authorizer = Authorizer(
         verifier,
         store,
-        policy=policy,
+        policy=None,
         base_url=config.service.base_url,
         max_body_bytes=config.envoy.max_request_bytes,
     )
-    return Service(config, authorizer, verifier, store, metrics, policy_error=error)
+    reloader = PolicyReloader(
+        authorizer,
+        source_for(config.policy),
+        metrics,
+        engine=config.policy.engine,
+        interval_s=config.policy.poll_interval_s,
+    )
+    reloader.reload(force=True)  # the first version; a failure is reported, not raised
+    return Service(config, authorizer, verifier, store, metrics, reloader)
 
 
 class MeasuredAuthorizationServicer(AuthorizationServicer):
@@ -250,7 +252,17 @@ def redaction_settings(config: AegisConfig) -> RedactionSettings:
 def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
     """Start the HTTP API on ``service.http`` in a background thread."""
     host, port = parse_address(service.config.service.http, what="service.http")
-    app = build_http_app(service.authorizer, service.verifier, service.store, service.metrics, service.readiness)
+    admin_token = (
+        os.environ.get(service.config.service.admin_token_env) if service.config.service.admin_token_env else None
+    )
+    app = build_http_app(
+        service.authorizer,
+        service.verifier,
+        service.store,
+        service.metrics,
+        service.readiness,
+        extra_routes=policy_routes(service.authorizer, service.reloader, admin_token),
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="aegis-http", daemon=True)
     thread.start()
@@ -269,6 +281,7 @@ def serve(config: AegisConfig) -> int:
     ext_proc = ExtProcServer(service)
     ext_proc.start()
     http_server, http_thread = start_http(service)
+    service.reloader.start()
     policy = service.authorizer.policy
     log.info(
         "aegis serving",
@@ -287,6 +300,7 @@ def serve(config: AegisConfig) -> int:
     stop.wait()
     log.info("aegis stopping")
     # Drain: refuse new calls, let in-flight ones finish (up to 5 s).
+    service.reloader.stop()
     grpc_server.stop(grace=5).wait()
     ext_proc.stop(grace=5)
     http_server.should_exit = True

@@ -98,6 +98,12 @@ def read_bundle(path: Path) -> Bundle:
         blob = path.read_bytes()
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read bundle: {exc.strerror}") from exc
+    return parse_bundle(blob, origin=str(path))
+
+
+def parse_bundle(blob: bytes, origin: str) -> Bundle:
+    """Parse an OPA bundle ``.tar.gz`` from memory; ``origin`` names it in errors."""
+    path = origin
     if len(blob) > MAX_BUNDLE_BYTES:
         raise PolicyError(f"{path}: bundle larger than {MAX_BUNDLE_BYTES} bytes")
     files: dict[str, bytes] = {}

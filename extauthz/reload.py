@@ -1,0 +1,232 @@
+"""Hot reload: watch the policy source, compile new versions off the hot path, swap atomically.
+
+Sources: a directory of YAML + Rego (rebuilt when any file changes), an OPA bundle file,
+or a bundle server (OPA's bundle service protocol: ``GET`` with ``If-None-Match``; ``304``
+means unchanged).  A new version is built and compiled in the reloader's thread, then
+swapped into the Authorizer in one reference assignment: calls in flight finish on the
+version they started with.  A broken version is rejected and the previous one keeps
+serving; the failure shows in the log, ``/readyz`` detail and a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from extauthz.authorizer import ActivePolicy, Authorizer, activate
+from extauthz.config import PolicyConfig
+from extauthz.errors import PolicyError
+from extauthz.policy.bundle import Bundle, build_bundle, parse_bundle, read_bundle
+from extauthz.telemetry import Metrics
+
+log = logging.getLogger("aegis.policy")
+BUNDLE_FETCH_TIMEOUT_S = 5.0
+
+
+class Source(Protocol):
+    """Where policy versions come from."""
+
+    def changed(self) -> bool:
+        """Cheap check: is there possibly a new version?"""
+        ...
+
+    def load(self) -> Bundle:
+        """The current version (PolicyError if it is broken)."""
+        ...
+
+
+class DirectorySource:
+    """YAML + Rego files; a change of any file's size or mtime means a rebuild."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._seen: tuple[tuple[str, int, int], ...] | None = None
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        files = []
+        for path in sorted(self._directory.rglob("*")):
+            if path.suffix in {".yaml", ".yml", ".rego"} and path.is_file():
+                stat = path.stat()
+                files.append((str(path.relative_to(self._directory)), stat.st_mtime_ns, stat.st_size))
+        return tuple(files)
+
+    def changed(self) -> bool:
+        try:
+            return self._fingerprint() != self._seen
+        except OSError:
+            return True  # let load() report what is wrong
+
+    def load(self) -> Bundle:
+        fingerprint = self._fingerprint()
+        bundle = build_bundle(self._directory)
+        self._seen = fingerprint
+        return bundle
+
+
+class BundleFileSource:
+    """An OPA bundle ``.tar.gz`` on disk (e.g. written by a CI job or a sidecar)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen: tuple[int, int] | None = None
+
+    def _stat(self) -> tuple[int, int]:
+        stat = self._path.stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def changed(self) -> bool:
+        try:
+            return self._stat() != self._seen
+        except OSError:
+            return True
+
+    def load(self) -> Bundle:
+        try:
+            stat = self._stat()
+        except OSError as exc:
+            raise PolicyError(f"{self._path}: cannot read bundle: {exc.strerror}") from exc
+        bundle = read_bundle(self._path)
+        self._seen = stat
+        return bundle
+
+
+class BundleServerSource:
+    """A bundle server: ``GET url`` with ``If-None-Match``; ``304`` means no new version."""
+
+    def __init__(self, url: str, client: httpx.Client | None = None) -> None:
+        self._url = url
+        self._client = client or httpx.Client(timeout=BUNDLE_FETCH_TIMEOUT_S)
+        self._etag: str | None = None
+        self._next_etag: str | None = None
+        self._pending: bytes | None = None
+
+    def changed(self) -> bool:
+        headers = {"If-None-Match": self._etag} if self._etag else {}
+        try:
+            response = self._client.get(self._url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise PolicyError(f"bundle server {self._url} unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code == 304:
+            return False
+        if response.status_code != 200:
+            raise PolicyError(f"bundle server {self._url} answered {response.status_code}")
+        self._pending = response.content
+        self._next_etag = response.headers.get("etag")
+        return True
+
+    def load(self) -> Bundle:
+        if self._pending is None and not self.changed():
+            raise PolicyError(f"bundle server {self._url} has no new bundle")
+        blob, self._pending = self._pending or b"", None
+        bundle = parse_bundle(blob, origin=self._url)
+        self._etag = self._next_etag  # only a bundle that loaded moves the ETag on
+        return bundle
+
+
+def source_for(config: PolicyConfig) -> Source:
+    """The Source named by the policy config."""
+    if config.dir is not None:
+        return DirectorySource(config.dir)
+    if config.bundle is not None:
+        return BundleFileSource(config.bundle)
+    return BundleServerSource(config.bundle_url)
+
+
+@dataclass
+class ReloadStatus:
+    """What /readyz and /v1/policy report about loading."""
+
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+    failures: int = 0
+    reloads: int = 0
+
+
+class PolicyReloader:
+    """Loads the first version and keeps the Authorizer on the newest good one."""
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        source: Source,
+        metrics: Metrics,
+        *,
+        engine: str = "embedded",
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._authorizer = authorizer
+        self._source = source
+        self._metrics = metrics
+        self._engine = engine
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()  # one load at a time (poller vs POST /v1/policy/reload)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.status = ReloadStatus()
+
+    def reload(self, *, force: bool = False) -> ActivePolicy | None:
+        """Load a new version if there is one; returns it, or None (unchanged or failed)."""
+        with self._lock:
+            self.status.last_attempt_at = self._clock()
+            try:
+                if not force and self._authorizer.policy is not None and not self._source.changed():
+                    return None
+                bundle = self._source.load()
+                current = self._authorizer.policy
+                if current is not None and bundle.revision == current.version:
+                    self.status.last_error = None
+                    return None
+                policy = activate(bundle, self._engine)
+            except PolicyError as exc:
+                self._failed(exc.message)
+                return None
+            except Exception as exc:
+                self._failed(f"unexpected {exc.__class__.__name__} while loading the policy")
+                return None
+            previous = self._authorizer.policy
+            self._authorizer.swap_policy(policy)
+            self.status.last_error = None
+            self.status.reloads += 1
+            if previous is not None:
+                self._metrics.policy_info.remove(previous.version)
+            self._metrics.policy_info.labels(policy.version).set(1)
+            log.info(
+                "policy loaded",
+                extra={"aegis": {"policy_version": policy.version, "previous": previous.version if previous else None}},
+            )
+            return policy
+
+    def _failed(self, message: str) -> None:
+        self.status.last_error = message
+        self.status.failures += 1
+        self._metrics.policy_load_failures.inc()
+        current = self._authorizer.policy
+        log.error(
+            "policy rejected; the previous version keeps serving" if current else "policy rejected; denying every call",
+            extra={"aegis": {"error": message, "policy_version": current.version if current else None}},
+        )
+
+    def start(self) -> None:
+        """Poll the source in a background thread (no-op when the interval is 0)."""
+        if self._interval_s <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="aegis-policy-reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.reload()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
