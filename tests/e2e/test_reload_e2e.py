@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from helpers import POLICIES, copy_policy_dir, start_gateway
 
 pytestmark = pytest.mark.e2e

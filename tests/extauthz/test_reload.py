@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import POLICIES, copy_policy_dir
 
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_config
@@ -15,8 +16,6 @@ from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.policy import build_bundle, write_bundle
 from extauthz.reload import BundleFileSource, BundleServerSource, DirectorySource, PolicyReloader
 from extauthz.telemetry import Metrics
-
-from helpers import POLICIES, copy_policy_dir
 
 SUPPORT = (POLICIES / "support.yaml").read_text()
 
