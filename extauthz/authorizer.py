@@ -19,10 +19,11 @@ from typing import Any
 
 from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
 from extauthz.decision import Decision, Effect, Reason, render_reason, with_shadow_default
+from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
-from extauthz.metadata import HEADER_PURPOSE
+from extauthz.metadata import HEADER_PURPOSE, MD_DECISION
 from extauthz.policy.bundle import Bundle, build_bundle
 from extauthz.policy_input import build_input
 from extauthz.redaction import safe_text, summarize_args
@@ -88,6 +89,7 @@ class Authorizer:
         base_url: str,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
+        sink: DecisionSink = discard,
     ) -> None:
         self._verifier = verifier
         self._store = store
@@ -95,6 +97,7 @@ class Authorizer:
         self._base_url = base_url.rstrip("/")
         self._max_body_bytes = max_body_bytes
         self._clock = clock
+        self._sink = sink
 
     @property
     def policy(self) -> ActivePolicy | None:
@@ -107,16 +110,41 @@ class Authorizer:
     def check(self, request: HttpRequest) -> Answer:
         """Decide one call.  Never raises: every failure becomes a denying answer."""
         decision_id = uuid.uuid4().hex
+        started = self._clock()
         policy = self._policy  # one snapshot for the whole call
+        trace = DecisionTrace()
+        error_code: str | None = None
         try:
-            return self._decide(request, decision_id, policy)
+            answer = self._decide(request, decision_id, policy, trace)
         except AegisError as error:
+            error_code = error.code
             answer = answer_for_error(error, decision_id, policy_version=policy.version if policy else "")
-            log.info("decision", extra={"aegis": {**answer.metadata, "error": error.code}})
-            return answer
         except Exception:
             log.exception("decision failed unexpectedly", extra={"aegis": {"decision_id": decision_id}})
-            return internal_error_answer(decision_id)
+            error_code = "internal_error"
+            answer = internal_error_answer(decision_id)
+        log.info("decision", extra={"aegis": {**answer.metadata, "error": error_code}})
+        self._record(
+            DecisionRecord(
+                decision_id=decision_id,
+                timestamp=started,
+                api="ext_authz",
+                status=answer.status,
+                outcome=answer.metadata.get(MD_DECISION, "error"),
+                policy_version=policy.version if policy else "",
+                request={"method": request.method, "host": request.host, "path": request.path},
+                trace=trace,
+                error_code=error_code,
+            )
+        )
+        return answer
+
+    def _record(self, record: DecisionRecord) -> None:
+        """Hand the record to the decision log; a failing sink never changes the answer."""
+        try:
+            self._sink(record)
+        except Exception:
+            log.exception("decision log sink failed", extra={"aegis": {"decision_id": record.decision_id}})
 
     def evaluate(
         self,
@@ -133,6 +161,7 @@ class Authorizer:
         call through Envoy does that).  Raises AegisError subclasses for the edge to answer.
         """
         decision_id = uuid.uuid4().hex
+        started = self._clock()
         policy = self._policy
         identity = self._verifier.verify_header(authorization)
         if subject is not None and subject != identity.agent_id:
@@ -158,6 +187,18 @@ class Authorizer:
                 }
             },
         )
+        self._record(
+            DecisionRecord(
+                decision_id=decision_id,
+                timestamp=started,
+                api="authzen",
+                status=200,
+                outcome=decision.effect.value,
+                policy_version=decision.policy_version,
+                request={},
+                trace=DecisionTrace(identity=identity, tool=call.name, args=call.args, decision=decision),
+            )
+        )
         return decision_id, decision
 
     def _engine_decision(
@@ -169,25 +210,29 @@ class Authorizer:
         decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
         return _with_rendered_reasons(decision, call, request)
 
-    def _decide(self, request: HttpRequest, decision_id: str, policy: ActivePolicy | None) -> Answer:
+    def _decide(
+        self, request: HttpRequest, decision_id: str, policy: ActivePolicy | None, trace: DecisionTrace
+    ) -> Answer:
         # 1. A body Envoy truncated cannot be judged (the unseen part could change the call).
         if request.body_truncated or len(request.body) > self._max_body_bytes:
             raise BodyTooLarge(f"the request body exceeds {self._max_body_bytes} bytes")
         # 2. Who: the agent's JWT.
-        identity = self._verifier.verify_header(request.headers.get("authorization"))
+        identity = trace.identity = self._verifier.verify_header(request.headers.get("authorization"))
         # 3. Without a policy nothing is allowed (fail closed).
         if policy is None:
             raise EngineError("no policy is loaded; see /readyz")
         # 4. Which tool, which arguments.
         call = policy.catalogue.match(request)
+        trace.tool, trace.args = call.name, call.args
         # 5. The engine decides.
         now = self._clock()
-        decision = self._engine_decision(policy, identity, call, request)
+        decision = trace.decision = self._engine_decision(policy, identity, call, request)
         # 6. approval_needed: record (or find) the pending approval the agent will poll.
         approval = None
         if decision.effect is Effect.APPROVAL_NEEDED:
             approval = self._pending_approval(identity, call, request, decision, decision_id, now)
-        answer = answer_for_decision(
+            trace.approval_id = approval.id
+        return answer_for_decision(
             decision,
             decision_id,
             agent_id=identity.agent_id,
@@ -195,8 +240,6 @@ class Authorizer:
             approval=approval,
             status_url=f"{self._base_url}/v1/approvals/{approval.id}" if approval else None,
         )
-        log.info("decision", extra={"aegis": dict(answer.metadata)})
-        return answer
 
     def _pending_approval(
         self,

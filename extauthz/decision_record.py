@@ -1,0 +1,47 @@
+"""What one decision leaves behind: a ``DecisionRecord`` handed to the decision-log sink.
+
+The record carries raw values (arguments may hold PII): the sink masks them before anything
+is written, in its own thread, so the hot path pays only for building this small object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from extauthz.decision import Decision
+from extauthz.identity import AgentIdentity
+
+
+@dataclass
+class DecisionTrace:
+    """Filled in step by step while one call is decided (so a failure keeps what was known)."""
+
+    identity: AgentIdentity | None = None
+    tool: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision, for the decision log (OPA decision-log shape plus Aegis fields)."""
+
+    decision_id: str
+    timestamp: float
+    api: str  # ext_authz | authzen
+    status: int  # the HTTP status the caller got (200: allowed)
+    outcome: str  # allow | sanitize | approval_needed | deny | unauthenticated | bad_request | error
+    policy_version: str
+    request: Mapping[str, str]  # method, host, path (no headers: they may carry credentials)
+    trace: DecisionTrace
+    error_code: str | None = None
+
+
+DecisionSink = Callable[[DecisionRecord], None]
+
+
+def discard(record: DecisionRecord) -> None:
+    """The sink used when no decision log is configured."""
