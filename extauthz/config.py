@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from extauthz.approvals.settings import ApprovalsConfig, parse_approvals
+from extauthz.audit.settings import AuditConfig, parse_audit
 from extauthz.errors import ConfigError
 
 DEFAULT_ENVOY_LISTEN = "127.0.0.1:10000"
@@ -39,6 +40,8 @@ DEFAULT_JWKS_MIN_REFRESH_S = 30
 DEFAULT_APPROVAL_TTL_S = 3600
 DEFAULT_STORE = "sqlite:///aegis.db"
 DEFAULT_POLICY_POLL_S = 2.0
+DEFAULT_OPA_TIMEOUT_S = 0.5  # engine: opa; keep in step with extauthz.engine.opa
+POLICY_ENGINES = ("embedded", "native", "regopy", "opa")
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -100,6 +103,9 @@ class PolicyConfig:
     bundle_url: str = ""
     # How often the source is checked for a new version (0: only on POST /v1/policy/reload).
     poll_interval_s: float = DEFAULT_POLICY_POLL_S
+    # engine: opa — the OPA sidecar serving the same bundle, and its per-decision timeout.
+    opa_url: str = ""
+    opa_timeout_s: float = DEFAULT_OPA_TIMEOUT_S
 
     @property
     def source(self) -> str:
@@ -116,6 +122,21 @@ class DlpConfig:
     hash_key_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     on_binary: str = "pass"
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """OpenTelemetry tracing: where spans go (Envoy's and the service's)."""
+
+    otlp_endpoint: str = ""  # host:port (grpc) or http(s)://host:port (http); empty: tracing off
+    otlp_protocol: str = "grpc"
+    service_name: str = "aegis"
+    sample_ratio: float = 1.0
+    max_queue: int = 2048
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.otlp_endpoint)
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,8 @@ class AegisConfig:
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     upstreams: Mapping[str, str] = field(default_factory=dict)
     dlp: DlpConfig = field(default_factory=DlpConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     @property
@@ -201,7 +224,7 @@ class _Reader:
     def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
         if not isinstance(raw, dict):
             raise self.fail("(top level)", "a mapping", raw)
-        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "demo"}
+        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "telemetry", "audit", "demo"}
         unknown = sorted(set(raw) - top)
         if unknown:
             raise ConfigError(f"{self.path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(sorted(top))})")
@@ -221,6 +244,8 @@ class _Reader:
             approvals=self.approvals(raw),
             upstreams=self.upstreams(raw),
             dlp=self.dlp(raw),
+            telemetry=self.telemetry(raw),
+            audit=self.audit(raw),
             demo=self.demo(raw),
         )
 
@@ -305,7 +330,9 @@ class _Reader:
         )
 
     def policy(self, raw: Mapping[str, Any]) -> PolicyConfig:
-        s = self.section(raw, "policy", {"dir", "engine", "bundle", "bundle_url", "poll_interval"})
+        s = self.section(
+            raw, "policy", {"dir", "engine", "bundle", "bundle_url", "poll_interval", "opa_url", "opa_timeout"}
+        )
         directory = self.string(s, "policy.dir", "")
         bundle = self.string(s, "policy.bundle", "")
         bundle_url = self.string(s, "policy.bundle_url", "")
@@ -317,14 +344,21 @@ class _Reader:
         if bundle_url and not bundle_url.startswith(("http://", "https://")):
             raise self.fail("policy.bundle_url", "an http(s) URL", bundle_url)
         engine = self.string(s, "policy.engine", "embedded")
-        if engine not in {"embedded", "native", "regopy"}:
-            raise self.fail("policy.engine", "one of embedded, native, regopy", engine)
+        if engine not in POLICY_ENGINES:
+            raise self.fail("policy.engine", f"one of {', '.join(POLICY_ENGINES)}", engine)
+        opa_url = self.string(s, "policy.opa_url", "")
+        if engine == "opa" and not opa_url.startswith(("http://", "https://")):
+            raise self.fail("policy.opa_url", "the http(s) URL of the OPA sidecar (policy.engine is opa)", opa_url)
+        if engine != "opa" and opa_url:
+            raise self.fail("policy.opa_url", f"no value unless policy.engine is opa (engine is {engine})", opa_url)
         return PolicyConfig(
             dir=_resolve(self.base, directory) if directory else None,
             engine=engine,
             bundle=_resolve(self.base, bundle) if bundle else None,
             bundle_url=bundle_url,
             poll_interval_s=self.duration(s, "policy.poll_interval", DEFAULT_POLICY_POLL_S),
+            opa_url=opa_url.rstrip("/"),
+            opa_timeout_s=self.duration(s, "policy.opa_timeout", DEFAULT_OPA_TIMEOUT_S),
         )
 
     def store(self, raw: Mapping[str, Any]) -> str:
@@ -332,6 +366,10 @@ class _Reader:
         if not isinstance(value, str) or not value.startswith("sqlite:///"):
             raise self.fail("store", "a store URL such as sqlite:///aegis.db", value)
         return value
+
+    def audit(self, raw: Mapping[str, Any]) -> AuditConfig:
+        # The section's schema lives with the audit package (extauthz/audit/settings.py).
+        return parse_audit(raw.get("audit"), self.path, lambda p: _resolve(self.base, p), parse_duration)
 
     def approvals(self, raw: Mapping[str, Any]) -> ApprovalsConfig:
         # The section's schema lives with the approvals package (extauthz/approvals/settings.py).
@@ -370,6 +408,28 @@ class _Reader:
             hash_key_file=_resolve(self.base, key_file) if key_file else None,
             max_body_bytes=self.positive_int(s, "dlp.max_body_bytes", DEFAULT_MAX_REQUEST_BYTES),
             on_binary=on_binary,
+        )
+
+    def telemetry(self, raw: Mapping[str, Any]) -> TelemetryConfig:
+        allowed = {"otlp_endpoint", "otlp_protocol", "service_name", "sample_ratio", "max_queue"}
+        s = self.section(raw, "telemetry", allowed)
+        protocol = self.string(s, "telemetry.otlp_protocol", "grpc")
+        if protocol not in {"grpc", "http"}:
+            raise self.fail("telemetry.otlp_protocol", "grpc or http", protocol)
+        endpoint = self.string(s, "telemetry.otlp_endpoint", "")
+        if endpoint and protocol == "grpc":
+            parse_address(endpoint, what=f"{self.path}: telemetry.otlp_endpoint")
+        if endpoint and protocol == "http" and not endpoint.startswith(("http://", "https://")):
+            raise self.fail("telemetry.otlp_endpoint", "an http(s) URL for otlp_protocol http", endpoint)
+        ratio = s.get("sample_ratio", 1.0)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+            raise self.fail("telemetry.sample_ratio", "a number from 0 to 1", ratio)
+        return TelemetryConfig(
+            otlp_endpoint=endpoint,
+            otlp_protocol=protocol,
+            service_name=self.string(s, "telemetry.service_name", "aegis"),
+            sample_ratio=float(ratio),
+            max_queue=self.positive_int(s, "telemetry.max_queue", 2048),
         )
 
     def demo(self, raw: Mapping[str, Any]) -> DemoConfig:

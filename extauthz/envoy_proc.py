@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
+from extauthz.tracing import Tracing, trace_carrier
 
 _MODE = processing_mode_pb2.ProcessingMode
 # A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
@@ -86,11 +87,14 @@ def counts_metadata(counts: Mapping[str, int]) -> struct_pb2.Struct:
 class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction."""
 
-    def __init__(self, settings: RedactionSettings, metrics: Metrics) -> None:
+    def __init__(self, settings: RedactionSettings, metrics: Metrics, tracing: Tracing) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._tracing = tracing
 
-    def _count(self, exchange: Exchange, outcome: BodyOutcome) -> None:
+    def _count(self, exchange: Exchange, outcome: BodyOutcome, phase: str) -> None:
+        if outcome.counts:
+            self._tracing.redaction_span(exchange.trace_headers, exchange.tool, outcome.counts, phase)
         for detector, count in outcome.counts.items():
             self._metrics.redactions.labels(detector, exchange.tool).inc(count)
         if outcome.refusal:
@@ -105,11 +109,13 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             kind = request.WhichOneof("request")
             if kind == "request_headers":
                 exchange = Exchange.from_metadata(self._settings, authz_metadata(request))
-                request_content_type = header_map(request.request_headers).get("content-type", "")
+                headers = header_map(request.request_headers)
+                exchange.trace_headers = trace_carrier(context.invocation_metadata(), headers)
+                request_content_type = headers.get("content-type", "")
                 yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=_mode_for(exchange))
             elif kind == "request_body" and exchange is not None:
                 outcome = exchange.redact_request(request.request_body.body, request_content_type)
-                self._count(exchange, outcome)
+                self._count(exchange, outcome, "request")
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return
@@ -129,7 +135,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             elif kind == "response_body" and exchange is not None and exchange.streams_response:
                 body = request.response_body
                 outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
-                self._count(exchange, outcome)
+                self._count(exchange, outcome, "response")
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return
@@ -139,7 +145,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 )
             elif kind == "response_body" and exchange is not None:
                 outcome = exchange.redact_response(request.response_body.body)
-                self._count(exchange, outcome)
+                self._count(exchange, outcome, "response")
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return

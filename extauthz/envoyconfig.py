@@ -34,6 +34,7 @@ Resource = dict[str, Any]
 GRPC_CLUSTER = "aegis_grpc"
 # ext_proc has its own (grpc.aio) listener in the service, so its own cluster.
 EXT_PROC_CLUSTER = "aegis_ext_proc"
+OTEL_CLUSTER = "otel_collector"
 ADMIN_CLUSTER = "envoy_admin"
 INGRESS_LISTENER = "aegis_ingress"
 METRICS_LISTENER = "envoy_metrics"
@@ -374,13 +375,34 @@ def access_log(config: AegisConfig) -> Resource:
 
 
 def tracing_provider(config: AegisConfig) -> Resource | None:
-    """Hook for a tracer (e.g. OpenTelemetry to the collector); None: no tracer yet.
+    """Envoy's OpenTelemetry tracer, exporting OTLP/gRPC to the collector; None when tracing is off.
 
-    Without a tracer Envoy forwards ``traceparent``/``tracestate`` untouched, so the service
-    still parents its spans on the agent's W3C trace context.
+    Envoy starts (or continues) the W3C trace and forwards ``traceparent`` to ext_authz and
+    ext_proc, so the service's spans are children of Envoy's.  Without a tracer Envoy passes
+    the agent's own ``traceparent`` through untouched.
     """
-    del config
-    return None
+    telemetry = config.telemetry
+    if not telemetry.enabled or telemetry.otlp_protocol != "grpc":
+        return None
+    return _extension(
+        "envoy.tracers.opentelemetry",
+        "config.trace.v3.OpenTelemetryConfig",
+        grpc_service={"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "1s"},
+        service_name="envoy-aegis",
+    )
+
+
+def otel_collector_cluster(config: AegisConfig) -> Resource:
+    """The OTLP/gRPC collector Envoy exports spans to (HTTP/2)."""
+    host = parse_address(config.telemetry.otlp_endpoint, what="telemetry.otlp_endpoint")
+    cluster = _endpoints_cluster(OTEL_CLUSTER, [host], GRPC_TIMEOUT)
+    cluster["typed_extension_protocol_options"] = {
+        _HTTP_OPTIONS: {
+            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return cluster
 
 
 # --- listeners ----------------------------------------------------------------------------
@@ -416,7 +438,8 @@ def http_connection_manager(config: AegisConfig, *, with_ext_proc: bool = True) 
     }
     provider = tracing_provider(config)
     if provider is not None:
-        hcm["tracing"] = {"provider": provider}
+        sampling = round(config.telemetry.sample_ratio * 100, 4)
+        hcm["tracing"] = {"provider": provider, "random_sampling": {"value": sampling}}
     return hcm
 
 
@@ -488,6 +511,8 @@ def render_bootstrap(
     clusters = [grpc_cluster(endpoints)]
     if with_ext_proc:
         clusters.append(grpc_cluster(proc_endpoints, EXT_PROC_CLUSTER))
+    if tracing_provider(config) is not None:
+        clusters.append(otel_collector_cluster(config))
     clusters += [upstream_cluster(host, url) for host, url in config.upstreams.items()]
     if metrics_listen is not None:
         listeners.append(metrics_listener(metrics_listen))

@@ -56,6 +56,7 @@ class Exchange:
     response_encoding: str = ""
     response_content_type: str = ""
     counts: Counter[str] = field(default_factory=Counter)
+    trace_headers: Mapping[str, str] = field(default_factory=dict)  # traceparent/tracestate
     _pending_events: bytes = b""
 
     @classmethod

@@ -37,6 +37,7 @@ from extauthz.reload import PolicyReloader, source_for
 from extauthz.store import Store
 from extauthz.store.sqlite import SqliteStore
 from extauthz.telemetry import Metrics
+from extauthz.tracing import Tracing, trace_carrier
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc  # isort: skip
@@ -80,6 +81,7 @@ class Service:
     store: Store
     metrics: Metrics
     reloader: PolicyReloader
+    tracing: Tracing
     started_at: float = field(default_factory=time.time)
 
     def readiness(self) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def build_service(config: AegisConfig) -> Service:
         interval_s=config.policy.poll_interval_s,
     )
     reloader.reload(force=True)  # the first version; a failure is reported, not raised
-    return Service(config, authorizer, verifier, store, metrics, reloader)
+    return Service(config, authorizer, verifier, store, metrics, reloader, Tracing(config.telemetry))
 
 
 class MeasuredAuthorizationServicer(AuthorizationServicer):
@@ -143,11 +145,16 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
-        answer = self._service.authorizer.check(request_from_check(request))
+        http_request = request_from_check(request)
+        answer = self._service.authorizer.check(http_request)
         metrics = self._service.metrics
         metrics.decision_seconds.observe(time.perf_counter() - started)
         md = answer.metadata
         metrics.decisions.labels(md.get(MD_DECISION, "error"), md.get(MD_TOOL, "unknown"), md.get(MD_RULE, "")).inc()
+        reason = str((answer.body or {}).get("reason") or (answer.body or {}).get("message") or "")
+        # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
+        carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
+        self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
         return response_from_answer(answer)
 
 
@@ -208,7 +215,7 @@ class ExtProcServer:
         address = self._service.config.service.ext_proc
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         settings = redaction_settings(self._service.config)
-        servicer = ExternalProcessorServicer(settings, self._service.metrics)
+        servicer = ExternalProcessorServicer(settings, self._service.metrics, self._service.tracing)
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -301,6 +308,7 @@ def serve(config: AegisConfig) -> int:
     log.info("aegis stopping")
     # Drain: refuse new calls, let in-flight ones finish (up to 5 s).
     service.reloader.stop()
+    service.tracing.shutdown()
     grpc_server.stop(grace=5).wait()
     ext_proc.stop(grace=5)
     http_server.should_exit = True
