@@ -197,7 +197,9 @@ def grpc_service(cluster: str = GRPC_CLUSTER) -> Resource:
             "retry_on": "connect-failure,refused-stream",
             "num_retries": 1,
             # The core RetryPolicy's default back-off starts at 1 s: longer than the whole call.
-            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+            # Envoy also takes max_interval as the per-try timeout (convertCoreToRouteRetryPolicy):
+            # it must be the call's timeout, or a Check slower than it fails closed under load.
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": GRPC_TIMEOUT},
             "retry_host_predicate": [
                 _extension(
                     "envoy.retry_host_predicates.previous_hosts",
