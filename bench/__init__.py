@@ -1,0 +1,1 @@
+"""Benchmarks of the Aegis gateway (``python -m bench.gateway``); see ``bench/README.md``."""

@@ -1,0 +1,111 @@
+"""The results table and the comparisons against Envoy direct measured in the same run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.result import LoadResult
+
+TARGET_LABELS = {"upstream": "upstream alone", "direct": "Envoy direct", "aegis": "Envoy → Aegis"}
+MODE_LABELS = {"connections": "wrk", "rate": "open loop"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Which target, driven how: ``connections`` (wrk, closed loop) or ``rate`` (open loop)."""
+
+    target: str
+    mode: str
+    load: int
+
+    @property
+    def label(self) -> str:
+        return f"{TARGET_LABELS[self.target]} ({MODE_LABELS[self.mode]})"
+
+    @property
+    def load_label(self) -> str:
+        return f"{self.load} conn" if self.mode == "connections" else f"{self.load} RPS"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One run; ``checks`` is how many Check calls Envoy made meanwhile (aegis only)."""
+
+    scenario: Scenario
+    result: LoadResult
+    checks: dict[str, int] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.result.requests > 0 and self.result.error_count == 0
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.scenario
+        out = {"target": s.target, "mode": s.mode, "load": s.load, "valid": self.valid, **self.result.to_json()}
+        if self.checks is not None:
+            out["ext_authz_checks"] = self.checks
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Aegis against Envoy direct at the same load."""
+
+    mode: str
+    load: int
+    throughput_ratio: float
+    added_p50_ms: float
+    added_p99_ms: float
+    added_p999_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def compare(measurements: Sequence[Measurement]) -> list[Comparison]:
+    """One comparison per aegis run that has a direct run at the same mode and load."""
+    direct = {(m.scenario.mode, m.scenario.load): m.result for m in measurements if m.scenario.target == "direct"}
+    out = []
+    for m in measurements:
+        base = direct.get((m.scenario.mode, m.scenario.load))
+        if m.scenario.target != "aegis" or base is None or base.rps <= 0:
+            continue
+        a, d = m.result.latency_us, base.latency_us
+        out.append(
+            Comparison(
+                mode=m.scenario.mode,
+                load=m.scenario.load,
+                throughput_ratio=m.result.rps / base.rps,
+                added_p50_ms=(a["p50"] - d["p50"]) / 1000,
+                added_p99_ms=(a["p99"] - d["p99"]) / 1000,
+                added_p999_ms=(a["p999"] - d["p999"]) / 1000,
+            )
+        )
+    return out
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def table(measurements: Sequence[Measurement], comparisons: Sequence[Comparison]) -> str:
+    """A Markdown table: one row per run, Aegis rows with the ratios against direct."""
+    by_load = {(c.mode, c.load): c for c in comparisons}
+    header = (
+        "| scenario | load | RPS | P50 ms | P99 ms | P99.9 ms | errors | RPS vs direct | +P50 ms | +P99 ms |\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )
+    rows = [header]
+    for m in measurements:
+        r, s = m.result, m.scenario
+        cells = [s.label, s.load_label, f"{r.rps:,.0f}", _ms(r.latency_us["p50"]), _ms(r.latency_us["p99"])]
+        cells += [_ms(r.latency_us["p999"]), str(r.error_count) + ("" if m.valid else " ⚠")]
+        c = by_load.get((s.mode, s.load)) if s.target == "aegis" else None
+        if c is None:
+            cells += ["", "", ""]
+        else:
+            cells += [f"{c.throughput_ratio:.2f}x", f"{c.added_p50_ms:+.2f}", f"{c.added_p99_ms:+.2f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,159 @@
+"""The gateway benchmark's own logic, fast and without Envoy: wrk output parsing, the Lua
+script, the direct (no ext_authz) bootstrap, the refusal to measure error pages, and the
+open-loop generator against a tiny local HTTP server.  No timing assertions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.gateway import verify
+from bench.openloop import open_loop
+from bench.procs import BenchError
+from bench.report import Measurement, Scenario, compare
+from bench.request import refund_request
+from bench.result import LoadResult, percentile
+from bench.stack import TOOL_HOST, UPSTREAM_BODY, BenchStack, Target, strip_authz, write_aegis_config
+from bench.wrk import lua_script, lua_string, parse_wrk_output
+from extauthz.envoyconfig import EXT_AUTHZ_FILTER, GRPC_CLUSTER, render_bootstrap
+
+# Captured from `wrk -t1 -c2 -d1s -s <lua_script(...)>` against the upstream Envoy.
+WRK_SAMPLE = """\
+Running 1s test @ http://127.0.0.1:44131/v1/refunds
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   128.32us   73.04us   2.30ms   98.89%
+    Req/Sec    14.99k     1.70k   17.05k    70.00%
+  14887 requests in 1.00s, 2.33MB read
+Requests/sec:  14883.35
+Transfer/sec:      2.33MB
+WRK_JSON {"requests":14887,"duration_us":1000245,"bytes":2441468,"rps":14883.35,"errors":{"connect":0,"read":0,\
+"write":0,"status":0,"timeout":0},"latency_us":{"min":65,"mean":128.3,"max":2303,"stdev":73.0,"p50":119,"p90":160,\
+"p99":205,"p999":1365}}
+"""
+
+
+def test_wrk_done_line_is_parsed() -> None:
+    result = parse_wrk_output(WRK_SAMPLE)
+    assert result.requests == 14887
+    assert result.rps == pytest.approx(14883.35)
+    assert result.duration_s == pytest.approx(1.000245)
+    assert result.error_count == 0
+    assert result.latency_us["p50"] == 119 and result.latency_us["p999"] == 1365
+
+
+def test_wrk_output_without_the_json_line_is_an_error() -> None:
+    with pytest.raises(BenchError, match="no WRK_JSON"):
+        parse_wrk_output(WRK_SAMPLE.split("WRK_JSON")[0])
+
+
+def test_lua_script_quotes_body_and_headers() -> None:
+    assert lua_string('a"b\\c\n') == '"a\\"b\\\\c\\010"'
+    script = lua_script(refund_request(TOOL_HOST, "tok"))
+    assert 'wrk.body = "{\\"amount\\":20.0,' in script
+    assert 'wrk.headers["Authorization"] = "Bearer tok"' in script
+    assert 'wrk.headers["Host"] = "payments.demo"' in script
+
+
+def _hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
+
+
+def test_direct_bootstrap_is_the_generated_one_without_authorisation(tmp_path: Path) -> None:
+    config = write_aegis_config(tmp_path, "127.0.0.1:9")
+    full = render_bootstrap(config, with_ext_proc=False)
+    direct = strip_authz(full)
+    assert EXT_AUTHZ_FILTER in [f["name"] for f in _hcm(full)["http_filters"]]
+    assert [f["name"] for f in _hcm(direct)["http_filters"]] == ["envoy.filters.http.router"]
+    assert [c["name"] for c in direct["static_resources"]["clusters"]] == ["upstream_payments_demo"]
+    assert GRPC_CLUSTER in [c["name"] for c in full["static_resources"]["clusters"]]
+    full_hosts, direct_hosts = (
+        _hcm(full)["route_config"]["virtual_hosts"],
+        _hcm(direct)["route_config"]["virtual_hosts"],
+    )
+    assert all("typed_per_filter_config" not in vhost for vhost in direct_hosts)
+    assert [(v["domains"], v["routes"]) for v in direct_hosts] == [(v["domains"], v["routes"]) for v in full_hosts]
+    # Everything else (listener options, access log) is the generated configuration.
+    same = {k: v for k, v in _hcm(full).items() if k not in {"http_filters", "route_config"}}
+    assert same == {k: v for k, v in _hcm(direct).items() if k not in {"http_filters", "route_config"}}
+
+
+def _stub_handler(status: int, body: str) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def stub(request: pytest.FixtureRequest) -> Iterator[Target]:
+    status, body = request.param
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler(status, body))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Target("stub", f"127.0.0.1:{server.server_address[1]}", "127.0.0.1:9")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _stack(target: Target) -> BenchStack:
+    return BenchStack(target, target, target, "tok", "127.0.0.1:9", "envoy")
+
+
+@pytest.mark.parametrize("stub", [(503, '{"error":"engine_unavailable"}')], indirect=True)
+def test_refuses_to_measure_error_pages(stub: Target) -> None:
+    with pytest.raises(BenchError, match="refusing to measure: stub answered 503"):
+        verify(_stack(stub))
+
+
+@pytest.mark.parametrize("stub", [(200, UPSTREAM_BODY)], indirect=True)
+def test_refuses_to_measure_when_nothing_decides(stub: Target) -> None:
+    # Everything answers 200: the refund of 900 must be denied, or Aegis is not in the path.
+    with pytest.raises(BenchError, match="to a refund of 900; expected 403"):
+        verify(_stack(stub))
+
+
+@pytest.mark.parametrize("stub", [(200, "ok"), (503, "no")], indirect=True)
+def test_open_loop_counts_every_response(stub: Target) -> None:
+    result = open_loop(stub.url, refund_request(TOOL_HOST, "tok"), rate=100, duration_s=0.3, connections=4)
+    assert result.requests == 30
+    assert result.errors["status"] == (30 if "503" in str(result.extra["statuses"]) else 0)
+    assert sum(result.extra["statuses"].values()) == 30
+    assert 0 < result.latency_us["min"] <= result.latency_us["p50"] <= result.latency_us["max"]
+
+
+def _measurement(target: str, rps: float, p50: float, p99: float) -> Measurement:
+    latency = {"p50": p50, "p90": p99, "p99": p99, "p999": p99}
+    return Measurement(Scenario(target, "connections", 1), LoadResult(100, 1.0, rps, {}, latency))
+
+
+def test_comparison_is_against_direct_at_the_same_load() -> None:
+    (c,) = compare([_measurement("direct", 2000, 300, 900), _measurement("aegis", 500, 1300, 2900)])
+    assert c.throughput_ratio == pytest.approx(0.25)
+    assert c.added_p50_ms == pytest.approx(1.0) and c.added_p99_ms == pytest.approx(2.0)
+
+
+def test_nearest_rank_percentile() -> None:
+    samples = [float(i) for i in range(1, 1001)]
+    assert percentile(samples, 50) == 500 and percentile(samples, 99.9) == 999 and percentile(samples, 100) == 1000
