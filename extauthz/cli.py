@@ -5,7 +5,7 @@ aegis up -c aegis.yaml                 Envoy + service (+ demo tools) supervised
 aegis demo -c aegis.yaml               start the stack and play the support scenario
 aegis envoy-config -c aegis.yaml       render the Envoy bootstrap
 aegis token keygen|mint -c aegis.yaml  development keys and agent tokens
-aegis policy build DIR -o bundle.tar.gz
+aegis policy build|lint|test|eval|diff   policy as code (see extauthz/policy/commands.py)
 aegis dlp scan|redact                  the DLP library on stdin/files
 """
 
@@ -48,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
     mint.add_argument("--act", action="append", default=[], help="delegating parent agent, nearest first (repeatable)")
 
-    policy = sub.add_parser("policy", help="policy as code").add_subparsers(dest="policy_cmd", required=True)
-    build = policy.add_parser("build", help="compile a policy directory into an OPA bundle")
-    build.add_argument("directory")
-    build.add_argument("-o", "--output", default="bundle.tar.gz")
+    from extauthz.policy.commands import add_policy_parser
+
+    add_policy_parser(sub)
 
     dlp_cmd = sub.add_parser("dlp", help="detect and redact PII (see 'aegis dlp -h')", add_help=False)
     dlp_cmd.add_argument("args", nargs=argparse.REMAINDER)
@@ -64,12 +63,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return int(dlp_main(args.args))
     if args.command == "policy":
-        from extauthz.policy import build_bundle, write_bundle
+        from extauthz.policy.commands import run_policy
 
-        bundle = build_bundle(Path(args.directory))
-        write_bundle(bundle, Path(args.output))
-        print(f"wrote {args.output} (policy_version {bundle.revision})")
-        return 0
+        return run_policy(args)
     config_path = Path(args.config)
     config = load_config(config_path)
     if args.command == "serve":

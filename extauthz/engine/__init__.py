@@ -6,7 +6,9 @@ suite proves it):
 - ``native``: the YAML rule language compiled to Python closures (~15 µs); only for bundles
   whose Rego is exactly the Aegis library;
 - ``regopy``: the bundle compiled by rego-cpp in process (~1.5 ms; any Rego);
-- ``embedded`` (the default): ``native`` when the bundle allows it, else ``regopy``.
+- ``embedded`` (the default): ``native`` when the bundle allows it, else ``regopy``;
+- ``opa``: an OPA sidecar serving the same bundle (``opa_url``), its revision checked on
+  every decision.
 """
 
 from __future__ import annotations
@@ -29,14 +31,28 @@ class PolicyEngine(Protocol):
         ...
 
 
-ENGINES = ("embedded", "native", "regopy")
+ENGINES = ("embedded", "native", "regopy", "opa")
 
 
-def create_engine(bundle: Bundle, kind: str = "embedded") -> PolicyEngine:
-    """The engine ``kind`` for a bundle; PolicyError if the bundle does not compile."""
+def create_engine(
+    bundle: Bundle,
+    kind: str = "embedded",
+    *,
+    opa_url: str | None = None,
+    opa_timeout_s: float | None = None,
+) -> PolicyEngine:
+    """The engine ``kind`` for a bundle; PolicyError if the bundle does not compile.
+
+    ``opa_url`` / ``opa_timeout_s`` configure the ``opa`` engine (defaults: a sidecar on
+    ``127.0.0.1:8181``, 500 ms).
+    """
     from extauthz.engine.embedded import EmbeddedEngine
     from extauthz.engine.native import NativeEngine, supports
 
+    if kind == "opa":
+        from extauthz.engine.opa import DEFAULT_OPA_TIMEOUT_S, DEFAULT_OPA_URL, OpaEngine
+
+        return OpaEngine(bundle, opa_url or DEFAULT_OPA_URL, opa_timeout_s or DEFAULT_OPA_TIMEOUT_S)
     if kind == "native" or (kind == "embedded" and supports(bundle)):
         return NativeEngine(bundle)
     if kind in {"embedded", "regopy"}:

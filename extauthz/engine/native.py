@@ -28,7 +28,7 @@ from extauthz.policy.bundle import Bundle
 
 LIBRARY_PATH = "lib/aegis/decision.rego"
 # sha256 of the Rego library this module mirrors (update both together).
-LIBRARY_SHA256 = "22736433f0ad5cd8dfef9122cb4082b8bb669e567576437397835cba37544a49"
+LIBRARY_SHA256 = "e9f5ecb32f6b74e22979545fe4e9d22c0b984c5a9611dd84bd4897ad5c263cb9"
 
 _MISSING = object()
 Predicate = Callable[[Mapping[str, Any]], bool]

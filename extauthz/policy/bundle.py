@@ -5,6 +5,7 @@ Layout (``.tar.gz``), loadable by ``opa run --bundle`` and by the embedded engin
     /.manifest                  {"revision": <policy_version>, "roots": ["aegis"]}
     /aegis/policy/data.json     generated from the YAML (data.aegis.policy)
     /<path>.rego                the Rego library and custom modules of the policy directory
+    /.signatures.json           with a signing key: OPA's signature format (policy/signing.py)
 
 ``policy_version`` is a content hash of data and modules, so the same policies always give
 the same version and any change gives a new one.
@@ -24,6 +25,7 @@ from typing import Any
 from extauthz.errors import PolicyError
 from extauthz.policy.generator import generate_data
 from extauthz.policy.parser import load_policy_dir
+from extauthz.policy.signing import SIGNATURES_FILE, SigningKey, VerificationKey, sign_files, verify_files
 
 BUNDLE_ROOTS = ("aegis",)
 DATA_PATH = "aegis/policy/data.json"
@@ -71,13 +73,16 @@ def build_bundle(policy_dir: Path) -> Bundle:
     return Bundle(data=data, modules=modules, revision=content_revision(data, modules))
 
 
-def write_bundle(bundle: Bundle, output: Path) -> None:
-    """Write an OPA bundle ``.tar.gz`` (deterministic: fixed mtimes and order)."""
+def write_bundle(bundle: Bundle, output: Path, signing: SigningKey | None = None) -> None:
+    """Write an OPA bundle ``.tar.gz`` (deterministic: fixed mtimes and order), signed in
+    OPA's format (``/.signatures.json``) when a signing key is given."""
     files: dict[str, bytes] = {
         ".manifest": json.dumps({"revision": bundle.revision, "roots": list(BUNDLE_ROOTS)}, sort_keys=True).encode(),
         DATA_PATH: json.dumps(bundle.data, sort_keys=True, indent=1).encode(),
     }
     files.update({path: text.encode() for path, text in bundle.modules.items()})
+    if signing is not None:
+        files[SIGNATURES_FILE] = sign_files(files, signing)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
@@ -92,16 +97,17 @@ def write_bundle(bundle: Bundle, output: Path) -> None:
     tmp.replace(output)
 
 
-def read_bundle(path: Path) -> Bundle:
-    """Read an OPA bundle ``.tar.gz``; PolicyError on anything truncated or tampered."""
+def read_bundle(path: Path, verification_key: VerificationKey | None = None) -> Bundle:
+    """Read an OPA bundle ``.tar.gz``; PolicyError on anything truncated or tampered, and,
+    with a verification key, on a missing or invalid signature."""
     try:
         blob = path.read_bytes()
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read bundle: {exc.strerror}") from exc
-    return parse_bundle(blob, origin=str(path))
+    return parse_bundle(blob, origin=str(path), verification_key=verification_key)
 
 
-def parse_bundle(blob: bytes, origin: str) -> Bundle:
+def parse_bundle(blob: bytes, origin: str, verification_key: VerificationKey | None = None) -> Bundle:
     """Parse an OPA bundle ``.tar.gz`` from memory; ``origin`` names it in errors."""
     path = origin
     if len(blob) > MAX_BUNDLE_BYTES:
@@ -120,6 +126,8 @@ def parse_bundle(blob: bytes, origin: str) -> Bundle:
                     files[name] = handle.read()
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise PolicyError(f"{path}: not a readable bundle (truncated or corrupt): {exc}") from exc
+    if verification_key is not None:
+        verify_files(files, verification_key, origin)
     try:
         manifest = json.loads(files[".manifest"])
         data = json.loads(files[DATA_PATH])

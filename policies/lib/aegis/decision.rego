@@ -137,6 +137,20 @@ builtin_denials contains {"rule": "scope-missing", "message": sprintf("the token
 	not scope_granted
 }
 
+# --- extension point: custom Rego ----------------------------------------------------
+#
+# A custom module in the policy directory declares `package aegis.custom` and adds
+# denials as a set of {"rule": id, "message": text} at data.aegis.custom.deny:
+#
+#     deny contains {"rule": "no-weekend-refunds", "message": "..."} if { ... }
+#
+# They join the built-in denials: the call is denied with those reasons.  Nothing else in
+# this package is an interface; custom modules must not depend on its internal names.
+
+custom_denials contains d if some d in data.aegis.custom.deny
+
+denials := builtin_denials | custom_denials
+
 # --- rule evaluation ----------------------------------------------------------------
 
 matched contains r if {
@@ -153,7 +167,7 @@ enforced contains r if {
 
 enforced_effects contains r.effect if some r in enforced
 
-enforced_effects contains "deny" if count(builtin_denials) > 0
+enforced_effects contains "deny" if count(denials) > 0
 
 # deny > approval_needed > sanitize > allow; nothing matched → the tool's default effect.
 effect := "deny" if "deny" in enforced_effects
@@ -164,7 +178,7 @@ else := catalog.tools[tool_name].default_effect
 
 default_applies if count(enforced_effects) == 0
 
-reasons := [b | some b in builtin_denials] if count(builtin_denials) > 0
+reasons := [b | some b in denials] if count(denials) > 0
 
 else := [{"rule": r.id, "message": r.reason} | some r in enforced; r.effect == effect] if not default_applies
 

@@ -1,4 +1,5 @@
-"""Every engine gives the same decision: native (compiled Python) vs regopy (rego-cpp).
+"""Every engine gives the same decision: native (compiled Python), regopy (rego-cpp) and
+OPA (the real ``opa`` binary as a sidecar, through ``OpaEngine``).
 
 Cases: an exhaustive grid over the starter policy, and property-based random policy sets
 with random inputs (hypothesis).  Decisions are compared whole: effect, reasons (rule and
@@ -19,13 +20,17 @@ from hypothesis import strategies as st
 
 from extauthz.engine import create_engine
 from extauthz.engine.native import LIBRARY_PATH, LIBRARY_SHA256, library_digest, supports
+from extauthz.engine.opa import OpaEngine
 from extauthz.policy import build_bundle
 
 ENGINE_KINDS = ("native", "regopy")
+pytestmark = pytest.mark.opa
 
 
-def engines_for(bundle):
-    return {kind: create_engine(bundle, kind) for kind in ENGINE_KINDS}
+def engines_for(bundle, opa_url: str):
+    engines = {kind: create_engine(bundle, kind) for kind in ENGINE_KINDS}
+    engines["opa"] = OpaEngine(bundle, opa_url, timeout_s=5)
+    return engines
 
 
 def assert_agree(engines, document: dict[str, Any]) -> None:
@@ -60,12 +65,19 @@ def test_custom_rego_falls_back_to_regopy(tmp_path):
     assert type(create_engine(bundle)).__name__ == "EmbeddedEngine"
 
 
-SUPPORT_ENGINES = engines_for(build_bundle(POLICIES))
+@pytest.fixture(scope="module")
+def support_engines(opa_support):
+    engines = engines_for(build_bundle(POLICIES), opa_support.url)
+    yield engines
+    engines["opa"].close()
+
+
 SCOPE_SETS = [("*",), ("crm.*",), ("payments.refund", "slack.post_message", "crm.*"), ()]
 
 
 @pytest.mark.parametrize("scopes", SCOPE_SETS)
-def test_support_policy_grid(scopes):
+def test_support_policy_grid(scopes, support_engines):
+    SUPPORT_ENGINES = support_engines
     amounts = [0, 20, 50, 50.01, 120, 500, 500.5, 900, -5, "10", True, None]
     for amount, open_ in itertools.product(amounts, (True, False)):
         args = {} if amount is None else {"amount": amount}
@@ -186,8 +198,45 @@ def inputs(draw):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(policy=policy_sets(), docs=st.lists(inputs(), min_size=1, max_size=8))
-def test_random_policies_and_inputs_agree(tmp_path_factory, policy, docs):
+def test_random_policies_and_inputs_agree(tmp_path_factory, opa_rest, policy, docs):
     directory = copy_policy_dir(Path(tmp_path_factory.mktemp("rand")), yaml.safe_dump(policy))
-    engines = engines_for(build_bundle(directory))
-    for doc in docs:
-        assert_agree(engines, doc)
+    bundle = build_bundle(directory)
+    opa_rest.load(bundle)  # this example's bundle, its revision checked on every decision
+    engines = engines_for(bundle, opa_rest.url)
+    try:
+        for doc in docs:
+            assert_agree(engines, doc)
+    finally:
+        engines["opa"].close()
+
+
+CUSTOM_DENY = """\
+package aegis.custom
+
+import rego.v1
+
+# The documented extension point: denials at data.aegis.custom.deny.
+deny contains {"rule": "refund-needs-customer", "message": "refunds name a customer"} if {
+	input.tool.name == "payments.refund"
+	not input.tool.args.customer_id
+}
+"""
+
+
+def test_custom_rego_denials_join_the_decision_on_every_rego_engine(tmp_path, opa_rest):
+    directory = copy_policy_dir(
+        tmp_path / "p", (POLICIES / "support.yaml").read_text(), rego={"custom.rego": CUSTOM_DENY}
+    )
+    bundle = build_bundle(directory)
+    assert not supports(bundle)
+    opa_rest.load(bundle)
+    engines = {"regopy": create_engine(bundle), "opa": OpaEngine(bundle, opa_rest.url, timeout_s=5)}
+    try:
+        denied = document("payments.refund", {"amount": 20})
+        assert_agree(engines, denied)
+        assert engines["regopy"].evaluate(denied).rules == ("refund-needs-customer",)
+        allowed = document("payments.refund", {"amount": 20, "customer_id": "c-1"})
+        assert_agree(engines, allowed)
+        assert engines["opa"].evaluate(allowed).rules == ("refund-auto-approved",)
+    finally:
+        engines["opa"].close()
