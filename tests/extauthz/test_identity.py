@@ -39,6 +39,12 @@ def reason(verifier, token: str) -> str:
     return info.value.reason
 
 
+def base_claims(config) -> dict:
+    """Valid claims for a hand-built token (tests vary one thing at a time)."""
+    now = int(time.time())
+    return {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
+
+
 def b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
@@ -78,15 +84,7 @@ def test_missing_required_claims(config, claim):
     from extauthz.devtokens import load_signing_key
 
     key = load_signing_key(config.identity.dev_signing_key)
-    now = int(time.time())
-    claims = {
-        "iss": config.identity.issuer,
-        "aud": config.identity.audience,
-        "sub": "a",
-        "tenant": "t",
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = base_claims(config)
     del claims[claim]
     token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": jwk_thumbprint(key.public_key())})
     verifier = TokenVerifier(config.identity, keyset_from_config(config.identity))
@@ -94,30 +92,14 @@ def test_missing_required_claims(config, claim):
 
 
 def test_alg_none_is_refused(config, verifier):
-    now = int(time.time())
-    claims = {
-        "iss": config.identity.issuer,
-        "aud": config.identity.audience,
-        "sub": "a",
-        "tenant": "t",
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = base_claims(config)
     token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
     assert reason(verifier, token) == "algorithm_not_allowed"
 
 
 def test_hs256_signed_with_the_public_key_is_refused(config, verifier):
     # The classic RS/ES→HS confusion: the attacker uses the public PEM as an HMAC secret.
-    now = int(time.time())
-    claims = {
-        "iss": config.identity.issuer,
-        "aud": config.identity.audience,
-        "sub": "a",
-        "tenant": "t",
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = base_claims(config)
     public_pem = config.identity.public_keys[0].read_bytes()
     header = b64({"alg": "HS256", "typ": "JWT"})
     payload = b64(claims)
@@ -155,15 +137,7 @@ def test_wrong_typ_is_refused(config, verifier):
 def test_jku_header_is_ignored(config, verifier):
     # A jku pointing elsewhere must not add keys: the token signed by another key stays unknown.
     other = ec.generate_private_key(ec.SECP256R1())
-    now = int(time.time())
-    claims = {
-        "iss": config.identity.issuer,
-        "aud": config.identity.audience,
-        "sub": "a",
-        "tenant": "t",
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = base_claims(config)
     token = jwt.encode(
         claims,
         other,
@@ -216,15 +190,7 @@ def test_jwks_keys_with_rotation_and_rate_limited_refetch(config, make_key, alg)
 
     keys = KeySet((), "https://idp.test/jwks", cache_s=300, min_refresh_s=30, fetch=fetch, clock=lambda: clock[0])
     verifier = TokenVerifier(config.identity, keys)
-    now = int(time.time())
-    claims = {
-        "iss": config.identity.issuer,
-        "aud": config.identity.audience,
-        "sub": "a",
-        "tenant": "t",
-        "iat": now,
-        "exp": now + 60,
-    }
+    claims = base_claims(config)
     assert verifier.verify(jwt.encode(claims, old, algorithm=alg, headers={"kid": "k1"})).agent_id == "a"
     assert len(fetches) == 1
     # Rotation: a token with an unknown kid triggers one refetch...
