@@ -18,16 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from extauthz.answer import Answer, answer_for_decision, answer_for_error, internal_error_answer
-from extauthz.decision import Decision, Effect, Reason, render_reason, with_shadow_default
+from extauthz.approvals.factory import max_pending_for
+from extauthz.approvals.override import refusal_decision
+from extauthz.approvals.service import ApprovalService, over_budget
+from extauthz.approvals.tokens import OVERRIDE_INVALID, OverrideClaims, OverrideRefused
+from extauthz.decision import Decision, Effect, Reason, placeholders, render_reason, with_shadow_default
 from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
-from extauthz.metadata import HEADER_PURPOSE, MD_DECISION
+from extauthz.metadata import HEADER_OVERRIDE, HEADER_PURPOSE, MD_DECISION
 from extauthz.policy.bundle import Bundle, build_bundle
 from extauthz.policy_input import build_input
 from extauthz.redaction import safe_text, summarize_args
-from extauthz.store import PendingApproval, Store
+from extauthz.store import PendingApproval, PendingLimitReached, Store
 from extauthz.tools import HttpRequest, ToolCall, ToolCatalogue, ToolSpec
 
 log = logging.getLogger("aegis.decision")
@@ -48,12 +52,14 @@ class ActivePolicy:
         return self.bundle.revision
 
 
-def activate(bundle: Bundle, engine: str = "embedded") -> ActivePolicy:
+def activate(
+    bundle: Bundle, engine: str = "embedded", *, opa_url: str = "", opa_timeout_s: float = 0.0
+) -> ActivePolicy:
     """Compile a bundle into an ActivePolicy (off the hot path; raises PolicyError)."""
     tools = [ToolSpec.from_data(name, data) for name, data in bundle.data["tools"].items()]
     return ActivePolicy(
         bundle=bundle,
-        engine=create_engine(bundle, engine),
+        engine=create_engine(bundle, engine, opa_url=opa_url or None, opa_timeout_s=opa_timeout_s or None),
         catalogue=ToolCatalogue(tools),
         calendars=bundle.data.get("calendars", {}),
         loaded_at=time.time(),
@@ -90,8 +96,10 @@ class Authorizer:
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
         sink: DecisionSink = discard,
+        approvals: ApprovalService | None = None,
     ) -> None:
         self._verifier = verifier
+        self._approvals = approvals
         self._store = store
         self._policy = policy
         self._base_url = base_url.rstrip("/")
@@ -102,6 +110,10 @@ class Authorizer:
     @property
     def policy(self) -> ActivePolicy | None:
         return self._policy
+
+    @property
+    def approvals(self) -> ApprovalService | None:
+        return self._approvals
 
     def swap_policy(self, policy: ActivePolicy) -> None:
         """Atomically replace the active policy; in-flight calls finish on the old one."""
@@ -202,11 +214,17 @@ class Authorizer:
         return decision_id, decision
 
     def _engine_decision(
-        self, policy: ActivePolicy, identity: AgentIdentity, call: ToolCall, request: HttpRequest
+        self,
+        policy: ActivePolicy,
+        identity: AgentIdentity,
+        call: ToolCall,
+        request: HttpRequest,
+        override: OverrideClaims | None = None,
     ) -> Decision:
         """Input → engine → shadow defaults → rendered reasons."""
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-        decision = policy.engine.evaluate(build_input(identity, call, request, policy.calendars, now))
+        facts = override.to_input() if override is not None else None
+        decision = policy.engine.evaluate(build_input(identity, call, request, policy.calendars, now, facts))
         decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
         return _with_rendered_reasons(decision, call, request)
 
@@ -224,14 +242,29 @@ class Authorizer:
         # 4. Which tool, which arguments.
         call = policy.catalogue.match(request)
         trace.tool, trace.args = call.name, call.args
-        # 5. The engine decides.
         now = self._clock()
-        decision = trace.decision = self._engine_decision(policy, identity, call, request)
-        # 6. approval_needed: record (or find) the pending approval the agent will poll.
+        try:
+            # 5. A human approval's override token (x-aegis-override) is verified against this
+            #    agent and this exact call before the engine runs (extauthz/approvals/override.py).
+            override = self._verify_override(request, identity, call, now)
+            # 6. The engine decides (verified override facts are part of its input).
+            decision = self._engine_decision(policy, identity, call, request, override)
+            # 7. The override counts only where the engine asks for that same approval: spent once,
+            #    atomically.  Deny rules still deny; redaction obligations still apply.
+            if override is not None and self._approvals is not None:
+                decision = self._approvals.overrides.consume(override, decision, now)
+        except OverrideRefused as refusal:
+            decision = refusal_decision(refusal, policy.version)
+        trace.decision = decision
+        # 8. approval_needed: record (or find) the pending approval the agent will poll, unless
+        #    the agent is over the rule's approval budget (then the call is denied, not queued).
         approval = None
         if decision.effect is Effect.APPROVAL_NEEDED:
-            approval = self._pending_approval(identity, call, request, decision, decision_id, now)
-            trace.approval_id = approval.id
+            try:
+                approval = self._pending_approval(policy, identity, call, request, decision, now)
+                trace.approval_id = approval.id
+            except PendingLimitReached as full:
+                decision = trace.decision = over_budget(decision, full.limit)
         return answer_for_decision(
             decision,
             decision_id,
@@ -241,13 +274,23 @@ class Authorizer:
             status_url=f"{self._base_url}/v1/approvals/{approval.id}" if approval else None,
         )
 
+    def _verify_override(
+        self, request: HttpRequest, identity: AgentIdentity, call: ToolCall, now: float
+    ) -> OverrideClaims | None:
+        token = request.headers.get(HEADER_OVERRIDE)
+        if token is None:
+            return None
+        if self._approvals is None:
+            raise OverrideRefused(OVERRIDE_INVALID, "approvals are not enabled on this gateway")
+        return self._approvals.overrides.verify(token, identity, request_fingerprint(request, call.args), now)
+
     def _pending_approval(
         self,
+        policy: ActivePolicy,
         identity: AgentIdentity,
         call: ToolCall,
         request: HttpRequest,
         decision: Decision,
-        decision_id: str,
         now: float,
     ) -> PendingApproval:
         obligation = decision.obligations.approval
@@ -268,20 +311,22 @@ class Authorizer:
             created_at=now,
             expires_at=now + obligation.ttl_s,
         )
-        return self._store.create_or_get_pending(candidate, now)
+        max_pending = max_pending_for(policy.bundle.data, candidate.tool, obligation.rule)
+        if self._approvals is None:
+            return self._store.create_or_get_pending(candidate, now, max_pending=max_pending)
+        return self._approvals.request(candidate, now, max_pending)
 
 
 def _with_rendered_reasons(decision: Decision, call: ToolCall, request: HttpRequest) -> Decision:
     """Fill ``{arg}`` placeholders of rule reasons (and shadow messages) with the call's values."""
     messages = [r.message for r in decision.reasons] + [s.message for s in decision.shadow]
-    if not any("{" in message for message in messages):
+    names = {name for message in messages for name in placeholders(message)}
+    if not names:
         return decision
-    # Reasons reach the agent and the logs: quoted values go through DLP first.
-    variables: dict[str, Any] = {
-        k: safe_text(v) if isinstance(v, str) else v for k, v in call.args.items() if isinstance(v, (str, int, float))
-    }
-    variables.setdefault("purpose", safe_text(request.headers.get(HEADER_PURPOSE, "(none)")))
-    variables.setdefault("tool", call.name or "")
+    values: dict[str, Any] = {"purpose": request.headers.get(HEADER_PURPOSE, "(none)"), "tool": call.name or ""}
+    values.update({k: v for k, v in call.args.items() if isinstance(v, (str, int, float))})
+    # Reasons reach the agent and the logs: the quoted values (only those) go through DLP first.
+    variables = {k: safe_text(v) if isinstance(v, str) else v for k, v in values.items() if k in names}
     reasons = tuple(Reason(r.rule, render_reason(r.message, variables)) for r in decision.reasons)
     shadow = tuple(replace(s, message=render_reason(s.message, variables)) for s in decision.shadow)
     return replace(decision, reasons=reasons, shadow=shadow)

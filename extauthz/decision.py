@@ -157,6 +157,14 @@ class _Template(string.Formatter):
 _TEMPLATE = _Template()
 
 
+def placeholders(template: str) -> set[str]:
+    """The ``{name}`` placeholders a reason template quotes."""
+    try:
+        return {name for _, name, _, _ in _TEMPLATE.parse(template) if name}
+    except ValueError:
+        return set()
+
+
 def render_reason(template: str, variables: Mapping[str, Any]) -> str:
     """Fill a rule's reason template; never raises (a bad template renders as written)."""
     try:

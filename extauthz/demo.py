@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 
+from extauthz.approvals.cli import OperatorClient
 from extauthz.config import AegisConfig
 from extauthz.devtokens import mint_token
-from extauthz.errors import ConfigError
+from extauthz.errors import AegisError, ConfigError
 from extauthz.policy.parser import load_policy_dir
 from extauthz.policy_input import in_calendar
 
@@ -148,5 +149,47 @@ def play(config: AegisConfig, *, out: Callable[[str], None] = print, now: float 
             call = f"{step.method} http://{step.host}{step.path}"
             out(f"       {call} -> {response.status_code} (expected {step.expected})")
             out(f"       {_summary(response)}")
+            if ok and response.status_code == 202:
+                failures += not play_approval(config, client, step, headers, response, out)
     out(f"\n{len(scenario(True)) - failures} of {len(scenario(True))} steps answered as the policy says.")
     return 1 if failures else 0
+
+
+def play_approval(
+    config: AegisConfig,
+    client: httpx.Client,
+    step: Step,
+    headers: Mapping[str, str],
+    answer: httpx.Response,
+    out: Callable[[str], None],
+) -> bool:
+    """The rest of the approval flow: an operator approves (the ``aegis approvals approve`` code
+    path), the agent polls status_url with its JWT, then retries once with the override token."""
+    approval_id = answer.json()["approval_id"]
+    try:
+        operator = OperatorClient(config)
+    except AegisError as exc:
+        out(f"       (approval flow skipped: {exc.message})")
+        return True
+    try:
+        decided = operator.decide(approval_id, "approve", "demo: refund checked", None)
+    except AegisError as exc:
+        out(f"       [BAD] approve as operator: {exc.message}")
+        return False
+    finally:
+        operator.close()
+    out(f"       -> aegis approvals approve {approval_id}: {decided['state']} by {decided['decided_by']}")
+    with httpx.Client(timeout=5) as api:
+        polled = api.get(answer.json()["status_url"], headers={"authorization": headers["authorization"]}).json()
+    token = polled.get("override_token")
+    out(f"       -> agent polls status_url: {polled.get('state')}{', override token issued' if token else ''}")
+    if not token:
+        return False
+    retry = client.request(step.method, step.path, headers={**headers, "x-aegis-override": token}, json=step.json_body)
+    again = client.request(step.method, step.path, headers={**headers, "x-aegis-override": token}, json=step.json_body)
+    out(
+        f"       -> retry with x-aegis-override: {retry.status_code} (expected 200); reused: {again.status_code} "
+        f"{again.json().get('rule', '') if again.status_code == 403 else ''}".rstrip()
+    )
+    out(f"       console: {config.service.base_url}/console/approvals/{approval_id}")
+    return retry.status_code == 200 and again.status_code == 403

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from extauthz.approvals.factory import service_routes
 from extauthz.authorizer import Authorizer
 from extauthz.authzen import authzen_routes
 from extauthz.errors import AegisError, IdentityError
@@ -86,7 +87,13 @@ def build_http_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/v1/approvals/{approval_id}", approval_status),
+            # Approvals (extauthz/approvals/): status_url with the override token, operator API,
+            # Slack interactions, console; the plain status route only without an approval service.
+            *(
+                service_routes(authorizer.approvals, verifier)
+                if authorizer.approvals is not None
+                else [Route("/v1/approvals/{approval_id}", approval_status)]
+            ),
             *authzen_routes(authorizer),
             *extra_routes,
         ]

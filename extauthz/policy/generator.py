@@ -23,8 +23,18 @@ def rule_data(rule: Rule) -> dict[str, Any]:
         "reason": rule.reason,
         "when": [c.to_data() for c in rule.when],
         "redact": {"fields": list(rule.redact_fields), "detectors": list(rule.redact_detectors)},
-        "approval": {"approvers": rule.approvers, "ttl_s": rule.approval_ttl_s} if rule.approvers else None,
+        "approval": _approval_data(rule),
     }
+
+
+def _approval_data(rule: Rule) -> dict[str, Any] | None:
+    """The rule's approval; ``max_pending_per_agent`` only when set (the Authorizer reads it)."""
+    if not rule.approvers:
+        return None
+    data: dict[str, Any] = {"approvers": rule.approvers, "ttl_s": rule.approval_ttl_s}
+    if rule.approval_max_pending is not None:
+        data["max_pending_per_agent"] = rule.approval_max_pending
+    return data
 
 
 def _defaults(declared: str, mode: str) -> dict[str, str]:

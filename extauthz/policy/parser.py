@@ -66,6 +66,8 @@ class Rule:
     redact_detectors: tuple[str, ...] = ()
     approvers: str | None = None
     approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S
+    # Approval budget: live pending approvals one agent may hold under this rule (None: no limit).
+    approval_max_pending: int | None = None
     source: str = ""
 
 
@@ -260,6 +262,7 @@ def _rule(
         redact_detectors=tuple(redact.get("detectors", [])),
         approvers=approval["approvers"] if approval else None,
         approval_ttl_s=ttl,
+        approval_max_pending=approval.get("max_pending_per_agent") if approval else None,
         source=f"{source.path.name}:{source.line_of(where)}",
     )
 

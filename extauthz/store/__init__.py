@@ -1,7 +1,13 @@
-"""State shared across calls: pending approvals (and, later, counters and single-use tokens).
+"""State shared across calls: approvals, their transitions and where they were announced.
 
 ``Store`` is the interface; ``sqlite`` is the single-node default.  Every backend error is
 translated into ``StoreError`` at the backend boundary, so callers fail closed.
+
+Approval states and the only transitions the store performs (each one atomic)::
+
+    pending ──decide──▶ approved ──consume──▶ used
+       │  └───decide──▶ denied        └──expire (token unused)──▶ expired
+       └──expire────────▶ expired
 """
 
 from __future__ import annotations
@@ -32,15 +38,65 @@ class PendingApproval:
     decided_by: str | None = None
     decided_at: float | None = None
     comment: str | None = None
+    token_expires_at: float | None = None  # set on approval: the override token's expiry
+    token_issued_at: float | None = None  # first time the agent fetched the override token
+    used_at: float | None = None
+
+
+# The outcome of ``Store.consume``: the one winner gets CONSUMED, everyone else learns why not.
+CONSUMED = "consumed"
+
+
+class PendingLimitReached(Exception):
+    """The agent already has ``limit`` live pending approvals for this rule (approval budget)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} pending approvals")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class NotificationRef:
+    """Where an approval was announced (e.g. a Slack channel and message ts), to update it later."""
+
+    approval_id: str
+    target: str
+    channel: str
+    ref: str
 
 
 class Store(Protocol):
     """What the decision path needs from shared state."""
 
-    def create_or_get_pending(self, approval: PendingApproval, now: float) -> PendingApproval:
+    def create_or_get_pending(
+        self, approval: PendingApproval, now: float, *, max_pending: int | None = None
+    ) -> PendingApproval:
         """Insert ``approval`` unless the same agent already has a live pending approval for the
-        same fingerprint; return the stored one either way (no duplicate approval cards)."""
+        same fingerprint; return the stored one either way (no duplicate approval cards).
+        With ``max_pending``, raise PendingLimitReached instead of inserting beyond the budget."""
         ...
+
+    def decide(
+        self, approval_id: str, state: str, decided_by: str, comment: str | None, now: float, token_ttl_s: float
+    ) -> tuple[PendingApproval | None, bool]:
+        """pending → approved/denied if still pending and unexpired; (approval, changed)."""
+        ...
+
+    def mark_token_issued(self, approval_id: str, now: float) -> bool:
+        """Record the first hand-out of the override token; True only the first time."""
+        ...
+
+    def consume(self, approval_id: str, now: float) -> str:
+        """approved → used, atomically: CONSUMED for exactly one caller, else the current state."""
+        ...
+
+    def expire_due(self, now: float) -> Sequence[PendingApproval]:
+        """Expire pending approvals past their expiry and approved ones whose token lapsed unused."""
+        ...
+
+    def save_notification_ref(self, ref: NotificationRef) -> None: ...
+
+    def notification_refs(self, approval_id: str) -> Sequence[NotificationRef]: ...
 
     def get_approval(self, approval_id: str) -> PendingApproval | None: ...
 
@@ -53,4 +109,4 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["PendingApproval", "Store"]
+__all__ = ["CONSUMED", "NotificationRef", "PendingApproval", "PendingLimitReached", "Store"]

@@ -1,15 +1,23 @@
-"""SQLite store: the single-node default (WAL mode, one connection guarded by a lock)."""
+"""SQLite store: the single-node default (WAL mode, one connection guarded by a lock).
+
+Every transition is one ``UPDATE … WHERE state=<expected>`` inside one transaction, so
+two racing callers can never both win (the override token's single use rests on this).
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from extauthz.errors import StoreError
-from extauthz.store import PendingApproval
+from extauthz.store import CONSUMED, NotificationRef, PendingApproval, PendingLimitReached
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -32,11 +40,24 @@ CREATE TABLE IF NOT EXISTS approvals (
     comment TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (agent_id, fingerprint, state);
+CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, expires_at);
+CREATE TABLE IF NOT EXISTS approval_notifications (
+    approval_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    PRIMARY KEY (approval_id, target)
+);
 """
+# Columns added after the first release: added in place to existing databases.
+_ADDED_COLUMNS = (("token_expires_at", "REAL"), ("token_issued_at", "REAL"), ("used_at", "REAL"))
 _COLUMNS = (
     "id, agent_id, tenant, chain, tool, args_summary, fingerprint, rule, reason, policy_version, "
-    "approvers, created_at, expires_at, state, decided_by, decided_at, comment"
+    "approvers, created_at, expires_at, state, decided_by, decided_at, comment, "
+    "token_expires_at, token_issued_at, used_at"
 )
+_N_COLUMNS = _COLUMNS.count(",") + 1
+_SELECT = f"SELECT {_COLUMNS} FROM approvals"  # noqa: S608 - constant column list
 
 
 class SqliteStore:
@@ -49,55 +70,131 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(approvals)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def create_or_get_pending(self, approval: PendingApproval, now: float) -> PendingApproval:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: writers serialise at the start, not the end)."""
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self._db.execute(
-                        f"SELECT {_COLUMNS} FROM approvals WHERE agent_id=? AND fingerprint=? "  # noqa: S608
-                        "AND state='pending' AND expires_at>? ORDER BY created_at LIMIT 1",
-                        (approval.agent_id, approval.fingerprint, now),
-                    ).fetchone()
-                    if row is None:
-                        self._db.execute(
-                            f"INSERT INTO approvals ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",  # noqa: S608
-                            _to_row(approval),
-                        )
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
             raise StoreError(f"the approvals store failed: {exc}") from exc
-        return approval if row is None else _from_row(row)
 
-    def get_approval(self, approval_id: str) -> PendingApproval | None:
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         try:
             with self._lock:
-                row = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM approvals WHERE id=?",  # noqa: S608 - constant columns
-                    (approval_id,),
-                ).fetchone()
+                return query(self._db)
         except sqlite3.Error as exc:
             raise StoreError(f"the approvals store failed: {exc}") from exc
+
+    def create_or_get_pending(
+        self, approval: PendingApproval, now: float, *, max_pending: int | None = None
+    ) -> PendingApproval:
+        with self._transaction() as db:
+            row = db.execute(
+                f"{_SELECT} WHERE agent_id=? AND fingerprint=? AND state='pending' AND expires_at>? "
+                "ORDER BY created_at LIMIT 1",
+                (approval.agent_id, approval.fingerprint, now),
+            ).fetchone()
+            if row is not None:
+                return _from_row(row)
+            if max_pending is not None:
+                (live,) = db.execute(
+                    "SELECT count(*) FROM approvals WHERE agent_id=? AND rule=? AND state='pending' AND expires_at>?",
+                    (approval.agent_id, approval.rule, now),
+                ).fetchone()
+                if live >= max_pending:
+                    raise PendingLimitReached(max_pending)
+            db.execute(
+                f"INSERT INTO approvals ({_COLUMNS}) VALUES ({', '.join('?' * _N_COLUMNS)})",  # noqa: S608
+                _to_row(approval),
+            )
+        return approval
+
+    def decide(
+        self, approval_id: str, state: str, decided_by: str, comment: str | None, now: float, token_ttl_s: float
+    ) -> tuple[PendingApproval | None, bool]:
+        if state not in {"approved", "denied"}:
+            raise ValueError(f"not a decision: {state}")
+        token_expires = now + token_ttl_s if state == "approved" else None
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE approvals SET state=?, decided_by=?, decided_at=?, comment=?, token_expires_at=? "
+                "WHERE id=? AND state='pending' AND expires_at>?",
+                (state, decided_by, now, comment, token_expires, approval_id, now),
+            ).rowcount
+            row = db.execute(f"{_SELECT} WHERE id=?", (approval_id,)).fetchone()
+        return (None if row is None else _from_row(row)), changed == 1
+
+    def mark_token_issued(self, approval_id: str, now: float) -> bool:
+        with self._transaction() as db:
+            return bool(
+                db.execute(
+                    "UPDATE approvals SET token_issued_at=? WHERE id=? AND token_issued_at IS NULL", (now, approval_id)
+                ).rowcount
+            )
+
+    def consume(self, approval_id: str, now: float) -> str:
+        with self._transaction() as db:
+            won = db.execute(
+                "UPDATE approvals SET state='used', used_at=? WHERE id=? AND state='approved' AND token_expires_at>?",
+                (now, approval_id, now),
+            ).rowcount
+            if won == 1:
+                return CONSUMED
+            row = db.execute("SELECT state, token_expires_at FROM approvals WHERE id=?", (approval_id,)).fetchone()
+        if row is None:
+            return "unknown"
+        state, token_expires = row
+        return "expired" if state == "approved" and token_expires is not None and token_expires <= now else str(state)
+
+    def expire_due(self, now: float) -> Sequence[PendingApproval]:
+        due = "(state='pending' AND expires_at<=?) OR (state='approved' AND token_expires_at<=?)"
+        with self._transaction() as db:
+            rows = db.execute(f"{_SELECT} WHERE {due}", (now, now)).fetchall()
+            db.execute(f"UPDATE approvals SET state='expired' WHERE {due}", (now, now))  # noqa: S608
+        return [_from_row(r) for r in rows]
+
+    def save_notification_ref(self, ref: NotificationRef) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO approval_notifications (approval_id, target, channel, ref) VALUES (?, ?, ?, ?)",
+                (ref.approval_id, ref.target, ref.channel, ref.ref),
+            )
+
+    def notification_refs(self, approval_id: str) -> Sequence[NotificationRef]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT approval_id, target, channel, ref FROM approval_notifications WHERE approval_id=?",
+                (approval_id,),
+            ).fetchall()
+        )
+        return [NotificationRef(*r) for r in rows]
+
+    def get_approval(self, approval_id: str) -> PendingApproval | None:
+        row = self._read(lambda db: db.execute(f"{_SELECT} WHERE id=?", (approval_id,)).fetchone())
         return None if row is None else _from_row(row)
 
     def list_approvals(self, state: str | None = None) -> Sequence[PendingApproval]:
-        query = f"SELECT {_COLUMNS} FROM approvals"  # noqa: S608
-        params: tuple[str, ...] = ()
-        if state is not None:
-            query += " WHERE state=?"
-            params = (state,)
-        try:
-            with self._lock:
-                rows = self._db.execute(query + " ORDER BY created_at", params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"the approvals store failed: {exc}") from exc
+        if state is None:
+            rows = self._read(lambda db: db.execute(f"{_SELECT} ORDER BY created_at").fetchall())
+        else:
+            rows = self._read(
+                lambda db: db.execute(f"{_SELECT} WHERE state=? ORDER BY created_at", (state,)).fetchall()
+            )
         return [_from_row(r) for r in rows]
 
     def ping(self) -> None:
@@ -131,6 +228,9 @@ def _to_row(a: PendingApproval) -> tuple[object, ...]:
         a.decided_by,
         a.decided_at,
         a.comment,
+        a.token_expires_at,
+        a.token_issued_at,
+        a.used_at,
     )
 
 
