@@ -326,7 +326,8 @@ def access_log_format() -> Resource:
     fields: Resource = {
         "start_time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
-        "path": "%REQ(:PATH)%",
+        # Without the query string: query values are arguments and may carry PII.
+        "path": "%REQ_WITHOUT_QUERY(:PATH)%",
         "authority": "%REQ(:AUTHORITY)%",
         "response_code": "%RESPONSE_CODE%",
         "response_code_details": "%RESPONSE_CODE_DETAILS%",
@@ -367,7 +368,11 @@ def access_log(config: AegisConfig) -> Resource:
     Envoy buffers both loggers, stdout too when it is not a terminal, and flushes them every
     ``--file-flush-interval-msec`` (10 s by default): starters pass a shorter interval.
     """
-    log_format = {"json_format": access_log_format()}
+    # REQ_WITHOUT_QUERY is a formatter extension: it must be declared to be usable.
+    without_query = _extension(
+        "envoy.formatter.req_without_query", "extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+    )
+    log_format = {"json_format": access_log_format(), "formatters": [without_query]}
     path = access_log_path(config)
     if path is None:
         stream = "extensions.access_loggers.stream.v3.StdoutAccessLog"

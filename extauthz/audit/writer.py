@@ -1,0 +1,356 @@
+"""``DecisionLog``: the decision-log sink and the thread that writes it.
+
+Hot path: ``__call__(record)`` puts the raw record on a bounded queue (~1 µs).  When the
+queue is full the caller **waits** for room (counted in ``aegis_decision_log_blocked``):
+a decision is never dropped, and a stalled log pushes back on Envoy, whose ext_authz
+timeout then fails the call closed, rather than letting calls through unaudited.
+
+Writer thread: takes batches off the queue, masks and seals each record (``entry``,
+``chain``), writes the batch with unbuffered writes, and on a write error (disk full, I/O
+error) keeps the sealed bytes, reports not-ready (``health``) and the error metric, and
+retries the *remaining bytes* with backoff until they are written: nothing is lost or
+duplicated and the chain stays intact.  Signed checkpoints every ``checkpoint_every``
+entries or ``checkpoint_seconds`` (and at close) are fsync'ed.  Beyond ``max_bytes`` the
+file is closed with a checkpoint, renamed ``<stem>.<first seq>.jsonl``, and a new file
+begins with a header whose ``prev_hash`` is the previous file's last hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from extauthz.audit import chain
+from extauthz.audit.entry import decision_entry, event_entry, rfc3339
+from extauthz.audit.keys import load_private
+from extauthz.audit.settings import AuditConfig
+from extauthz.decision_record import DecisionRecord
+from extauthz.errors import ConfigError
+
+log = logging.getLogger("aegis.audit.writer")
+BATCH = 256
+MAX_BACKOFF_S = 5.0
+_STOP = object()
+
+
+class AuditMetrics(Protocol):
+    """The metrics the writer updates (``extauthz.telemetry.Metrics`` has them)."""
+
+    decision_log_entries: Any
+    decision_log_write_errors: Any
+    decision_log_checkpoints: Any
+    decision_log_blocked: Any
+    decision_log_queue: Any
+
+
+def _version() -> str:
+    try:
+        return metadata.version("aegis-gateway")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def rotated_name(path: Path, first_seq: int) -> Path:
+    """``decisions.jsonl`` whose first entry is seq 42 → ``decisions.000000000042.jsonl``."""
+    return path.with_name(f"{path.stem}.{first_seq:012d}{path.suffix}")
+
+
+def _read_tail(path: Path) -> tuple[bytes, bool]:
+    """The last complete line of a file and whether the file ends mid-line (a torn write)."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 20)))
+        data = fh.read()
+    torn = not data.endswith(b"\n")
+    lines = data.splitlines()
+    if torn and lines:
+        lines.pop()
+    return (lines[-1] if lines else b""), torn
+
+
+class DecisionLog:
+    """The sink the Authorizer calls once per decision; see the module docstring."""
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        *,
+        metrics: AuditMetrics | None = None,
+        opener: Callable[[Path], BinaryIO] | None = None,
+        stream: BinaryIO | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = 0.05,
+    ) -> None:
+        if not config.enabled:
+            raise ConfigError("audit.path is not set: no decision log to open")
+        self._config = config
+        self._metrics = metrics
+        self._opener = opener or (lambda p: p.open("ab", buffering=0))
+        self._stream = stream
+        self._clock = clock
+        self._retry_s = retry_s
+        self._key: Ed25519PrivateKey | None = load_private(config.signing_key) if config.signing_key else None
+        fingerprint = chain.key_fingerprint(self._key.public_key()) if self._key else ""
+        self._key_id = config.key_id or fingerprint
+        self.labels = {"app": "aegis", "id": uuid.uuid4().hex, "version": _version()}
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self._head, self._seq = chain.GENESIS, 0  # hash of the last entry, seq of the next one
+        self._since_checkpoint, self._last_checkpoint = 0, clock()
+        self._fh: BinaryIO | None = None
+        self._size, self._file_first_seq = 0, 0
+        self.written = self.blocked = self.write_errors = self.checkpoints = 0
+        self.last_error: str | None = None
+        self._closed = False
+        self._bridge: _AuditBridge | None = None
+        if metrics is not None:
+            metrics.decision_log_queue.set_function(self._queue.qsize)
+        self._open_current()
+        self._thread = threading.Thread(target=self._run, name="aegis-decision-log", daemon=True)
+        self._thread.start()
+
+    # --- the hot path -------------------------------------------------------------------
+
+    def __call__(self, record: DecisionRecord) -> None:
+        """Enqueue one decision (waits only while the queue is full; never drops)."""
+        self._put(record)
+
+    def event(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Append an audit event (e.g. ``approval.approved`` with ``approval_id``…) to the log.
+
+        String values pass through dlp; never put tokens or secrets in ``fields``.
+        """
+        self._put((kind, dict(fields), self._clock()))
+
+    def _put(self, item: Any) -> None:
+        if self._closed:
+            raise RuntimeError("the decision log is closed")
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.blocked += 1
+            if self._metrics is not None:
+                self._metrics.decision_log_blocked.inc()
+            self._queue.put(item)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def attach_logger(self, name: str = "aegis.audit") -> None:
+        """Also record what is logged on ``name`` (the approvals audit trail) as events."""
+        self._bridge = _AuditBridge(self)
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() > logging.INFO:  # the transitions are INFO records
+            logger.setLevel(logging.INFO)
+        logger.addHandler(self._bridge)
+        self._bridge_logger = name
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, a final checkpoint, fsync; then stop the writer."""
+        if self._closed:
+            return
+        if self._bridge is not None:
+            logging.getLogger(self._bridge_logger).removeHandler(self._bridge)
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("decision log: could not finish writing", extra={"aegis": {"queued": self._queue.qsize()}})
+
+    def health(self) -> dict[str, Any]:
+        """For /readyz: not ready while writes fail (entries are held and retried)."""
+        out: dict[str, Any] = {"ok": self.last_error is None, "queued": self._queue.qsize(), "written": self.written}
+        if self.last_error:
+            out["error"] = self.last_error
+        return out
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(entries written, hash of the last one)."""
+        return self._seq, self._head
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = max(0.01, self._last_checkpoint + self._config.checkpoint_seconds - self._clock())
+            try:
+                items = [self._queue.get(timeout=timeout)]
+            except queue.Empty:
+                items = []
+            while len(items) < BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if any(item is _STOP for item in items):
+                stopping = True
+                items = [item for item in items if item is not _STOP]
+            lines: list[bytes] = []
+            for item in items:
+                lines.append(self._seal(self._to_entry(item)))
+                if self._since_checkpoint >= self._config.checkpoint_every:  # exactly every N entries
+                    self._write(b"".join(lines))
+                    self._checkpoint()
+                    lines = []
+            if lines:
+                self._write(b"".join(lines))
+            due = self._since_checkpoint and self._clock() - self._last_checkpoint >= self._config.checkpoint_seconds
+            if self._fh is not None and self._size >= self._config.max_bytes:
+                self._rotate()
+            if due or (stopping and self._since_checkpoint):
+                self._checkpoint()
+            elif not self._since_checkpoint:
+                self._last_checkpoint = self._clock()
+        if self._fh is not None:
+            self._fh.close()
+
+    def _to_entry(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, DecisionRecord):
+            return decision_entry(item, self.labels)
+        kind, fields, timestamp = item
+        return event_entry(kind, fields, timestamp, self.labels)
+
+    def _seal(self, entry: dict[str, Any]) -> bytes:
+        line, self._head = chain.seal(entry, self._head, self._seq)
+        self._seq += 1
+        if entry["type"] != "checkpoint":
+            self._since_checkpoint += 1
+        if self._metrics is not None:
+            self._metrics.decision_log_entries.labels(entry["type"]).inc()
+        return line + b"\n"
+
+    def _write(self, data: bytes, *, sync: bool = False) -> None:
+        """Write all of ``data``; on OSError keep the rest and retry with backoff (never drop)."""
+        view, delay = memoryview(data), self._retry_s
+        while True:
+            try:
+                while view:
+                    written = self._target().write(view)
+                    view = view[written or 0 :]
+                self._target().flush()
+                if sync and self._fh is not None:
+                    os.fsync(self._fh.fileno())
+                break
+            except OSError as exc:
+                self.write_errors += 1
+                self.last_error = f"write failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}"
+                if self._metrics is not None:
+                    self._metrics.decision_log_write_errors.inc()
+                log.error("decision log write failed; retrying", extra={"aegis": {"errno": exc.errno}})
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+        self.last_error = None
+        self._size += len(data)
+        self.written = self._seq
+
+    def _target(self) -> BinaryIO:
+        if self._stream is not None:
+            return self._stream
+        if self._fh is None:
+            self._fh = self._opener(self._path)
+        return self._fh
+
+    def _checkpoint(self) -> None:
+        entry = chain.checkpoint_entry(self._head, self._seq, self._key_id, self._key, rfc3339(self._clock()))
+        self._write(self._seal(entry), sync=True)
+        self._since_checkpoint, self._last_checkpoint = 0, self._clock()
+        self.checkpoints += 1
+        if self._metrics is not None:
+            self._metrics.decision_log_checkpoints.inc()
+
+    # --- files ----------------------------------------------------------------------------
+
+    @property
+    def _path(self) -> Path:
+        if self._config.path is None:
+            raise ConfigError("audit.path is not set")
+        return self._config.path
+
+    def _open_current(self) -> None:
+        """Continue the chain of an existing file, or start a new one with a header."""
+        if self._config.stdout:
+            if self._stream is None:
+                self._stream = sys.stdout.buffer
+            self._write(self._seal(self._header()))
+            return
+        path = self._path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            last, torn = _read_tail(path)
+            try:
+                entry, stated, ok = chain.unseal(last)
+            except ValueError:
+                ok, entry, stated = False, {}, ""
+            if not ok:
+                raise ConfigError(f"audit.path: the last line of {path} is damaged; run 'aegis audit verify' on it")
+            self._head, self._seq = stated, int(entry["seq"]) + 1
+            if not torn:
+                self._size = path.stat().st_size
+                with path.open("rb") as fh:
+                    first, _, _ = chain.unseal(fh.readline().rstrip(b"\n"))
+                self._file_first_seq = int(first["seq"])
+                return
+            # A crash mid-line: keep that file as it is (verify reports the torn line) and go on.
+            log.error("decision log ends mid-line; continuing in a new file", extra={"aegis": {"file": str(path)}})
+            path.rename(rotated_name(path, self._seq))
+        self._start_file()
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "type": "header",
+            "format": chain.FORMAT_VERSION,
+            "timestamp": rfc3339(self._clock()),
+            "labels": self.labels,
+        }
+
+    def _start_file(self) -> None:
+        self._size, self._file_first_seq = 0, self._seq
+        self._write(self._seal(self._header()))
+
+    def _rotate(self) -> None:
+        if self._since_checkpoint:
+            self._checkpoint()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        path = self._path
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(rotated_name(path, self._file_first_seq))
+        self._start_file()
+
+
+class _AuditBridge(logging.Handler):
+    """Forwards ``aegis.audit`` log records (approval transitions) to ``DecisionLog.event``."""
+
+    def __init__(self, target: DecisionLog) -> None:
+        super().__init__()
+        self._target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = dict(getattr(record, "aegis", {}) or {})
+        kind = str(fields.pop("event", record.getMessage()))
+        with contextlib.suppress(RuntimeError):
+            self._target.event(kind, fields)
+
+
+def open_decision_log(config: AuditConfig, metrics: AuditMetrics | None) -> DecisionLog | None:
+    """The configured decision log, started, with approval transitions bridged in; or None."""
+    if not config.enabled:
+        return None
+    decision_log = DecisionLog(config, metrics=metrics)
+    decision_log.attach_logger("aegis.audit")
+    return decision_log
