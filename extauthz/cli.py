@@ -7,6 +7,10 @@ aegis envoy-config -c aegis.yaml       render the Envoy bootstrap
 aegis token keygen|mint -c aegis.yaml  development keys and agent tokens
 aegis policy build|lint|test|eval|diff   policy as code (see extauthz/policy/commands.py)
 aegis dlp scan|redact                  the DLP library on stdin/files
+aegis approvals list|show|approve|deny -c aegis.yaml [ID] [--comment …] [--as NAME]
+aegis audit verify FILE… --key PUB | keygen   the signed decision log (extauthz/audit/)
+aegis logs tail --access A --decisions D       calls joined on decision_id (extauthz/operator/)
+aegis report FILE… [--since 7d] [--html out]   decision split, would-deny rules, approvals
 """
 
 from __future__ import annotations
@@ -52,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
 
     add_policy_parser(sub)
 
+    from extauthz.approvals.cli import add_parser as add_approvals_parser
+
+    add_approvals_parser(sub, with_config)
+
+    from extauthz.audit.commands import add_parser as add_audit_parser
+    from extauthz.operator.commands import add_parsers as add_operator_parsers
+
+    add_audit_parser(sub)
+    add_operator_parsers(sub)
+
     dlp_cmd = sub.add_parser("dlp", help="detect and redact PII (see 'aegis dlp -h')", add_help=False)
     dlp_cmd.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -66,6 +80,14 @@ def _run(args: argparse.Namespace) -> int:
         from extauthz.policy.commands import run_policy
 
         return run_policy(args)
+    if args.command == "audit":
+        from extauthz.audit.commands import run as run_audit
+
+        return run_audit(args)
+    if args.command in {"logs", "report"}:
+        from extauthz.operator.commands import run as run_operator
+
+        return run_operator(args)
     config_path = Path(args.config)
     config = load_config(config_path)
     if args.command == "serve":
@@ -79,6 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         return envoy_config_command(str(config_path), args.output)
     if args.command == "token":
         return _token(args, config)
+    if args.command == "approvals":
+        from extauthz.approvals.cli import run as run_approvals
+
+        return run_approvals(args, config)
     if args.command in {"up", "demo"}:
         return _up_or_demo(args, config, config_path)
     raise AegisError(f"unknown command {args.command}")

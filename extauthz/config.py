@@ -106,6 +106,9 @@ class PolicyConfig:
     # engine: opa — the OPA sidecar serving the same bundle, and its per-decision timeout.
     opa_url: str = ""
     opa_timeout_s: float = DEFAULT_OPA_TIMEOUT_S
+    # Bundles (policy.bundle / bundle_url) must carry a valid OPA signature by this key.
+    verification_key: Path | None = None
+    verification_key_id: str = ""
 
     @property
     def source(self) -> str:
@@ -224,7 +227,8 @@ class _Reader:
     def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
         if not isinstance(raw, dict):
             raise self.fail("(top level)", "a mapping", raw)
-        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "telemetry", "audit", "demo"}
+        top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "telemetry"}
+        top |= {"audit", "demo"}
         unknown = sorted(set(raw) - top)
         if unknown:
             raise ConfigError(f"{self.path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(sorted(top))})")
@@ -331,7 +335,10 @@ class _Reader:
 
     def policy(self, raw: Mapping[str, Any]) -> PolicyConfig:
         s = self.section(
-            raw, "policy", {"dir", "engine", "bundle", "bundle_url", "poll_interval", "opa_url", "opa_timeout"}
+            raw,
+            "policy",
+            {"dir", "engine", "bundle", "bundle_url", "poll_interval", "opa_url", "opa_timeout"}
+            | {"verification_key", "verification_key_id"},
         )
         directory = self.string(s, "policy.dir", "")
         bundle = self.string(s, "policy.bundle", "")
@@ -359,7 +366,15 @@ class _Reader:
             poll_interval_s=self.duration(s, "policy.poll_interval", DEFAULT_POLICY_POLL_S),
             opa_url=opa_url.rstrip("/"),
             opa_timeout_s=self.duration(s, "policy.opa_timeout", DEFAULT_OPA_TIMEOUT_S),
+            verification_key=self.verification_key(s, directory),
+            verification_key_id=self.string(s, "policy.verification_key_id", ""),
         )
+
+    def verification_key(self, s: Mapping[str, Any], directory: str) -> Path | None:
+        key = self.string(s, "policy.verification_key", "")
+        if key and directory:
+            raise self.fail("policy.verification_key", "a bundle source (signatures are on bundles, not dir)", key)
+        return _resolve(self.base, key) if key else None
 
     def store(self, raw: Mapping[str, Any]) -> str:
         value = raw.get("store", DEFAULT_STORE)

@@ -13,17 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from extauthz.authorizer import ActivePolicy, Authorizer, activate
 from extauthz.config import PolicyConfig
-from extauthz.errors import PolicyError
+from extauthz.errors import ConfigError, PolicyError
 from extauthz.policy.bundle import Bundle, build_bundle, parse_bundle, read_bundle
+from extauthz.policy.signing import DEFAULT_KEY_ID, VerificationKey, load_verification_key
 from extauthz.telemetry import Metrics
 
 log = logging.getLogger("aegis.policy")
@@ -73,8 +74,9 @@ class DirectorySource:
 class BundleFileSource:
     """An OPA bundle ``.tar.gz`` on disk (e.g. written by a CI job or a sidecar)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, verification_key: VerificationKey | None = None) -> None:
         self._path = path
+        self._key = verification_key
         self._seen: tuple[int, int] | None = None
 
     def _stat(self) -> tuple[int, int]:
@@ -92,7 +94,7 @@ class BundleFileSource:
             stat = self._stat()
         except OSError as exc:
             raise PolicyError(f"{self._path}: cannot read bundle: {exc.strerror}") from exc
-        bundle = read_bundle(self._path)
+        bundle = read_bundle(self._path, verification_key=self._key)
         self._seen = stat
         return bundle
 
@@ -100,8 +102,11 @@ class BundleFileSource:
 class BundleServerSource:
     """A bundle server: ``GET url`` with ``If-None-Match``; ``304`` means no new version."""
 
-    def __init__(self, url: str, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, url: str, client: httpx.Client | None = None, verification_key: VerificationKey | None = None
+    ) -> None:
         self._url = url
+        self._key = verification_key
         self._client = client or httpx.Client(timeout=BUNDLE_FETCH_TIMEOUT_S)
         self._etag: str | None = None
         self._next_etag: str | None = None
@@ -125,18 +130,32 @@ class BundleServerSource:
         if self._pending is None and not self.changed():
             raise PolicyError(f"bundle server {self._url} has no new bundle")
         blob, self._pending = self._pending or b"", None
-        bundle = parse_bundle(blob, origin=self._url)
+        bundle = parse_bundle(blob, origin=self._url, verification_key=self._key)
         self._etag = self._next_etag  # only a bundle that loaded moves the ETag on
         return bundle
 
 
 def source_for(config: PolicyConfig) -> Source:
-    """The Source named by the policy config."""
+    """The Source named by the policy config (bundles verified when a key is configured)."""
     if config.dir is not None:
         return DirectorySource(config.dir)
+    key = None
+    if config.verification_key is not None:
+        try:
+            key = load_verification_key(config.verification_key, config.verification_key_id or DEFAULT_KEY_ID)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"policy.verification_key: cannot load {config.verification_key}: {exc}") from exc
     if config.bundle is not None:
-        return BundleFileSource(config.bundle)
-    return BundleServerSource(config.bundle_url)
+        return BundleFileSource(config.bundle, key)
+    return BundleServerSource(config.bundle_url, verification_key=key)
+
+
+def _close_engine(policy: ActivePolicy | None) -> None:
+    """Release the replaced engine's resources (the OPA engine's HTTP client).  Calls still
+    running on it finish first: closing an httpx client lets in-flight requests complete."""
+    close = getattr(policy.engine, "close", None) if policy is not None else None
+    if callable(close):
+        close()
 
 
 @dataclass
@@ -159,6 +178,7 @@ class PolicyReloader:
         metrics: Metrics,
         *,
         engine: str = "embedded",
+        engine_options: Mapping[str, Any] | None = None,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -166,6 +186,7 @@ class PolicyReloader:
         self._source = source
         self._metrics = metrics
         self._engine = engine
+        self._engine_options = dict(engine_options or {})
         self._interval_s = interval_s
         self._clock = clock
         self._lock = threading.Lock()  # one load at a time (poller vs POST /v1/policy/reload)
@@ -185,7 +206,7 @@ class PolicyReloader:
                 if current is not None and bundle.revision == current.version:
                     self.status.last_error = None
                     return None
-                policy = activate(bundle, self._engine)
+                policy = activate(bundle, self._engine, **self._engine_options)
             except PolicyError as exc:
                 self._failed(exc.message)
                 return None
@@ -194,6 +215,7 @@ class PolicyReloader:
                 return None
             previous = self._authorizer.policy
             self._authorizer.swap_policy(policy)
+            _close_engine(previous)
             self.status.last_error = None
             self.status.reloads += 1
             if previous is not None:

@@ -24,8 +24,11 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.admin_api import policy_routes
+from extauthz.approvals.factory import build_approvals
+from extauthz.audit.writer import DecisionLog, open_decision_log
 from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig, parse_address
+from extauthz.decision_record import discard
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
@@ -83,6 +86,7 @@ class Service:
     reloader: PolicyReloader
     tracing: Tracing
     started_at: float = field(default_factory=time.time)
+    decision_log: DecisionLog | None = None  # audit.path unset: none
 
     def readiness(self) -> dict[str, Any]:
         policy = self.authorizer.policy
@@ -96,6 +100,10 @@ class Service:
             checks["store"] = {"ok": True}
         except AegisError as exc:
             checks["store"] = {"ok": False, "error": exc.message}
+        if self.authorizer.approvals is not None:  # notifier health: reported, never "not ready"
+            checks["approvals"] = self.authorizer.approvals.readiness()
+        if self.decision_log is not None:  # writes failing: entries are held and retried, not ready
+            checks["decision_log"] = self.decision_log.health()
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
@@ -116,22 +124,31 @@ def build_service(config: AegisConfig) -> Service:
     verifier = TokenVerifier(config.identity, keys)
     store = open_store(config)
     metrics = Metrics()
+    # Human approvals (extauthz/approvals/): its notifier worker and expiry sweep start here.
+    approvals = build_approvals(config.approvals, store, metrics, config.service.base_url)
+    approvals.start()
+    # The signed decision log (extauthz/audit/): the Authorizer hands it one record per decision.
+    decision_log = open_decision_log(config.audit, metrics)
     authorizer = Authorizer(
         verifier,
         store,
         policy=None,
         base_url=config.service.base_url,
         max_body_bytes=config.envoy.max_request_bytes,
+        approvals=approvals,
+        sink=decision_log or discard,
     )
     reloader = PolicyReloader(
         authorizer,
         source_for(config.policy),
         metrics,
         engine=config.policy.engine,
+        engine_options={"opa_url": config.policy.opa_url, "opa_timeout_s": config.policy.opa_timeout_s},
         interval_s=config.policy.poll_interval_s,
     )
     reloader.reload(force=True)  # the first version; a failure is reported, not raised
-    return Service(config, authorizer, verifier, store, metrics, reloader, Tracing(config.telemetry))
+    tracing = Tracing(config.telemetry)
+    return Service(config, authorizer, verifier, store, metrics, reloader, tracing, decision_log=decision_log)
 
 
 class MeasuredAuthorizationServicer(AuthorizationServicer):
@@ -313,5 +330,7 @@ def serve(config: AegisConfig) -> int:
     ext_proc.stop(grace=5)
     http_server.should_exit = True
     http_thread.join(timeout=5)
+    if service.decision_log is not None:  # after the last decision: final signed checkpoint
+        service.decision_log.close()
     service.store.close()
     return 0

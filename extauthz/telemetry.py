@@ -43,3 +43,38 @@ class Metrics:
             ["code", "tool"],
             registry=self.registry,
         )
+        # The decision log (extauthz/audit/writer.py): nothing is ever dropped, so a stall
+        # shows as queue depth, blocked hot-path calls and write errors.
+        self.decision_log_queue = Gauge(
+            "aegis_decision_log_queue_depth", "Decision-log entries waiting to be written.", registry=self.registry
+        )
+        self.decision_log_entries = Counter(
+            "aegis_decision_log_entries",
+            "Decision-log entries sealed, by type (header, decision, event, checkpoint).",
+            ["type"],
+            registry=self.registry,
+        )
+        self.decision_log_write_errors = Counter(
+            "aegis_decision_log_write_errors", "Failed decision-log writes (retried).", registry=self.registry
+        )
+        self.decision_log_checkpoints = Counter(
+            "aegis_decision_log_checkpoints", "Signed decision-log checkpoints written.", registry=self.registry
+        )
+        self.decision_log_blocked = Counter(
+            "aegis_decision_log_blocked",
+            "Decisions whose thread waited because the decision-log queue was full.",
+            registry=self.registry,
+        )
+        # Human approvals: transitions by event, and notifier deliveries by outcome.
+        self.approvals = Counter(
+            "aegis_approvals",
+            "Approval transitions (requested, approved, denied, expired, token_issued, used, budget_exceeded).",
+            ["event"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "aegis_approval_notifications",
+            "Approval notifications by notifier and outcome (sent, retried, failed, dropped).",
+            ["notifier", "outcome"],
+            registry=self.registry,
+        )

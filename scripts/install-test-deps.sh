@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
+# The approval console's browser test (Selenium drives Debian's Chromium through chromedriver).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# promtool (Debian package prometheus): checks /metrics output and deploy/prometheus/alerts.yml.
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2

@@ -151,3 +151,29 @@ def test_polling_thread_reloads_without_being_asked(tmp_path, authorizer):
         assert authorizer.policy is not first
     finally:
         reloader.stop()
+
+
+def test_bundle_source_with_a_verification_key_refuses_unsigned_bundles(tmp_path, authorizer):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from extauthz.config import PolicyConfig
+    from extauthz.policy.signing import load_signing_key
+    from extauthz.reload import source_for
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path = tmp_path / "bundle.tar.gz"
+    write_bundle(build_bundle(POLICIES), path, signing=load_signing_key(private))
+    source = source_for(PolicyConfig(bundle=path, verification_key=public))
+    reloader = PolicyReloader(authorizer, source, Metrics())
+    signed = reloader.reload(force=True)
+    assert signed is not None
+    # Replaced by an unsigned bundle (e.g. someone bypassing the release pipeline): refused.
+    directory = copy_policy_dir(tmp_path / "p", SUPPORT.replace("lte: 50}", "lte: 5000}"))
+    write_bundle(build_bundle(directory), path)
+    assert reloader.reload() is None
+    assert authorizer.policy is signed
+    assert "signature" in reloader.status.last_error.lower()
