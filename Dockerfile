@@ -9,12 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY . .
+# xds-protos ships an older opentelemetry/proto that shadows opentelemetry-proto's: reinstall it last.
 RUN pip install . \
+ && pip install --force-reinstall --no-deps opentelemetry-proto==1.45.2 \
  && useradd --system --uid 10001 --home-dir /var/lib/aegis aegis \
  && mkdir -p /var/lib/aegis /bundle \
  && chown aegis:aegis /var/lib/aegis /bundle
 
 USER aegis
 WORKDIR /var/lib/aegis
-EXPOSE 9191 9192
+EXPOSE 9191 9192 9193
 CMD ["aegis", "serve", "-c", "/etc/aegis/aegis.yaml"]

@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[envoy,dev]'
+	@# xds-protos ships an older copy of opentelemetry/proto that shadows opentelemetry-proto's
+	@# (the OTLP exporters need the newer one); reinstalling it last makes it win.
+	$(BIN)/pip install --quiet --force-reinstall --no-deps opentelemetry-proto==1.45.2
 	touch $(STAMP)
 
 install: $(STAMP)
