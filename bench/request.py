@@ -12,16 +12,22 @@ DENIED_AMOUNT = 900.0  # over 500: denied (403)
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """An HTTP/1.1 POST with a JSON body, a Host header and optionally an agent token."""
+    """An HTTP/1.1 request (POST with a JSON body unless told otherwise), a Host header,
+    optionally an agent token and extra headers."""
 
     host: str
     path: str
     body: str
     token: str | None = None
+    method: str = "POST"
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def headers(self) -> dict[str, str]:
-        headers = {"Host": self.host, "Content-Type": "application/json"}
+        headers = {"Host": self.host}
+        if self.body:
+            headers["Content-Type"] = "application/json"
+        headers.update(self.extra_headers)
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
@@ -29,7 +35,7 @@ class BenchRequest:
     def raw(self) -> bytes:
         """The request as sent on a keep-alive connection."""
         body = self.body.encode("utf-8")
-        lines = [f"POST {self.path} HTTP/1.1"]
+        lines = [f"{self.method} {self.path} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in self.headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body

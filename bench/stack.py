@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,11 @@ class BenchStack:
 # --- configs ------------------------------------------------------------------------------
 
 
-def write_aegis_config(workdir: Path, upstream: str) -> AegisConfig:
-    """An aegis.yaml on free loopback ports, with fresh dev keys and the repo's policies."""
+def write_aegis_config(
+    workdir: Path, upstream: str, *, policy_dir: Path = POLICIES, hosts: tuple[str, ...] = (TOOL_HOST,)
+) -> AegisConfig:
+    """An aegis.yaml on free loopback ports, with fresh dev keys and the repo's policies
+    (or ``policy_dir``); every host in ``hosts`` goes to the ``upstream`` address."""
     generate_keypair(workdir / "keys" / "dev.pem", workdir / "keys" / "dev.pub.pem")
     raw: dict[str, Any] = {
         "envoy": {"listen": loopback(), "admin": loopback(), "access_log": str(workdir / "aegis-access.log")},
@@ -95,9 +99,9 @@ def write_aegis_config(workdir: Path, upstream: str) -> AegisConfig:
             "dev_signing_key": "keys/dev.pem",
             "max_lifetime": MAX_TOKEN_LIFETIME,
         },
-        "policy": {"dir": str(POLICIES)},
+        "policy": {"dir": str(policy_dir)},
         "store": "sqlite:///aegis.db",
-        "upstreams": {TOOL_HOST: f"http://{upstream}"},
+        "upstreams": {host: f"http://{upstream}" for host in hosts},
     }
     path = workdir / "aegis.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -133,20 +137,26 @@ def direct_bootstrap(config: AegisConfig, listen: str, admin: str, access_log: P
     return strip_authz(render_bootstrap(moved, with_ext_proc=False))
 
 
-def upstream_bootstrap(listen: str, admin: str) -> dict[str, Any]:
-    """A minimal Envoy answering ``UPSTREAM_BODY`` (200, JSON) once the request body is in."""
-    host, port = listen.rsplit(":", 1)
-    admin_host, admin_port = admin.rsplit(":", 1)
-    route = {
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
+def _fixed_route(prefix: str, body: str) -> dict[str, Any]:
+    return {
+        "match": {"prefix": prefix},
+        "direct_response": {"status": 200, "body": {"inline_string": body}},
         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
     }
+
+
+def upstream_bootstrap(listen: str, admin: str, bodies: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A minimal Envoy answering ``UPSTREAM_BODY`` (200, JSON) once the request body is in;
+    paths starting with a key of ``bodies`` get that body instead."""
+    host, port = listen.rsplit(":", 1)
+    admin_host, admin_port = admin.rsplit(":", 1)
+    routes = [_fixed_route(prefix, body) for prefix, body in (bodies or {}).items()]
+    routes.append(_fixed_route("/", UPSTREAM_BODY))
     hcm = {
         "@type": _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "upstream",
         "codec_type": "AUTO",
-        "route_config": {"name": "fixed", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "route_config": {"name": "fixed", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
         "http_filters": [
             {
                 "name": "envoy.filters.http.buffer",
@@ -172,7 +182,7 @@ def upstream_bootstrap(listen: str, admin: str) -> dict[str, Any]:
 # --- processes ----------------------------------------------------------------------------
 
 
-def _start_envoy(
+def start_envoy(
     group: ProcessGroup, name: str, bootstrap: dict[str, Any], admin: str, binary: str, concurrency: int
 ) -> None:
     path = group.log_dir / f"{name}.envoy.yaml"
@@ -183,7 +193,7 @@ def _start_envoy(
     wait_ready(child, f"http://{admin}/ready", lambda r: r.status_code == 200 and r.text.strip() == "LIVE")
 
 
-def _start_service(group: ProcessGroup, config: AegisConfig) -> None:
+def start_service(group: ProcessGroup, config: AegisConfig) -> None:
     argv = [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)]
     child = group.spawn("aegis-service", argv, cwd=REPO)
     wait_ready(child, f"http://{config.service.http}/readyz", lambda r: r.status_code == 200)
@@ -200,12 +210,12 @@ def start_bench_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
     binary = envoy_binary(config)
     try:
-        _start_envoy(group, "upstream", upstream_bootstrap(upstream.listen, upstream.admin), upstream.admin, binary, 1)
+        start_envoy(group, "upstream", upstream_bootstrap(upstream.listen, upstream.admin), upstream.admin, binary, 1)
         direct_boot = direct_bootstrap(config, direct.listen, direct.admin, workdir / "direct-access.log")
-        _start_envoy(group, "direct", direct_boot, direct.admin, binary, envoy_concurrency)
-        _start_service(group, config)
+        start_envoy(group, "direct", direct_boot, direct.admin, binary, envoy_concurrency)
+        start_service(group, config)
         aegis_boot = render_bootstrap(config, with_ext_proc=False)
-        _start_envoy(group, "aegis", aegis_boot, aegis.admin, binary, envoy_concurrency)
+        start_envoy(group, "aegis", aegis_boot, aegis.admin, binary, envoy_concurrency)
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=SCOPES, ttl_s=TOKEN_TTL_S)

@@ -1,0 +1,365 @@
+"""Redaction (ext_proc) through real Envoy: what the full chain costs over Envoy alone.
+
+``python -m bench.dlp_gateway [--quick] [--out bench/out/dlp_gateway.json]``
+
+Starts on free loopback ports a fixed-response upstream (small JSON for the refund, a ~2 KB
+support ticket with 11 PII items for the Slack post and the CRM read), Envoy direct (no
+ext_authz, no ext_proc) and Envoy → Aegis with the **full** generated bootstrap
+(ext_authz → ext_proc → router; the service serves ext_proc on ``service.ext_proc``).
+Verifies that direct returns the ticket as is and Aegis redacts it, then drives, back to
+back at 1 and 32 connections (wrk), three calls through both:
+
+* ``refund``: allowed, nothing to redact: ext_proc answers the request headers with a
+  ``mode_override`` skipping every body phase;
+* ``slack``: a Slack post with an SSN, an e-mail and a phone number under
+  ``slack-redact-pii`` (detectors): the request body and the ticket in the response are
+  redacted;
+* ``crm``: a CRM read under ``crm-redact-pii`` (fields ssn, dob, full_name): the response
+  body is redacted, the request has none.
+
+The policy is the repo's support policy with its business-hours calendar open all week, so
+the Slack rules allow at any time of day.  Envoy's ext_authz and ext_proc counters are read
+around every Aegis run: each measured request was a Check and an ext_proc stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench.gateway import machine
+from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
+from bench.request import BenchRequest, refund_request
+from bench.result import LoadResult
+from bench.stack import (
+    POLICIES,
+    TOOL_HOST,
+    UPSTREAM_BODY,
+    Target,
+    direct_bootstrap,
+    loopback,
+    start_envoy,
+    start_service,
+    upstream_bootstrap,
+    write_aegis_config,
+)
+from bench.ticket import SSN, ticket_json
+from bench.wrk import run_wrk
+from extauthz.config import AegisConfig
+from extauthz.devtokens import mint_token
+from extauthz.envoyconfig import EXT_PROC_FILTER, render_bootstrap
+from extauthz.supervisor import envoy_binary
+
+DEFAULT_OUT = Path("bench/out/dlp_gateway.json")
+CONNECTIONS = (1, 32)
+CALLS = ("refund", "slack", "crm")
+DURATION_S, QUICK_DURATION_S = 8.0, 3.0
+WARMUP_S = 2.0  # wrk takes whole seconds
+SLACK_HOST, CRM_HOST = "slack.demo", "crm.demo"
+SLACK_PATH, CRM_PATH = "/api/chat.postMessage", "/tenants/acme/records/r-1"
+SCOPES = ("payments.refund", "slack.post_message", "crm.get_record")
+VERIFY_TIMEOUT_S = 10.0
+STAT_PREFIX = "http.aegis."
+
+
+@dataclass(frozen=True)
+class DlpStack:
+    direct: Target
+    aegis: Target
+    token: str
+    binary: str
+
+
+# --- setup --------------------------------------------------------------------------------
+
+
+def bench_policy_dir(target: Path) -> Path:
+    """The repo's policies with ``business_hours`` open every day, all day."""
+    shutil.copytree(POLICIES / "lib", target / "lib", dirs_exist_ok=True)
+    support = yaml.safe_load((POLICIES / "support.yaml").read_text(encoding="utf-8"))
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    support["calendars"]["business_hours"].update(
+        windows=[{"days": days, "start": "00:00", "end": "24:00"}], holidays=[]
+    )
+    (target / "support.yaml").write_text(yaml.safe_dump(support, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def requests(token: str | None) -> dict[str, BenchRequest]:
+    """The three calls; ``token`` None gives them without credentials (direct)."""
+    text = f"Customer {SSN} (jane.roe@example.com, +1 415-555-0142) asks about a duplicate charge."
+    slack = json.dumps({"channel": "#support", "text": text}, separators=(",", ":"))
+    return {
+        "refund": refund_request(TOOL_HOST, token),
+        "slack": BenchRequest(SLACK_HOST, SLACK_PATH, slack, token),
+        "crm": BenchRequest(
+            CRM_HOST, CRM_PATH, "", token, method="GET", extra_headers=(("x-aegis-purpose", "support"),)
+        ),
+    }
+
+
+def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) -> DlpStack:
+    upstream = Target("upstream", loopback(), loopback())
+    policy_dir = bench_policy_dir(workdir / "policies")
+    config = write_aegis_config(
+        workdir, upstream.listen, policy_dir=policy_dir, hosts=(TOOL_HOST, SLACK_HOST, CRM_HOST)
+    )
+    direct = Target("direct", loopback(), loopback())
+    aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
+    binary = envoy_binary(config)
+    bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
+    try:
+        start_envoy(
+            group, "upstream", upstream_bootstrap(upstream.listen, upstream.admin, bodies), upstream.admin, binary, 1
+        )
+        direct_boot = direct_bootstrap(config, direct.listen, direct.admin, workdir / "direct-access.log")
+        start_envoy(group, "direct", direct_boot, direct.admin, binary, envoy_concurrency)
+        start_service(group, config)
+        start_envoy(group, "aegis", full_bootstrap(config), aegis.admin, binary, envoy_concurrency)
+    except OSError as exc:
+        raise BenchError(f"cannot start the stack: {exc}") from exc
+    token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=1800)
+    return DlpStack(direct, aegis, token, binary)
+
+
+def full_bootstrap(config: AegisConfig) -> dict[str, Any]:
+    """The generated bootstrap with ext_proc; refuses one without the filter."""
+    bootstrap = render_bootstrap(config, with_ext_proc=True)
+    if EXT_PROC_FILTER not in json.dumps(bootstrap):
+        raise BenchError("the generated bootstrap has no ext_proc filter")
+    return bootstrap
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+def _send(target: Target, request: BenchRequest) -> httpx.Response:
+    return httpx.request(
+        request.method, target.url + request.path, content=request.body or None, headers=request.headers, timeout=5.0
+    )
+
+
+def _service_redactions(stack: DlpStack, request: BenchRequest) -> httpx.Response:
+    deadline = time.monotonic() + VERIFY_TIMEOUT_S
+    while True:
+        response = _send(stack.aegis, request)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def verify(stack: DlpStack) -> dict[str, Any]:
+    """Direct returns the upstream bodies as they are; Aegis allows, and redacts the ticket."""
+    plain, signed = requests(None), requests(stack.token)
+    expected = {"refund": UPSTREAM_BODY, "slack": ticket_json(), "crm": ticket_json()}
+    seen: dict[str, Any] = {}
+    for name in CALLS:
+        direct = _send(stack.direct, plain[name])
+        if direct.status_code != 200 or direct.text != expected[name]:
+            raise BenchError(
+                f"refusing to measure: direct answered {direct.status_code} {direct.text[:200]!r} to {name}"
+            )
+        before = ext_counters(stack.aegis, "ext_proc.")
+        aegis = _service_redactions(stack, signed[name])
+        if aegis.status_code != 200:
+            raise BenchError(f"refusing to measure: Aegis answered {aegis.status_code} {aegis.text[:300]!r} to {name}")
+        redacted = aegis.text != expected[name] and "[REDACTED:" in aegis.text
+        if redacted != (name != "refund"):
+            raise BenchError(f"refusing to measure: Aegis {name} response redacted={redacted}: {aegis.text[:300]!r}")
+        seen[name] = {
+            "response_bytes": len(aegis.content),
+            "ext_proc": _delta(before, ext_counters(stack.aegis, "ext_proc.")),
+        }
+    return seen
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def ext_counters(target: Target, prefix: str) -> dict[str, int]:
+    """Envoy's ``http.aegis.<prefix>*`` counters (ext_authz. or ext_proc.)."""
+    text = httpx.get(f"http://{target.admin}/stats", params={"filter": prefix.rstrip(".")}, timeout=5.0).text
+    counters = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith(STAT_PREFIX + prefix) and value.strip().isdigit():
+            counters[name.removeprefix(STAT_PREFIX)] = int(value)
+    return counters
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+@dataclass(frozen=True)
+class Run:
+    call: str
+    target: str
+    connections: int
+    result: LoadResult
+    counters: dict[str, int] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.result.requests > 0 and self.result.error_count == 0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"call": self.call, "target": self.target, "connections": self.connections, "valid": self.valid}
+        return {**out, **self.result.to_json(), "envoy_counters": self.counters}
+
+
+def measure(stack: DlpStack, call: str, target_name: str, connections: int, duration_s: float, workdir: Path) -> Run:
+    target = stack.direct if target_name == "direct" else stack.aegis
+    request = requests(None if target_name == "direct" else stack.token)[call]
+    if target_name == "direct":
+        return Run(call, target_name, connections, run_wrk(target.url, request, connections, duration_s, workdir))
+    before = {**ext_counters(target, "ext_authz."), **ext_counters(target, "ext_proc.")}
+    result = run_wrk(target.url, request, connections, duration_s, workdir)
+    after = {**ext_counters(target, "ext_authz."), **ext_counters(target, "ext_proc.")}
+    return Run(call, target_name, connections, result, _delta(before, after))
+
+
+def warm_up(stack: DlpStack, workdir: Path) -> None:
+    for call in CALLS:
+        for target, token in ((stack.direct, None), (stack.aegis, stack.token)):
+            run_wrk(target.url, requests(token)[call], 8, WARMUP_S, workdir)
+
+
+def run_all(
+    duration_s: float, envoy_concurrency: int, workdir: Path, progress: Callable[[str], None]
+) -> tuple[list[Run], dict[str, Any]]:
+    with ProcessGroup(workdir) as group:
+        progress("starting upstream, Envoy direct, the Aegis service and Envoy → Aegis (with ext_proc)")
+        stack = start_dlp_stack(group, workdir, envoy_concurrency)
+        verified = verify(stack)
+        progress(f"verified: direct bodies unchanged; Aegis 200 and redacted (ext_proc per call: {verified})")
+        warm_up(stack, workdir)
+        runs = []
+        for connections in CONNECTIONS:
+            for call in CALLS:
+                for target in ("direct", "aegis"):
+                    progress(f"{call} {target} {connections} conn, {duration_s:g} s")
+                    runs.append(measure(stack, call, target, connections, duration_s, workdir))
+        return runs, verified
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+CALL_LABELS = {
+    "refund": "refund (no redaction, body phases skipped)",
+    "slack": "Slack post (request + response redacted)",
+    "crm": "CRM read (response fields redacted)",
+}
+
+
+def comparisons(runs: list[Run]) -> dict[tuple[str, int], dict[str, float]]:
+    direct = {(r.call, r.connections): r.result for r in runs if r.target == "direct"}
+    out = {}
+    for run in runs:
+        base = direct.get((run.call, run.connections))
+        if run.target != "aegis" or base is None or base.rps <= 0:
+            continue
+        a, d = run.result.latency_us, base.latency_us
+        out[(run.call, run.connections)] = {
+            "throughput_ratio": round(run.result.rps / base.rps, 3),
+            "added_p50_ms": round((a["p50"] - d["p50"]) / 1000, 3),
+            "added_p99_ms": round((a["p99"] - d["p99"]) / 1000, 3),
+        }
+    return out
+
+
+def _per_request(run: Run, name: str) -> str:
+    if not run.counters or not run.result.requests:
+        return ""
+    return f"{run.counters.get(name, 0) / run.result.requests:.2f}"
+
+
+def table(runs: list[Run], compared: dict[tuple[str, int], dict[str, float]]) -> str:
+    rows = [
+        "| call | target | conn | RPS | P50 ms | P99 ms | P99.9 ms | errors | RPS vs direct | +P50 ms | +P99 ms "
+        "| ext_proc msgs/req |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in runs:
+        lat = run.result.latency_us
+        cells = [
+            CALL_LABELS[run.call],
+            "Envoy direct" if run.target == "direct" else "Envoy → Aegis",
+            str(run.connections),
+        ]
+        cells += [f"{run.result.rps:,.0f}"] + [f"{lat[k] / 1000:.2f}" for k in ("p50", "p99", "p999")]
+        cells.append(str(run.result.error_count) + ("" if run.valid else " ⚠"))
+        c = compared.get((run.call, run.connections)) if run.target == "aegis" else None
+        cells += (
+            ["", "", ""]
+            if c is None
+            else [f"{c['throughput_ratio']:.2f}x", f"{c['added_p50_ms']:+.2f}", f"{c['added_p99_ms']:+.2f}"]
+        )
+        cells.append(_per_request(run, "ext_proc.stream_msgs_sent"))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.dlp_gateway", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION_S:g} s runs instead of {DURATION_S:g} s")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
+    parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads per Envoy (default 1)")
+    return parser.parse_args(argv)
+
+
+def _progress(line: str) -> None:
+    print(f"[bench.dlp_gateway] {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    duration = QUICK_DURATION_S if args.quick else DURATION_S
+    raise_on_sigterm()
+    load_before = os.getloadavg()
+    try:
+        with tempfile.TemporaryDirectory(prefix="aegis-dlp-bench-") as tmp:
+            workdir = (args.workdir or Path(tmp)).resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+            runs, verified = run_all(duration, args.envoy_concurrency, workdir, _progress)
+    except BenchError as exc:
+        print(f"bench.dlp_gateway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.dlp_gateway: interrupted; every started process was stopped", file=sys.stderr)
+        return 130
+    compared = comparisons(runs)
+    print(table(runs, compared))
+    report = {
+        "command": "python -m bench.dlp_gateway " + " ".join(sys.argv[1:] if argv is None else argv),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "duration_s": duration,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "verified": verified,
+        "runs": [r.to_json() for r in runs],
+        "comparisons": [{"call": k[0], "connections": k[1], **v} for k, v in compared.items()],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0 if all(r.valid for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""The Aegis service assembled in process, for the engine benchmark and the Check profile.
+
+``build_service`` on an ``aegis.yaml`` the harness writes (fresh dev keys, a generated policy
+directory), decision log lines formatted as the service does (JSON) but written to a file,
+and the requests an agent would send: an ``HttpRequest`` (what ``Authorizer.check`` takes)
+and the equivalent Envoy ``CheckRequest`` (what the gRPC servicer takes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+
+from bench.policygen import AGENT, TENANT, Call, scopes
+from bench.stack import write_aegis_config
+from extauthz.devtokens import mint_token
+from extauthz.server import JsonLogFormatter, MeasuredAuthorizationServicer, Service, build_service
+from extauthz.tools import HttpRequest
+
+TOKEN_TTL_S = 1800
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """A built service, its Check servicer and a valid agent token."""
+
+    service: Service
+    servicer: MeasuredAuthorizationServicer
+    token: str
+
+    def http_request(self, call: Call) -> HttpRequest:
+        headers = {**call.headers, "authorization": f"Bearer {self.token}"}
+        return HttpRequest("POST", call.host, call.path, "", headers, call.body_bytes())
+
+    def check_request(self, call: Call) -> external_auth_pb2.CheckRequest:
+        headers = {**call.headers, "authorization": f"Bearer {self.token}"}
+        http = attribute_context_pb2.AttributeContext.HttpRequest(
+            method="POST", host=call.host, path=call.path, headers=headers, raw_body=call.body_bytes()
+        )
+        request = attribute_context_pb2.AttributeContext.Request(http=http)
+        return external_auth_pb2.CheckRequest(attributes=attribute_context_pb2.AttributeContext(request=request))
+
+
+@contextmanager
+def decision_log_to(path: Path) -> Iterator[None]:
+    """The service's JSON log lines (one per decision, INFO) go to ``path`` meanwhile."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonLogFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        handler.close()
+
+
+@contextmanager
+def in_process(workdir: Path, policy_dir: Path) -> Iterator[InProcess]:
+    """The service on ``policy_dir`` (its own config, keys and SQLite store in ``workdir``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policy_dir)
+    with decision_log_to(workdir / "decisions.log"):
+        service = build_service(config)
+        try:
+            if service.authorizer.policy is None:
+                raise RuntimeError(f"the policy did not load: {service.reloader.status.last_error}")
+            token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=scopes(), ttl_s=TOKEN_TTL_S)
+            yield InProcess(service, MeasuredAuthorizationServicer(service), token)
+        finally:
+            _close(service)
+
+
+def _close(service: Service) -> None:
+    if service.authorizer.approvals is not None:
+        stop = getattr(service.authorizer.approvals, "stop", None)
+        if callable(stop):
+            stop()
+    service.store.close()

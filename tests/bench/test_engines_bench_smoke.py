@@ -1,0 +1,81 @@
+"""The engine and redaction benchmarks' own logic, fast and without Envoy or OPA: the policy
+generator, decision agreement between native and regopy, the reload variant, the ext_proc
+bootstrap and the ticket upstream.  No timing assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.dlp_gateway import CRM_PATH, SLACK_PATH, bench_policy_dir, comparisons, full_bootstrap, requests, table
+from bench.dlp_gateway import Run as DlpRun
+from bench.engines import decisions, policy_inputs
+from bench.policygen import TOOL_COUNT, allowed_call, policy_set, sample_calls, write_policy_dir
+from bench.result import LoadResult
+from bench.stack import direct_bootstrap, upstream_bootstrap, write_aegis_config
+from bench.ticket import ticket_json
+from bench.wrk import lua_script
+from extauthz.authorizer import activate
+from extauthz.engine import create_engine
+from extauthz.envoyconfig import EXT_PROC_CLUSTER, EXT_PROC_FILTER
+from extauthz.policy.bundle import build_bundle
+
+
+@pytest.mark.parametrize("rules", [10, 50])
+def test_generated_policy_builds_and_engines_agree(tmp_path: Path, rules: int) -> None:
+    document = policy_set(rules)
+    assert len(document["rules"]) == rules
+    assert len(document["tools"]) == TOOL_COUNT
+    assert len({r["id"] for r in document["rules"]}) == rules
+    policy = activate(build_bundle(write_policy_dir(tmp_path / "p", rules)), "native")
+    inputs = policy_inputs(policy, [*sample_calls(), allowed_call()])
+    native = decisions(policy.engine, inputs)
+    assert native == decisions(create_engine(policy.bundle, "regopy"), inputs)
+    assert {"allow", "deny"} <= {d.effect.value for d in native}
+    assert native[-1].effect.value in {"allow", "sanitize"}
+
+
+def test_threshold_shift_gives_a_new_version(tmp_path: Path) -> None:
+    a = build_bundle(write_policy_dir(tmp_path / "a", 10))
+    b = build_bundle(write_policy_dir(tmp_path / "b", 10, threshold_shift=7))
+    assert a.revision != b.revision
+    assert a.revision == build_bundle(write_policy_dir(tmp_path / "c", 10)).revision
+
+
+def test_ext_proc_is_in_the_aegis_bootstrap_and_not_in_direct(tmp_path: Path) -> None:
+    config = write_aegis_config(tmp_path, "127.0.0.1:9", policy_dir=bench_policy_dir(tmp_path / "pol"))
+    aegis = json.dumps(full_bootstrap(config))
+    assert EXT_PROC_FILTER in aegis and EXT_PROC_CLUSTER in aegis
+    assert str(config.service.ext_proc.rsplit(":", 1)[1]) in aegis
+    direct = direct_bootstrap(config, "127.0.0.1:1", "127.0.0.1:2", tmp_path / "d.log")
+    hcm = direct["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert EXT_PROC_FILTER not in [f["name"] for f in hcm["http_filters"]]
+    assert EXT_PROC_CLUSTER not in [c["name"] for c in direct["static_resources"]["clusters"]]
+
+
+def test_upstream_answers_the_ticket_on_redaction_routes() -> None:
+    boot = upstream_bootstrap("127.0.0.1:1", "127.0.0.1:2", {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()})
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["match"]["prefix"] for r in routes] == [SLACK_PATH, "/tenants/", "/"]
+    assert 1800 < len(ticket_json()) < 2300
+
+
+def test_the_crm_read_is_a_get_with_a_purpose() -> None:
+    crm = requests("tok")["crm"]
+    assert crm.path == CRM_PATH and crm.method == "GET"
+    script = lua_script(crm)
+    assert 'wrk.method = "GET"' in script and '"x-aegis-purpose"' in script
+    assert crm.raw().startswith(b"GET ")
+
+
+def test_comparisons_use_the_same_call_and_load() -> None:
+    def result(rps: float, p50: float) -> LoadResult:
+        return LoadResult(100, 1.0, rps, {}, {"p50": p50, "p90": p50, "p99": 2 * p50, "p999": 3 * p50})
+
+    runs = [DlpRun("slack", "direct", 1, result(1000, 300)), DlpRun("slack", "aegis", 1, result(250, 1300))]
+    compared = comparisons(runs)
+    assert compared[("slack", 1)] == {"throughput_ratio": 0.25, "added_p50_ms": 1.0, "added_p99_ms": 2.0}
+    assert "0.25x" in table(runs, compared)
