@@ -54,16 +54,39 @@ class AgentIdentity:
     chain: tuple[str, ...] = ()
     labels: Mapping[str, str] | None = None
     expires_at: float = 0.0
+    # Scopes the nearest delegating parent holds, when its act claim says (RFC 8693 allows
+    # actor claims beyond sub); None when unknown.
+    parent_scopes: tuple[str, ...] | None = None
 
     def to_input(self) -> dict[str, Any]:
-        """The ``agent`` part of the policy input."""
-        return {
+        """The ``agent`` part of the policy input, with the delegation facts rules test:
+        ``parent`` / ``root`` (nearest and farthest delegating agent; absent without a chain),
+        ``depth`` and ``scopes_within_parent`` (absent when the parent's scopes are unknown)."""
+        agent: dict[str, Any] = {
             "id": self.agent_id,
             "tenant": self.tenant,
             "scopes": list(self.scopes),
             "chain": list(self.chain),
             "labels": dict(self.labels or {}),
+            "depth": len(self.chain),
         }
+        if self.chain:
+            agent["parent"], agent["root"] = self.chain[0], self.chain[-1]
+        if self.parent_scopes is not None:
+            agent["scopes_within_parent"] = scopes_within(self.scopes, self.parent_scopes)
+        return agent
+
+
+def scope_grants(granted: str, wanted: str) -> bool:
+    """Whether scope ``granted`` (a tool name, ``prefix.*`` or ``*``) covers scope ``wanted``."""
+    if granted in ("*", wanted):
+        return True
+    return granted.endswith(".*") and wanted.startswith(granted[:-1])
+
+
+def scopes_within(scopes: Sequence[str], parent_scopes: Sequence[str]) -> bool:
+    """A delegated agent may hold no scope its parent does not hold."""
+    return all(any(scope_grants(p, s) for p in parent_scopes) for s in scopes)
 
 
 @dataclass(frozen=True)
@@ -353,6 +376,7 @@ class TokenVerifier:
             chain=_actor_chain(claims.get("act")),
             labels=_labels(claims.get("labels")),
             expires_at=float(exp),
+            parent_scopes=_parent_scopes(claims.get("act")),
         )
 
 
@@ -372,6 +396,16 @@ def _actor_chain(act: Any, depth: int = 0) -> tuple[str, ...]:
     if depth >= 8 or not isinstance(act, dict) or not isinstance(act.get("sub"), str) or not act["sub"]:
         raise IdentityError("malformed_token", "the act claim is not a valid delegation chain")
     return (act["sub"], *_actor_chain(act.get("act"), depth + 1))
+
+
+def _parent_scopes(act: Any) -> tuple[str, ...] | None:
+    """The nearest actor's ``scope`` claim, if the issuer put one in ``act``."""
+    if not isinstance(act, dict) or "scope" not in act:
+        return None
+    scope = act["scope"]
+    if not isinstance(scope, str):
+        raise IdentityError("malformed_token", "the act scope claim must be a space-separated string")
+    return tuple(s for s in scope.split() if s)
 
 
 def _labels(labels: Any) -> dict[str, str]:

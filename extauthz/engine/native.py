@@ -24,11 +24,12 @@ import re2
 
 from extauthz.decision import Decision, decision_from_result
 from extauthz.errors import EngineError
+from extauthz.identity import scope_grants
 from extauthz.policy.bundle import Bundle
 
 LIBRARY_PATH = "lib/aegis/decision.rego"
 # sha256 of the Rego library this module mirrors (update both together).
-LIBRARY_SHA256 = "e9f5ecb32f6b74e22979545fe4e9d22c0b984c5a9611dd84bd4897ad5c263cb9"
+LIBRARY_SHA256 = "34794ca75b696b22e24d1ca834f77b28c8eae70607c4ed7f9effcb13b5166b23"
 
 _MISSING = object()
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -47,7 +48,12 @@ def supports(bundle: Bundle) -> bool:
 
 
 def _getter(kind: str, key: str) -> Getter:
-    path = {"arg": ("tool", "args"), "header": ("request", "headers"), "agent": ("agent",)}.get(kind)
+    path = {
+        "arg": ("tool", "args"),
+        "header": ("request", "headers"),
+        "agent": ("agent",),
+        "label": ("agent", "labels"),
+    }.get(kind)
     if path is None:  # calendar
         path = ("context", "calendars")
 
@@ -112,6 +118,17 @@ def compile_condition(condition: Mapping[str, Any]) -> Predicate:
 
         return ordered
 
+    if op in {"contains", "not_contains"}:
+        # The operand is always a literal (the schema allows no reference here).
+        def membership(d: Mapping[str, Any]) -> bool:
+            v = subject(d)
+            if not isinstance(v, list):
+                return False
+            hit = any(rego_equal(x, literal) for x in v)
+            return hit if op == "contains" else not hit
+
+        return membership
+
     def compared(d: Mapping[str, Any]) -> bool:
         v, o = subject(d), operand(d)
         if v is _MISSING or o is _MISSING:
@@ -142,9 +159,7 @@ class CompiledRule:
 
 
 def _scope_grants(scope: Any, tool: str) -> bool:
-    if not isinstance(scope, str):
-        return False
-    return scope in ("*", tool) or (scope.endswith(".*") and tool.startswith(scope[:-1]))
+    return isinstance(scope, str) and scope_grants(scope, tool)
 
 
 class NativeEngine:

@@ -26,8 +26,11 @@ from extauthz.policy.source import PolicySource, read_policy_file
 from extauthz.tools import ArgSpec, ToolSpec
 
 DEFAULT_APPROVAL_TTL_S = 3600.0
-SUBJECTS = ("arg", "header", "agent", "calendar")
-OPERATORS = ("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "exists", "is")
+SUBJECTS = ("arg", "header", "agent", "label", "calendar")
+OPERATORS = (
+    *("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches"),
+    *("contains", "not_contains", "exists", "is"),  # "is" last: calendars only
+)
 _SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 
 

@@ -35,7 +35,7 @@ from extauthz.policy_input import build_input
 from extauthz.tools import HttpRequest, ToolCall
 
 CASE_KEYS = frozenset({"name", "agent", "tool", "args", "headers", "time", "expect"})
-AGENT_KEYS = frozenset({"id", "tenant", "scopes", "chain", "labels"})
+AGENT_KEYS = frozenset({"id", "tenant", "scopes", "chain", "labels", "parent_scopes"})
 EXPECT_KEYS = frozenset({"effect", "rules"})
 EFFECTS = tuple(e.value for e in Effect)
 
@@ -114,6 +114,7 @@ def parse_agent(raw: Any, where: str) -> AgentIdentity:
         scopes=tuple(str(s) for s in raw.get("scopes", ())),
         chain=tuple(str(s) for s in raw.get("chain", ())),
         labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+        parent_scopes=tuple(str(s) for s in raw["parent_scopes"]) if "parent_scopes" in raw else None,
     )
 
 

@@ -222,3 +222,15 @@ def test_demo_scenario_plays_clean(gateway):
     lines: list[str] = []
     assert play(gateway.config, out=lines.append) == 0, "\n".join(lines)
     assert lines[-1].strip().startswith("8 of 8 steps")
+
+
+def test_parent_agent_header_must_match_the_delegation_chain(gateway):
+    delegated = gateway.token(act=["support-orchestrator"])
+    ok = refund(gateway, 20, token=delegated, headers={"x-aegis-parent-agent": "support-orchestrator"})
+    assert ok.status_code == 200
+    coerced = refund(gateway, 20, token=delegated, headers={"x-aegis-parent-agent": "billing-planner"})
+    assert coerced.status_code == 403
+    assert coerced.json()["rule"] == "parent-header-mismatch"
+    forged = refund(gateway, 20, headers={"x-aegis-parent-agent": "support-orchestrator"})
+    assert forged.status_code == 403
+    assert forged.json()["rule"] == "parent-header-without-chain"

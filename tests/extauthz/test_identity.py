@@ -211,3 +211,16 @@ def test_hmac_keys_in_jwks_are_ignored(config):
     served = {"keys": [{"kty": "oct", "k": base64.urlsafe_b64encode(b"secret").decode(), "kid": "h", "alg": "HS256"}]}
     keys = KeySet((), "https://idp.test/jwks", fetch=lambda url: served)
     assert keys.find("h", "HS256") == []
+
+
+def test_delegation_facts_for_the_policy(config, verifier):
+    parent_scopes = {"sub": "support-orchestrator", "scope": "payments.* crm.*", "act": {"sub": "root-planner"}}
+    identity = verifier.verify(mint(config, scopes=["payments.refund"], extra_claims={"act": parent_scopes}))
+    facts = identity.to_input()
+    assert (facts["parent"], facts["root"], facts["depth"]) == ("support-orchestrator", "root-planner", 2)
+    assert facts["scopes_within_parent"] is True
+    wider = verifier.verify(mint(config, scopes=["payments.refund", "slack.post_message"], extra_claims={"act": parent_scopes}))
+    assert wider.to_input()["scopes_within_parent"] is False
+    direct = verifier.verify(mint(config)).to_input()
+    assert direct["depth"] == 0 and "parent" not in direct and "scopes_within_parent" not in direct
+    assert reason(verifier, mint(config, extra_claims={"act": {"sub": "p", "scope": ["x"]}})) == "malformed_token"

@@ -32,6 +32,8 @@ subject_value(s) := input.agent[s.key] if s.kind == "agent"
 
 subject_value(s) := input.context.calendars[s.key] if s.kind == "calendar"
 
+subject_value(s) := input.agent.labels[s.key] if s.kind == "label"
+
 operand(c) := subject_value(c.ref) if c.ref
 
 operand(c) := c.value if not c.ref
@@ -74,6 +76,23 @@ holds(c) if {
 	v := subject_value(c.subject)
 	every x in operand(c) {
 		x != v
+	}
+}
+
+holds(c) if {
+	c.op == "contains"
+	v := subject_value(c.subject)
+	is_array(v)
+	some x in v
+	x == operand(c)
+}
+
+holds(c) if {
+	c.op == "not_contains"
+	v := subject_value(c.subject)
+	is_array(v)
+	every x in v {
+		x != operand(c)
 	}
 }
 

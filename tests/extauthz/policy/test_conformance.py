@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from extauthz.engine import create_engine
 from extauthz.engine.native import LIBRARY_PATH, LIBRARY_SHA256, library_digest, supports
 from extauthz.engine.opa import OpaEngine
+from extauthz.identity import AgentIdentity
 from extauthz.policy import build_bundle
 
 ENGINE_KINDS = ("native", "regopy")
@@ -40,9 +41,10 @@ def assert_agree(engines, document: dict[str, Any]) -> None:
         assert decision == reference, f"{kind} differs from regopy for {document}"
 
 
-def document(tool, args, *, scopes=("*",), tenant="acme", headers=None, calendars=None):
+def document(tool, args, *, scopes=("*",), tenant="acme", headers=None, calendars=None, chain=(), labels=None, parent_scopes=None):
+    agent = AgentIdentity("a", tenant, tuple(scopes), tuple(chain), labels or {}, parent_scopes=parent_scopes)
     return {
-        "agent": {"id": "a", "tenant": tenant, "scopes": list(scopes), "chain": [], "labels": {}},
+        "agent": agent.to_input(),
         "tool": {"name": tool, "args": args},
         "request": {"method": "POST", "host": "h", "path": "/", "query": "", "headers": headers or {}},
         "context": {"purpose": None, "now": "", "calendars": calendars or {}},
@@ -111,15 +113,20 @@ EFFECTS = st.sampled_from(["allow", "deny", "sanitize", "approval_needed"])
 
 @st.composite
 def conditions(draw):
-    kind = draw(st.sampled_from(["arg", "header", "agent", "calendar"]))
+    kind = draw(st.sampled_from(["arg", "header", "agent", "label", "calendar"]))
     if kind == "calendar":
         return {"calendar": "bh", "is": draw(st.booleans())}
+    agent_keys = ["id", "tenant", "scopes", "chain", "parent", "root", "depth", "scopes_within_parent"]
     subject = {
         "arg": lambda: {"arg": draw(st.sampled_from(ARG_KEYS))},
-        "header": lambda: {"header": draw(st.sampled_from(["x-aegis-purpose", "x-b"]))},
-        "agent": lambda: {"agent": draw(st.sampled_from(["id", "tenant"]))},
+        "header": lambda: {"header": draw(st.sampled_from(["x-aegis-purpose", "x-aegis-parent-agent", "x-b"]))},
+        "agent": lambda: {"agent": draw(st.sampled_from(agent_keys))},
+        "label": lambda: {"label": draw(st.sampled_from(["team", "tier"]))},
     }[kind]()
-    op = draw(st.sampled_from(["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "exists", "eq_ref"]))
+    ops = ["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "exists", "eq_ref", "contains", "not_contains"]
+    op = draw(st.sampled_from(ops))
+    if op in {"contains", "not_contains"}:
+        return {**subject, op: draw(st.sampled_from(["planner", "t.one", "t.*", "*", "x", 1]))}
     if op in {"lt", "lte", "gt", "gte"}:
         return {**subject, op: draw(NUMBERS)}
     if op in {"in", "not_in"}:
@@ -132,7 +139,7 @@ def conditions(draw):
         return {
             **subject,
             draw(st.sampled_from(["eq", "ne"])): {
-                "ref": draw(st.sampled_from(["agent.tenant", "arg.a", "header.x-b"]))
+                "ref": draw(st.sampled_from(["agent.tenant", "agent.parent", "arg.a", "header.x-b"]))
             },
         }
     return {**subject, op: draw(VALUES)}
@@ -177,11 +184,14 @@ def inputs(draw):
     args = draw(st.dictionaries(st.sampled_from(ARG_KEYS), VALUES, max_size=3))
     headers = draw(
         st.dictionaries(
-            st.sampled_from(["x-aegis-purpose", "x-b"]),
-            st.sampled_from(["support", "x", "#support", "acme"]),
+            st.sampled_from(["x-aegis-purpose", "x-aegis-parent-agent", "x-b"]),
+            st.sampled_from(["support", "x", "#support", "acme", "planner"]),
             max_size=2,
         )
     )
+    chain = draw(st.sampled_from([(), ("planner",), ("planner", "root-agent"), ("x", "y", "z")]))
+    parent_scopes = draw(st.sampled_from([None, ("*",), ("t.*",), ("t.one",), ()]))
+    labels = draw(st.dictionaries(st.sampled_from(["team", "tier"]), st.sampled_from(["support", "x", "1"]), max_size=2))
     return document(
         draw(st.sampled_from([*TOOLS, "nope"])),
         args,
@@ -189,6 +199,9 @@ def inputs(draw):
         tenant=draw(st.sampled_from(["acme", "x"])),
         headers=headers,
         calendars={"bh": draw(st.booleans())},
+        chain=chain,
+        labels=labels,
+        parent_scopes=parent_scopes,
     )
 
 
