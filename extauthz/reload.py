@@ -11,9 +11,12 @@ serving; the failure shows in the log, ``/readyz`` detail and a metric.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +32,7 @@ from extauthz.telemetry import Metrics
 
 log = logging.getLogger("aegis.policy")
 BUNDLE_FETCH_TIMEOUT_S = 5.0
+BUILD_TIMEOUT_S = 60.0
 
 
 class Source(Protocol):
@@ -44,11 +48,20 @@ class Source(Protocol):
 
 
 class DirectorySource:
-    """YAML + Rego files; a change of any file's size or mtime means a rebuild."""
+    """YAML + Rego files; a change of any file's size or mtime means a rebuild.
 
-    def __init__(self, directory: Path) -> None:
+    With ``isolate`` the build (YAML parsing, schema checks) runs in a separate process, so
+    a reload never holds the interpreter lock the serving threads need; only the compiled
+    result crosses back.
+    """
+
+    def __init__(self, directory: Path, *, isolate: bool = False) -> None:
         self._directory = directory
         self._seen: tuple[tuple[str, int, int], ...] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        if isolate:
+            # spawn, not fork: the serving process has gRPC threads, which fork does not survive.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
     def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         files = []
@@ -66,9 +79,21 @@ class DirectorySource:
 
     def load(self) -> Bundle:
         fingerprint = self._fingerprint()
-        bundle = build_bundle(self._directory)
+        if self._pool is None:
+            bundle = build_bundle(self._directory)
+        else:
+            try:
+                bundle = self._pool.submit(build_bundle, self._directory).result(timeout=BUILD_TIMEOUT_S)
+            except (BrokenProcessPool, TimeoutError) as exc:
+                self.close()  # a fresh worker next time
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                raise PolicyError(f"{self._directory}: the policy build failed ({exc.__class__.__name__})") from exc
         self._seen = fingerprint
         return bundle
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class BundleFileSource:
@@ -138,7 +163,7 @@ class BundleServerSource:
 def source_for(config: PolicyConfig) -> Source:
     """The Source named by the policy config (bundles verified when a key is configured)."""
     if config.dir is not None:
-        return DirectorySource(config.dir)
+        return DirectorySource(config.dir, isolate=True)
     key = None
     if config.verification_key is not None:
         try:
@@ -252,3 +277,6 @@ class PolicyReloader:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        close = getattr(self._source, "close", None)
+        if callable(close):
+            close()
