@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from extauthz.decision import Decision, Effect
-from extauthz.errors import AegisError, IdentityError
+from extauthz.errors import AegisError, IdentityError, LimitExceeded
 from extauthz.metadata import (
     HEADER_DECISION_ID,
     MD_AGENT_ID,
@@ -115,6 +116,12 @@ def answer_for_error(error: AegisError, decision_id: str, *, policy_version: str
         description = error.message.replace('"', "'")
         headers = (("www-authenticate", f'Bearer error="invalid_token", error_description="{description}"'),)
         outcome = "unauthenticated"
+    elif isinstance(error, LimitExceeded):
+        # Whole seconds, rounded up: retrying at Retry-After must not be refused again.
+        retry_after = max(1, math.ceil(error.retry_after_s))
+        body.update({"limit": error.limit_id, "retry_after": retry_after})
+        headers = (("retry-after", str(retry_after)),)
+        outcome = error.code
     elif error.http_status < 500:
         outcome = "bad_request"
     metadata = _metadata(decision_id, outcome, **{MD_RULE: error.code, MD_POLICY_VERSION: policy_version})

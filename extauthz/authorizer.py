@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
-from extauthz.metadata import HEADER_OVERRIDE, HEADER_PURPOSE, MD_DECISION
+from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, UsageCharge, encode_charges
+from extauthz.limits.model import PolicyLimits
+from extauthz.metadata import HEADER_OVERRIDE, HEADER_PURPOSE, MD_DECISION, MD_USAGE
 from extauthz.policy.bundle import Bundle, build_bundle
 from extauthz.policy_input import build_input
 from extauthz.redaction import safe_text, summarize_args
@@ -46,6 +48,7 @@ class ActivePolicy:
     catalogue: ToolCatalogue
     calendars: Mapping[str, Mapping[str, Any]]
     loaded_at: float
+    limits: PolicyLimits = field(default_factory=PolicyLimits)
 
     @property
     def version(self) -> str:
@@ -63,6 +66,7 @@ def activate(
         catalogue=ToolCatalogue(tools),
         calendars=bundle.data.get("calendars", {}),
         loaded_at=time.time(),
+        limits=PolicyLimits.from_bundle_data(bundle.data),
     )
 
 
@@ -97,8 +101,10 @@ class Authorizer:
         clock: Callable[[], float] = time.time,
         sink: DecisionSink = discard,
         approvals: ApprovalService | None = None,
+        limits: LimitEnforcer | None = None,
     ) -> None:
         self._verifier = verifier
+        self._limits = limits
         self._approvals = approvals
         self._store = store
         self._policy = policy
@@ -114,6 +120,11 @@ class Authorizer:
     @property
     def approvals(self) -> ApprovalService | None:
         return self._approvals
+
+    @property
+    def limits_warner(self) -> BudgetWarner | None:
+        """The budget warner, shared with ext_proc's usage recording."""
+        return self._limits.warner if self._limits is not None else None
 
     def swap_policy(self, policy: ActivePolicy) -> None:
         """Atomically replace the active policy; in-flight calls finish on the old one."""
@@ -243,20 +254,27 @@ class Authorizer:
         call = policy.catalogue.match(request)
         trace.tool, trace.args = call.name, call.args
         now = self._clock()
+        charges: list[UsageCharge] = []
         try:
             # 5. A human approval's override token (x-aegis-override) is verified against this
             #    agent and this exact call before the engine runs (extauthz/approvals/override.py).
             override = self._verify_override(request, identity, call, now)
             # 6. The engine decides (verified override facts are part of its input).
             decision = self._engine_decision(policy, identity, call, request, override)
-            # 7. The override counts only where the engine asks for that same approval: spent once,
+            # 7. Rate limits, then budgets (extauthz/limits/), for calls the policy lets through:
+            #    allow, sanitize, or the approval this call carries a token for.  After the engine
+            #    so denied and queued calls spend nothing; before the token is spent so a limited
+            #    retry keeps its approval.  Over a limit: LimitExceeded (429, Retry-After); store
+            #    down: StoreError (503) unless a rate limit says on_store_error: allow.
+            charges = self._enforce_limits(policy, identity, call, decision, override, now)
+            # 8. The override counts only where the engine asks for that same approval: spent once,
             #    atomically.  Deny rules still deny; redaction obligations still apply.
             if override is not None and self._approvals is not None:
                 decision = self._approvals.overrides.consume(override, decision, now)
         except OverrideRefused as refusal:
             decision = refusal_decision(refusal, policy.version)
         trace.decision = decision
-        # 8. approval_needed: record (or find) the pending approval the agent will poll, unless
+        # 9. approval_needed: record (or find) the pending approval the agent will poll, unless
         #    the agent is over the rule's approval budget (then the call is denied, not queued).
         approval = None
         if decision.effect is Effect.APPROVAL_NEEDED:
@@ -265,7 +283,7 @@ class Authorizer:
                 trace.approval_id = approval.id
             except PendingLimitReached as full:
                 decision = trace.decision = over_budget(decision, full.limit)
-        return answer_for_decision(
+        answer = answer_for_decision(
             decision,
             decision_id,
             agent_id=identity.agent_id,
@@ -273,6 +291,28 @@ class Authorizer:
             approval=approval,
             status_url=f"{self._base_url}/v1/approvals/{approval.id}" if approval else None,
         )
+        # 10. Cost budgets priced by the response: ext_proc adds its token usage (MD_USAGE).
+        if charges and answer.allowed:
+            answer = replace(answer, metadata={**answer.metadata, MD_USAGE: encode_charges(charges)})
+        return answer
+
+    def _enforce_limits(
+        self,
+        policy: ActivePolicy,
+        identity: AgentIdentity,
+        call: ToolCall,
+        decision: Decision,
+        override: OverrideClaims | None,
+        now: float,
+    ) -> list[UsageCharge]:
+        if self._limits is None or call.name is None:
+            return []
+        passes = decision.effect in (Effect.ALLOW, Effect.SANITIZE) or (
+            decision.effect is Effect.APPROVAL_NEEDED and override is not None
+        )
+        if not passes:
+            return []
+        return self._limits.enforce(policy.limits, identity, call.name, now)
 
     def _verify_override(
         self, request: HttpRequest, identity: AgentIdentity, call: ToolCall, now: float

@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("serve", help="run the Aegis service (gRPC ext_authz + HTTP API)"))
-    with_config(sub.add_parser("up", help="run Envoy, the service and (demo config) the demo tools"))
+    up = with_config(sub.add_parser("up", help="run Envoy, the service and (demo config) the demo tools"))
+    up.add_argument(
+        "--replicas", type=int, default=1, help="service processes behind Envoy (N > 1 needs store: redis://…)"
+    )
     demo = with_config(sub.add_parser("demo", help="start the stack and play the support scenario"))
     demo.add_argument("--keep-running", action="store_true", help="keep the stack up after the scenario")
     demo.add_argument("--no-start", action="store_true", help="play against an already running stack")
@@ -133,8 +136,9 @@ def _up_or_demo(args: argparse.Namespace, config: AegisConfig, config_path: Path
     if args.command == "demo" and args.no_start:
         return play(config)
     log_dir = Path(args.log_dir) if args.command == "demo" else None
-    stack = start_stack(config, config_path, log_dir=log_dir)
-    print(describe(config), flush=True)
+    replicas = getattr(args, "replicas", 1)
+    stack = start_stack(config, config_path, log_dir=log_dir, replicas=replicas)
+    print(describe(config, replicas), flush=True)
     if log_dir is not None:
         print(f"Logs: {log_dir}/aegis.log (decisions), {log_dir}/envoy.log (access log)", flush=True)
     if args.command == "up":

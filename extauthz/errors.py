@@ -11,6 +11,7 @@ into exactly one HTTP status; nothing below the edge knows about HTTP.
     ├── RequestError                                   400  (the agent's request cannot be judged)
     │   ├── MalformedBody        code=malformed_body   400
     │   └── BodyTooLarge         code=body_too_large   413
+    ├── LimitExceeded            code=rate_limited / budget_exhausted 429 (Retry-After)
     ├── EngineError              code=engine_unavailable 503 (fail closed)
     └── StoreError               code=store_unavailable  503 (fail closed)
 """
@@ -72,6 +73,18 @@ class BodyTooLarge(RequestError):
 
     code = "body_too_large"
     http_status = 413
+
+
+class LimitExceeded(AegisError):
+    """A rate limit or budget refuses the call; ``retry_after_s`` says when it may succeed."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, code: str, message: str, *, limit_id: str, retry_after_s: float) -> None:
+        super().__init__(message, code=code)
+        self.limit_id = limit_id
+        self.retry_after_s = retry_after_s
 
 
 class EngineError(AegisError):

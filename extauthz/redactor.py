@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dlp
-from extauthz.metadata import MD_REDACT, MD_TOOL
+from extauthz.limits.enforce import UsageCharge, decode_charges
+from extauthz.metadata import MD_REDACT, MD_TOOL, MD_USAGE
 
 # A response Aegis cannot redact must not reach the agent: 502 with a reason.
 REDACTION_FAILED_STATUS = 502
@@ -57,6 +58,8 @@ class Exchange:
     response_content_type: str = ""
     counts: Counter[str] = field(default_factory=Counter)
     trace_headers: Mapping[str, str] = field(default_factory=dict)  # traceparent/tracestate
+    # Cost budgets priced by the response's token usage (ext_proc reads the body for them).
+    usage: tuple[UsageCharge, ...] = ()
     _pending_events: bytes = b""
 
     @classmethod
@@ -75,6 +78,7 @@ class Exchange:
             tool=tool if isinstance(tool, str) and tool else "unknown",
             request_obligations=rule,
             response_obligations=response,
+            usage=decode_charges(metadata.get(MD_USAGE)),
         )
 
     @property
@@ -83,7 +87,16 @@ class Exchange:
 
     @property
     def wants_response(self) -> bool:
-        return self.response_obligations is not None
+        return self.response_obligations is not None or bool(self.usage)
+
+    @property
+    def reads_response_body(self) -> bool:
+        """False for a usage-only exchange that streams (SSE usage is not read: never buffer a stream)."""
+        return self.response_obligations is not None or (bool(self.usage) and not self._is_event_stream)
+
+    @property
+    def _is_event_stream(self) -> bool:
+        return self.response_content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
     def note_response_headers(self, headers: Mapping[str, str]) -> None:
         self.response_encoding = headers.get("content-encoding", "").strip().lower()
@@ -92,8 +105,7 @@ class Exchange:
     @property
     def streams_response(self) -> bool:
         """Server-sent events are redacted event by event as they stream, not buffered."""
-        media = self.response_content_type.split(";", 1)[0].strip().lower()
-        return self.wants_response and media == "text/event-stream"
+        return self.response_obligations is not None and self._is_event_stream
 
     def redact_stream_chunk(self, chunk: bytes, end_of_stream: bool) -> BodyOutcome:
         """Redact the complete events in ``chunk`` (plus what an earlier chunk left open).

@@ -1,5 +1,11 @@
 """``aegis up``: Envoy, the Aegis service (and the demo tools) as one supervised group.
 
+``--replicas N`` starts N service processes; replica ``i`` listens on the configured
+gRPC / HTTP / ext_proc ports plus ``i * REPLICA_PORT_STEP`` and Envoy gets one endpoint per
+replica in each cluster (gRPC health checks take a dead one out).  Replicas share state
+only through the store, so N > 1 needs ``store: redis://…``; a local Redis that is not
+running is started here (Debian ``redis-server``, no persistence), any other is used as given.
+
 Starts each child, waits until it is ready, prints where to send traffic, forwards logs
 (children share our stdout/stderr), stops everything on SIGINT/SIGTERM, and exits non-zero
 with a clear message if a child dies or a port is taken.
@@ -21,6 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -30,6 +37,10 @@ from extauthz.envoyconfig import render_bootstrap_yaml
 from extauthz.errors import AegisError
 
 READY_TIMEOUT_S = 30.0
+# Replica i listens on each configured port + i * REPLICA_PORT_STEP (the defaults 9191-9193
+# are consecutive, so the step must exceed the spread of the three ports).
+REPLICA_PORT_STEP = 10
+MAX_REPLICAS = 32
 
 
 class SupervisorError(AegisError):
@@ -70,15 +81,60 @@ class Stack:
         self.cleanups.close()
 
 
-def check_ports_free(config: AegisConfig) -> None:
+@dataclass(frozen=True)
+class Replica:
+    """One service process's listeners."""
+
+    index: int
+    grpc: str
+    http: str
+    ext_proc: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The config's address overrides (``AEGIS_*_ADDR``) that put the replica on its ports."""
+        return {"AEGIS_GRPC_ADDR": self.grpc, "AEGIS_HTTP_ADDR": self.http, "AEGIS_EXT_PROC_ADDR": self.ext_proc}
+
+
+def _offset(address: str, by: int) -> str:
+    host, port = parse_address(address)
+    if port + by >= 65536:
+        raise SupervisorError(f"replica port {port + by} is out of range (lower the ports or the replicas)")
+    return f"{host}:{port + by}" if ":" not in host else f"[{host}]:{port + by}"
+
+
+def replicas_of(config: AegisConfig, count: int) -> list[Replica]:
+    """The listeners of ``count`` replicas: the configured ports + i * REPLICA_PORT_STEP."""
+    if not 1 <= count <= MAX_REPLICAS:
+        raise SupervisorError(f"--replicas: expected 1 to {MAX_REPLICAS}, got {count}")
+    if count > 1 and config.sqlite_path is not None:
+        raise SupervisorError("--replicas > 1 needs a shared store: set store: redis://host:port/db")
+    if count > 1 and config.approvals.signing_key is None:
+        # Otherwise each replica signs override tokens with its own random key.
+        raise SupervisorError("--replicas > 1 needs approvals.signing_key (one override-token key for all)")
+    s = config.service
+    return [
+        Replica(
+            i,
+            _offset(s.grpc, i * REPLICA_PORT_STEP),
+            _offset(s.http, i * REPLICA_PORT_STEP),
+            _offset(s.ext_proc, i * REPLICA_PORT_STEP),
+        )
+        for i in range(count)
+    ]
+
+
+def check_ports_free(config: AegisConfig, replicas: list[Replica] | None = None) -> None:
     """Fail early, naming the setting, if any address we must listen on is taken."""
     addresses = {
         "envoy.listen": config.envoy.listen,
         "envoy.admin": config.envoy.admin,
-        "service.grpc": config.service.grpc,
-        "service.http": config.service.http,
-        "service.ext_proc": config.service.ext_proc,
     }
+    for r in replicas or replicas_of(config, 1):
+        suffix = f" (replica {r.index})" if r.index else ""
+        addresses.update(
+            {f"service.grpc{suffix}": r.grpc, f"service.http{suffix}": r.http, f"service.ext_proc{suffix}": r.ext_proc}
+        )
     if config.demo.tools:
         addresses.update({f"upstreams.{h}": u.split("://", 1)[1] for h, u in config.upstreams.items()})
     for key, address in addresses.items():
@@ -127,14 +183,63 @@ def _output(log_dir: Path | None, name: str, stack: Stack) -> IO[bytes] | None:
     return handle
 
 
+def local_redis(config: AegisConfig) -> tuple[str, int, str] | None:
+    """(host, port, password) when ``store`` names a Redis on this machine (plain redis://)."""
+    if not config.store.startswith("redis://"):
+        return None
+    parts = urlsplit(config.store)
+    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    return parts.hostname, parts.port or 6379, parts.password or ""
+
+
+def _redis_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+def start_redis(host: str, port: int, password: str, stack: Stack, log_dir: Path | None) -> None:
+    """Start Debian's redis-server (no persistence: budgets and approvals live as long as it)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SupervisorError(f"store: no Redis on {host}:{port} and redis-server is not installed")
+    command = [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"]
+    if password:
+        command += ["--requirepass", password]
+    out = _output(log_dir, "redis", stack)
+    child = Child("redis", subprocess.Popen(command, stdout=out, stderr=out))
+    stack.children.append(child)
+    _wait("redis", lambda: _redis_up(host, port), child)
+
+
+def _start_replica(config_path: Path, replica: Replica, name: str, stack: Stack, log_dir: Path | None) -> Child:
+    out = _output(log_dir, name, stack)
+    command = [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config_path)]
+    child = Child(name, subprocess.Popen(command, stdout=out, stderr=out, env={**os.environ, **replica.env}))
+    stack.children.append(child)
+    return child
+
+
 def start_stack(
-    config: AegisConfig, config_path: Path, *, with_demo_tools: bool | None = None, log_dir: Path | None = None
+    config: AegisConfig,
+    config_path: Path,
+    *,
+    with_demo_tools: bool | None = None,
+    log_dir: Path | None = None,
+    replicas: int = 1,
 ) -> Stack:
-    """Start demo tools (if enabled), the service and Envoy; return once all are ready.
+    """Start demo tools (if enabled), Redis (if local and down), the service replicas and
+    Envoy; return once all are ready.
 
     Children's logs are forwarded to our stdout/stderr, or written to ``log_dir``.
     """
-    check_ports_free(config)
+    listeners = replicas_of(config, replicas)
+    check_ports_free(config, listeners)
     if config.identity.dev_signing_key is not None:
         ensure_dev_keypair(config.identity)
     stack = Stack(config)
@@ -144,20 +249,29 @@ def start_stack(
 
             for handle in start_demo_tools(config):
                 stack.cleanups.callback(handle.shutdown)
-        out = _output(log_dir, "aegis", stack)
-        service = Child(
-            "aegis",
-            subprocess.Popen(
-                [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config_path)], stdout=out, stderr=out
-            ),
-        )
-        stack.children.append(service)
-        http = f"http://{config.service.http}"
-        _wait("aegis service", lambda: httpx.get(f"{http}/healthz", timeout=1).status_code == 200, service)
+        redis = local_redis(config)
+        if redis is not None and not _redis_up(redis[0], redis[1]):
+            start_redis(*redis, stack, log_dir)
+        # Replica 0 first: it creates the key files the others then read (no creation race).
+        names = ["aegis"] if replicas == 1 else [f"aegis-{r.index}" for r in listeners]
+        first = _start_replica(config_path, listeners[0], names[0], stack, log_dir)
+        _wait_healthy(names[0], listeners[0], first)
+        rest = [
+            _start_replica(config_path, r, n, stack, log_dir) for r, n in zip(listeners[1:], names[1:], strict=True)
+        ]
+        for replica, child in zip(listeners[1:], rest, strict=True):
+            _wait_healthy(child.name, replica, child)
         workdir = Path(tempfile.mkdtemp(prefix="aegis-envoy-"))
         stack.cleanups.callback(shutil.rmtree, workdir, True)
         bootstrap = workdir / "envoy.yaml"
-        bootstrap.write_text(render_bootstrap_yaml(config), encoding="utf-8")
+        bootstrap.write_text(
+            render_bootstrap_yaml(
+                config,
+                service_endpoints=[r.grpc for r in listeners],
+                ext_proc_endpoints=[r.ext_proc for r in listeners],
+            ),
+            encoding="utf-8",
+        )
         out = _output(log_dir, "envoy", stack)
         command = [envoy_binary(config), "-c", str(bootstrap), "--disable-hot-restart"]
         command += ["--log-level", "warn", "--file-flush-interval-msec", "500"]
@@ -169,6 +283,11 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+def _wait_healthy(name: str, replica: Replica, child: Child) -> None:
+    http = f"http://{replica.http}"
+    _wait(name, lambda: httpx.get(f"{http}/healthz", timeout=1).status_code == 200, child)
 
 
 def run_until_signal(stack: Stack) -> int:
@@ -187,12 +306,22 @@ def run_until_signal(stack: Stack) -> int:
         stack.stop()
 
 
-def describe(config: AegisConfig) -> str:
+def describe(config: AegisConfig, replicas: int = 1) -> str:
     """Where to send traffic, for the operator."""
     lines = [
         f"Envoy (agents send tool calls here): http://{config.envoy.listen}",
         f"Aegis HTTP API: {config.service.base_url}  (/healthz /readyz /metrics /v1/policy)",
+    ]
+    if replicas > 1:
+        https = ", ".join(f"http://{r.http}" for r in replicas_of(config, replicas))
+        lines += [f"Aegis replicas ({replicas}, store {_redacted_store(config.store)}): {https}"]
+    lines += [
         f"Envoy admin (loopback): http://{config.envoy.admin}",
     ]
     lines += [f"  Host: {host:<16} -> {url}" for host, url in config.upstreams.items()]
     return "\n".join(lines)
+
+
+def _redacted_store(url: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url

@@ -11,6 +11,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # promtool (Debian package prometheus): checks /metrics output and deploy/prometheus/alerts.yml.
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# redis-server: the Redis store's contract tests and the scale-out e2e tests (tests/redis_server.py).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2

@@ -119,10 +119,12 @@ class Gateway:
         raise AssertionError(f"no access log line for {decision_id}")
 
 
-def start_gateway(directory: Path, *, policy_dir: Path | None = None, extra: dict[str, Any] | None = None) -> Gateway:
+def start_gateway(
+    directory: Path, *, policy_dir: Path | None = None, extra: dict[str, Any] | None = None, replicas: int = 1
+) -> Gateway:
     upstreams = {host: f"http://127.0.0.1:{free_port()}" for host in ("payments.demo", "slack.demo", "crm.demo")}
     overrides: dict[str, Any] = {"upstreams": upstreams, "demo": {"tools": True}, **(extra or {})}
     path = write_config(directory, overrides, policy_dir=policy_dir)
     config = load_config(path)
-    stack = start_stack(config, path)
+    stack = start_stack(config, path, replicas=replicas)
     return Gateway(config, stack, httpx.Client(base_url=f"http://{config.envoy.listen}", timeout=10))

@@ -51,7 +51,7 @@ def generate_data(policy: PolicySet) -> dict[str, Any]:
         encoded = rule_data(rule)
         for tool in rule.tools:
             rules_by_tool[tool].append(encoded)
-    return {
+    data: dict[str, Any] = {
         "format": DATA_FORMAT,
         "sets": list(policy.sets),
         "tools": {
@@ -61,3 +61,10 @@ def generate_data(policy: PolicySet) -> dict[str, Any]:
         "calendars": {name: cal.to_data() for name, cal in sorted(policy.calendars.items())},
         "rules_by_tool": rules_by_tool,
     }
+    # Enforced in Python by Check (extauthz/limits), not by the engine; only present when
+    # declared, so policies without limits keep their bundle (and policy_version).
+    if policy.budgets:
+        data["budgets"] = list(policy.budgets)
+    if policy.rate_limits:
+        data["rate_limits"] = list(policy.rate_limits)
+    return data

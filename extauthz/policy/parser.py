@@ -22,6 +22,7 @@ import jsonschema
 
 from extauthz.config import parse_duration
 from extauthz.errors import PolicyError
+from extauthz.policy.limits import parse_limits
 from extauthz.policy.source import PolicySource, read_policy_file
 from extauthz.tools import ArgSpec, ToolSpec
 
@@ -101,6 +102,9 @@ class PolicySet:
     calendars: Mapping[str, Calendar]
     rules: tuple[Rule, ...]
     sets: tuple[str, ...] = field(default=())
+    # Budgets and rate limits as bundle data (extauthz/policy/limits.py; enforced by Check).
+    budgets: tuple[dict[str, Any], ...] = ()
+    rate_limits: tuple[dict[str, Any], ...] = ()
 
 
 @cache
@@ -160,6 +164,7 @@ def parse_sources(sources: Iterable[PolicySource]) -> PolicySet:
                 raise source.error(("rules", index, "id"), f"rule id {rule.id!r} is already used in {seen[rule.id]}")
             seen[rule.id] = str(source.path)
             rules.append(rule)
+    budgets, rate_limits = parse_limits(sources, tools)
     return PolicySet(
         tools=tools,
         default_effects=defaults,
@@ -167,6 +172,8 @@ def parse_sources(sources: Iterable[PolicySource]) -> PolicySet:
         calendars=calendars,
         rules=tuple(rules),
         sets=tuple(s.document["policy_set"] for s in sources),
+        budgets=budgets,
+        rate_limits=rate_limits,
     )
 
 

@@ -1,7 +1,10 @@
-"""State shared across calls: approvals, their transitions and where they were announced.
+"""State shared across calls and replicas: approvals, their transitions, where they were
+announced, and the counters behind budgets and rate limits (``extauthz/limits``).
 
-``Store`` is the interface; ``sqlite`` is the single-node default.  Every backend error is
-translated into ``StoreError`` at the backend boundary, so callers fail closed.
+``Store`` is the interface; ``sqlite`` is the single-node default and ``redis`` the shared
+one for several replicas.  Both pass the same contract suite
+(``tests/extauthz/store/test_store_contract.py``).  Every backend error is translated into
+``StoreError`` at the backend boundary, so callers fail closed.
 
 Approval states and the only transitions the store performs (each one atomic)::
 
@@ -101,6 +104,28 @@ class Store(Protocol):
     def get_approval(self, approval_id: str) -> PendingApproval | None: ...
 
     def list_approvals(self, state: str | None = None) -> Sequence[PendingApproval]: ...
+
+    # Counters (budgets and rate limits).  Each is one atomic step in the backend, so N
+    # replicas sharing the store never admit more than the limit between them.  ``now`` is
+    # the caller's clock (replicas are assumed to agree within the rates' resolution).
+
+    def take_token(self, key: str, capacity: float, refill_per_s: float, now: float) -> float:
+        """Token bucket: take one token if there is one.  0.0 when taken, else the seconds
+        until a token will be available (nothing is taken)."""
+        ...
+
+    def consume_budget(self, key: str, amount: int, limit: int, expires_at: float, now: float) -> tuple[bool, int]:
+        """Add ``amount`` to the counter if it is below ``limit`` and stays within it:
+        (True, new value), else (False, current value).  The counter vanishes at ``expires_at``."""
+        ...
+
+    def add_usage(self, key: str, amount: int, expires_at: float, now: float) -> int:
+        """Add ``amount`` unconditionally (cost read from a response); the new value."""
+        ...
+
+    def mark_once(self, key: str, expires_at: float, now: float) -> bool:
+        """True for the first caller until ``expires_at`` (once-per-window notifications)."""
+        ...
 
     def ping(self) -> None:
         """Raise StoreError if the store is not usable."""

@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS approval_notifications (
     ref TEXT NOT NULL,
     PRIMARY KEY (approval_id, target)
 );
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    value REAL NOT NULL,
+    stamp REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 # Columns added after the first release: added in place to existing databases.
 _ADDED_COLUMNS = (("token_expires_at", "REAL"), ("token_issued_at", "REAL"), ("used_at", "REAL"))
@@ -196,6 +202,64 @@ class SqliteStore:
                 lambda db: db.execute(f"{_SELECT} WHERE state=? ORDER BY created_at", (state,)).fetchall()
             )
         return [_from_row(r) for r in rows]
+
+    # counters ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _counter(db: sqlite3.Connection, key: str, now: float) -> tuple[float, float] | None:
+        """(value, stamp) of a live counter; an expired one is deleted and reads as absent."""
+        row = db.execute("SELECT value, stamp, expires_at FROM counters WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        if row[2] <= now:
+            db.execute("DELETE FROM counters WHERE key=?", (key,))
+            return None
+        return float(row[0]), float(row[1])
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, key: str, value: float, stamp: float, expires_at: float) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO counters (key, value, stamp, expires_at) VALUES (?, ?, ?, ?)",
+            (key, value, stamp, expires_at),
+        )
+
+    def take_token(self, key: str, capacity: float, refill_per_s: float, now: float) -> float:
+        with self._transaction() as db:
+            current = self._counter(db, key, now)
+            tokens, stamp = current if current is not None else (capacity, now)
+            tokens = min(capacity, tokens + max(0.0, now - stamp) * refill_per_s)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / refill_per_s
+            if wait == 0.0:
+                tokens -= 1
+            self._put(db, key, tokens, now, now + capacity / refill_per_s + 1)
+        return wait
+
+    def consume_budget(self, key: str, amount: int, limit: int, expires_at: float, now: float) -> tuple[bool, int]:
+        with self._transaction() as db:
+            current = self._counter(db, key, now)
+            value = int(current[0]) if current is not None else 0
+            if value >= limit or value + amount > limit:
+                return False, value
+            self._put(db, key, value + amount, now, expires_at)
+        return True, value + amount
+
+    def add_usage(self, key: str, amount: int, expires_at: float, now: float) -> int:
+        with self._transaction() as db:
+            current = self._counter(db, key, now)
+            value = (int(current[0]) if current is not None else 0) + amount
+            self._put(db, key, value, now, expires_at if current is None else self._expiry(db, key))
+        return value
+
+    @staticmethod
+    def _expiry(db: sqlite3.Connection, key: str) -> float:
+        return float(db.execute("SELECT expires_at FROM counters WHERE key=?", (key,)).fetchone()[0])
+
+    def mark_once(self, key: str, expires_at: float, now: float) -> bool:
+        with self._transaction() as db:
+            if self._counter(db, key, now) is not None:
+                return False
+            self._put(db, key, 1, now, expires_at)
+        return True
 
     def ping(self) -> None:
         try:
