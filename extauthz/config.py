@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,6 +40,9 @@ DEFAULT_JWKS_CACHE_S = 300
 DEFAULT_JWKS_MIN_REFRESH_S = 30
 DEFAULT_APPROVAL_TTL_S = 3600
 DEFAULT_STORE = "sqlite:///aegis.db"
+# No request waits longer than this on the store (Redis socket and connect timeouts).
+DEFAULT_STORE_TIMEOUT_S = 0.25
+STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 DEFAULT_POLICY_POLL_S = 2.0
 DEFAULT_OPA_TIMEOUT_S = 0.5  # engine: opa; keep in step with extauthz.engine.opa
 POLICY_ENGINES = ("embedded", "native", "regopy", "opa")
@@ -136,10 +140,16 @@ class TelemetryConfig:
     service_name: str = "aegis"
     sample_ratio: float = 1.0
     max_queue: int = 2048
+    decision_log_otlp: bool = True  # with an endpoint (and audit.path): decision-log entries as OTLP logs
 
     @property
     def enabled(self) -> bool:
         return bool(self.otlp_endpoint)
+
+    @property
+    def decision_log_export(self) -> bool:
+        """Whether decision-log entries are also sent as OTLP log records."""
+        return self.enabled and self.decision_log_otlp
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,7 @@ class AegisConfig:
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     store: str = DEFAULT_STORE
+    store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     upstreams: Mapping[str, str] = field(default_factory=dict)
     dlp: DlpConfig = field(default_factory=DlpConfig)
@@ -228,7 +239,7 @@ class _Reader:
         if not isinstance(raw, dict):
             raise self.fail("(top level)", "a mapping", raw)
         top = {"envoy", "service", "identity", "policy", "store", "approvals", "upstreams", "dlp", "telemetry"}
-        top |= {"audit", "demo"}
+        top |= {"audit", "demo", "store_timeout"}
         unknown = sorted(set(raw) - top)
         if unknown:
             raise ConfigError(f"{self.path}: unknown top-level key {unknown[0]!r} (allowed: {', '.join(sorted(top))})")
@@ -245,6 +256,7 @@ class _Reader:
             identity=self.identity(raw),
             policy=self.policy(raw),
             store=self.store(raw),
+            store_timeout_s=self.store_timeout(raw),
             approvals=self.approvals(raw),
             upstreams=self.upstreams(raw),
             dlp=self.dlp(raw),
@@ -378,8 +390,29 @@ class _Reader:
 
     def store(self, raw: Mapping[str, Any]) -> str:
         value = raw.get("store", DEFAULT_STORE)
-        if not isinstance(value, str) or not value.startswith("sqlite:///"):
-            raise self.fail("store", "a store URL such as sqlite:///aegis.db", value)
+        expected = "a store URL such as sqlite:///aegis.db or redis://127.0.0.1:6379/0"
+        if not isinstance(value, str) or not value.startswith(STORE_SCHEMES):
+            raise self.fail("store", expected, value)
+        if value.startswith("sqlite:///"):
+            return value
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise self.fail("store", expected, _redact_url(value)) from None
+        if not parts.hostname:
+            raise self.fail("store", "a Redis URL with a host (redis://host:port/db)", _redact_url(value))
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise self.fail("store", "a Redis database number as the path (redis://host:port/0)", _redact_url(value))
+        if port is not None and not 0 < port < 65536:
+            raise self.fail("store", expected, _redact_url(value))
+        return value
+
+    def store_timeout(self, raw: Mapping[str, Any]) -> float:
+        value = self.duration(raw, "store_timeout", DEFAULT_STORE_TIMEOUT_S)
+        if value <= 0 or value > 5:
+            raise self.fail("store_timeout", "a duration above 0 and at most 5s (e.g. 250ms)", raw.get("store_timeout"))
         return value
 
     def audit(self, raw: Mapping[str, Any]) -> AuditConfig:
@@ -426,7 +459,7 @@ class _Reader:
         )
 
     def telemetry(self, raw: Mapping[str, Any]) -> TelemetryConfig:
-        allowed = {"otlp_endpoint", "otlp_protocol", "service_name", "sample_ratio", "max_queue"}
+        allowed = {"otlp_endpoint", "otlp_protocol", "service_name", "sample_ratio", "max_queue", "decision_log_otlp"}
         s = self.section(raw, "telemetry", allowed)
         protocol = self.string(s, "telemetry.otlp_protocol", "grpc")
         if protocol not in {"grpc", "http"}:
@@ -445,7 +478,14 @@ class _Reader:
             service_name=self.string(s, "telemetry.service_name", "aegis"),
             sample_ratio=float(ratio),
             max_queue=self.positive_int(s, "telemetry.max_queue", 2048),
+            decision_log_otlp=self.decision_log_otlp(s),
         )
+
+    def decision_log_otlp(self, s: Mapping[str, Any]) -> bool:
+        value = s.get("decision_log_otlp", True)
+        if not isinstance(value, bool):
+            raise self.fail("telemetry.decision_log_otlp", "true or false", value)
+        return value
 
     def demo(self, raw: Mapping[str, Any]) -> DemoConfig:
         s = self.section(raw, "demo", {"tools"})
@@ -500,6 +540,11 @@ def parse_address(value: str, what: str = "address") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{what}: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def _redact_url(url: str) -> str:
+    """A store URL fit for an error message: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _is_loopback(address: str) -> bool:

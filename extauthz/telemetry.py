@@ -78,3 +78,42 @@ class Metrics:
             ["notifier", "outcome"],
             registry=self.registry,
         )
+        # Budgets and rate limits (extauthz/limits/).
+        self.limit_refusals = Counter(
+            "aegis_limit_refusals",
+            "Calls refused by a rate limit or budget (code rate_limited, budget_exhausted; "
+            "store_error_allowed: a rate limit skipped because the store failed).",
+            ["limit", "code"],
+            registry=self.registry,
+        )
+        self.budget_warnings = Counter(
+            "aegis_budget_warnings",
+            "Budgets that crossed their warn_at (once per window).",
+            ["budget"],
+            registry=self.registry,
+        )
+        self.usage_errors = Counter(
+            "aegis_usage_record_errors", "Response usage that could not be added to its budget.", registry=self.registry
+        )
+        # OpenTelemetry export (extauthz/tracing.py, extauthz/audit/otlp.py): bounded queues
+        # that drop rather than stall a request; every drop is counted here.
+        self.spans_exported = Counter(
+            "aegis_spans_exported", "Spans the service delivered to the OTLP collector.", registry=self.registry
+        )
+        self.spans_dropped = Counter(
+            "aegis_spans_dropped",
+            "Spans not delivered, by reason (queue_full: export queue full; export_failed: the export failed).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.otlp_logs_exported = Counter(
+            "aegis_decision_log_otlp_exported",
+            "Decision-log entries delivered as OTLP log records.",
+            registry=self.registry,
+        )
+        self.otlp_logs_dropped = Counter(
+            "aegis_decision_log_otlp_dropped",
+            "Decision-log entries not delivered over OTLP (the file has them), by reason (queue_full, export_failed).",
+            ["reason"],
+            registry=self.registry,
+        )

@@ -13,6 +13,10 @@ duplicated and the chain stays intact.  Signed checkpoints every ``checkpoint_ev
 entries or ``checkpoint_seconds`` (and at close) are fsync'ed.  Beyond ``max_bytes`` the
 file is closed with a checkpoint, renamed ``<stem>.<first seq>.jsonl``, and a new file
 begins with a header whose ``prev_hash`` is the previous file's last hash.
+
+Forwarding (``forward``, e.g. ``extauthz.audit.otlp.OtlpDecisionLog``): once a write has
+succeeded, the writer thread hands each entry in it to ``forward.emit(entry, seq, line)``;
+the hot path never pays for it, and a forwarder failure never stops the log.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +43,9 @@ from extauthz.audit.keys import load_private
 from extauthz.audit.settings import AuditConfig
 from extauthz.decision_record import DecisionRecord
 from extauthz.errors import ConfigError
+
+if TYPE_CHECKING:
+    from extauthz.config import TelemetryConfig
 
 log = logging.getLogger("aegis.audit.writer")
 BATCH = 256
@@ -54,6 +61,14 @@ class AuditMetrics(Protocol):
     decision_log_checkpoints: Any
     decision_log_blocked: Any
     decision_log_queue: Any
+
+
+class EntryForwarder(Protocol):
+    """Where written entries also go (the OTLP logs delivery)."""
+
+    def emit(self, entry: Mapping[str, Any], seq: int, line: bytes) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 def _version() -> str:
@@ -94,6 +109,7 @@ class DecisionLog:
         stream: BinaryIO | None = None,
         clock: Callable[[], float] = time.time,
         retry_s: float = 0.05,
+        forward: EntryForwarder | None = None,
     ) -> None:
         if not config.enabled:
             raise ConfigError("audit.path is not set: no decision log to open")
@@ -116,6 +132,8 @@ class DecisionLog:
         self.last_error: str | None = None
         self._closed = False
         self._bridge: _AuditBridge | None = None
+        self._forward = forward
+        self._unforwarded: list[tuple[dict[str, Any], int, bytes]] = []  # sealed, not yet written
         if metrics is not None:
             metrics.decision_log_queue.set_function(self._queue.qsize)
         self._open_current()
@@ -168,6 +186,8 @@ class DecisionLog:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("decision log: could not finish writing", extra={"aegis": {"queued": self._queue.qsize()}})
+        if self._forward is not None:  # after the final checkpoint was handed over
+            self._forward.shutdown()
 
     def health(self) -> dict[str, Any]:
         """For /readyz: not ready while writes fail (entries are held and retried)."""
@@ -226,6 +246,8 @@ class DecisionLog:
 
     def _seal(self, entry: dict[str, Any]) -> bytes:
         line, self._head = chain.seal(entry, self._head, self._seq)
+        if self._forward is not None:
+            self._unforwarded.append((entry, self._seq, line))
         self._seq += 1
         if entry["type"] != "checkpoint":
             self._since_checkpoint += 1
@@ -256,6 +278,19 @@ class DecisionLog:
         self.last_error = None
         self._size += len(data)
         self.written = self._seq
+        if self._unforwarded:
+            self._forward_written()
+
+    def _forward_written(self) -> None:
+        """Hand the entries just written to the forwarder (every write carries all sealed ones)."""
+        pending, self._unforwarded = self._unforwarded, []
+        if self._forward is None:
+            return
+        try:
+            for entry, seq, line in pending:
+                self._forward.emit(entry, seq, line)
+        except Exception:  # forwarding is best effort; the file is the record
+            log.exception("decision log: forwarding failed")
 
     def _target(self) -> BinaryIO:
         if self._stream is not None:
@@ -347,10 +382,22 @@ class _AuditBridge(logging.Handler):
             self._target.event(kind, fields)
 
 
-def open_decision_log(config: AuditConfig, metrics: AuditMetrics | None) -> DecisionLog | None:
-    """The configured decision log, started, with approval transitions bridged in; or None."""
+def open_decision_log(
+    config: AuditConfig, metrics: AuditMetrics | None, telemetry: TelemetryConfig | None = None
+) -> DecisionLog | None:
+    """The configured decision log, started, with approval transitions bridged in; or None.
+
+    With ``telemetry`` exporting (``otlp_endpoint`` set, ``decision_log_otlp`` true) every
+    written entry is also sent as an OTLP log record.
+    """
     if not config.enabled:
         return None
-    decision_log = DecisionLog(config, metrics=metrics)
+    forward: EntryForwarder | None = None
+    if telemetry is not None and telemetry.decision_log_export:
+        from extauthz.audit.otlp import OtlpDecisionLog, OtlpLogMetrics  # the SDK only when used
+
+        counters = cast(OtlpLogMetrics, metrics) if hasattr(metrics, "otlp_logs_dropped") else None
+        forward = OtlpDecisionLog(telemetry, counters)
+    decision_log = DecisionLog(config, metrics=metrics, forward=forward)
     decision_log.attach_logger("aegis.audit")
     return decision_log
