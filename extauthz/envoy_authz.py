@@ -16,7 +16,7 @@ from google.rpc import code_pb2, status_pb2
 
 from extauthz.answer import Answer, decision_id_header
 from extauthz.authorizer import Authorizer
-from extauthz.metadata import HEADER_DECISION_ID, HEADER_OVERRIDE
+from extauthz.metadata import HEADER_CLEAN, HEADER_DECISION_ID, HEADER_OVERRIDE, MD_REDACT, MD_USAGE
 from extauthz.tools import HttpRequest
 
 # The agent's credentials stop at the gateway: the upstream tool never sees them.
@@ -53,16 +53,28 @@ def _struct(values: Mapping[str, str]) -> struct_pb2.Struct:
     return struct
 
 
-def response_from_answer(answer: Answer) -> external_auth_pb2.CheckResponse:
+def needs_body_processing(answer: Answer) -> bool:
+    """Whether ext_proc has work on this call: redaction obligations or usage to meter."""
+    return MD_REDACT in answer.metadata or MD_USAGE in answer.metadata
+
+
+def response_from_answer(answer: Answer, *, always_process_bodies: bool = False) -> external_auth_pb2.CheckResponse:
     """An Answer as a CheckResponse: OK with upstream headers, or a denied local reply."""
     decision_id = decision_id_header(answer)
     metadata = _struct(answer.metadata)
     if answer.allowed:
+        upstream = [_header(*decision_id)]
+        removed = list(STRIPPED_UPSTREAM_HEADERS)
+        # Mark clean calls so Envoy skips ext_proc; otherwise remove any agent-sent marker.
+        if always_process_bodies or needs_body_processing(answer):
+            removed.append(HEADER_CLEAN)
+        else:
+            upstream.append(_header(HEADER_CLEAN, "1"))
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_header(*decision_id)],
-                headers_to_remove=list(STRIPPED_UPSTREAM_HEADERS),
+                headers=upstream,
+                headers_to_remove=removed,
                 response_headers_to_add=[_header(*decision_id)],
             ),
             dynamic_metadata=metadata,
@@ -84,13 +96,15 @@ def response_from_answer(answer: Answer) -> external_auth_pb2.CheckResponse:
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """``envoy.service.auth.v3.Authorization/Check`` on top of an Authorizer."""
 
-    def __init__(self, authorizer: Authorizer) -> None:
+    def __init__(self, authorizer: Authorizer, *, always_process_bodies: bool = False) -> None:
         self._authorizer = authorizer
+        self._always_process_bodies = always_process_bodies
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        return response_from_answer(self._authorizer.check(request_from_check(request)))
+        answer = self._authorizer.check(request_from_check(request))
+        return response_from_answer(answer, always_process_bodies=self._always_process_bodies)
 
 
 __all__ = ["HEADER_DECISION_ID", "AuthorizationServicer", "request_from_check", "response_from_answer"]

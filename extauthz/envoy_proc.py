@@ -8,8 +8,9 @@ request headers, so they cost one message round trip.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -19,6 +20,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
+from extauthz.limits.enforce import UsageCharge
+from extauthz.limits.usage import usage_tokens
 from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
@@ -87,10 +90,26 @@ def counts_metadata(counts: Mapping[str, int]) -> struct_pb2.Struct:
 class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction."""
 
-    def __init__(self, settings: RedactionSettings, metrics: Metrics, tracing: Tracing) -> None:
+    def __init__(
+        self,
+        settings: RedactionSettings,
+        metrics: Metrics,
+        tracing: Tracing,
+        *,
+        usage: Callable[[Sequence[UsageCharge], Mapping[str, int]], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._tracing = tracing
+        self._usage = usage  # adds response token usage to cost budgets (a blocking store call)
+
+    async def _record_usage(self, exchange: Exchange, body: bytes) -> None:
+        """Cost budgets priced by the response: its token usage x the budget's prices."""
+        if not exchange.usage or self._usage is None:
+            return
+        tokens = usage_tokens(body, exchange.response_encoding)
+        if tokens:
+            await asyncio.to_thread(self._usage, exchange.usage, tokens)
 
     def _count(self, exchange: Exchange, outcome: BodyOutcome, phase: str) -> None:
         if outcome.counts:
@@ -129,9 +148,10 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     continue
                 exchange.note_response_headers(header_map(request.response_headers))
                 streamed = exchange.streams_response
-                yield pb.ProcessingResponse(
-                    response_headers=pb.HeadersResponse(), mode_override=_STREAM_RESPONSE_BODY if streamed else None
-                )
+                mode = _STREAM_RESPONSE_BODY if streamed else None
+                if not exchange.reads_response_body:
+                    mode = _SKIP_RESPONSE_BODY
+                yield pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
             elif kind == "response_body" and exchange is not None and exchange.streams_response:
                 body = request.response_body
                 outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
@@ -144,6 +164,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     response_body=pb.BodyResponse(response=mutation), dynamic_metadata=counts_metadata(exchange.counts)
                 )
             elif kind == "response_body" and exchange is not None:
+                await self._record_usage(exchange, request.response_body.body)
                 outcome = exchange.redact_response(request.response_body.body)
                 self._count(exchange, outcome, "response")
                 if outcome.refusal:

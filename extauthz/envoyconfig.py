@@ -27,7 +27,13 @@ import yaml
 
 from extauthz.config import AegisConfig, load_config, parse_address
 from extauthz.errors import ConfigError
-from extauthz.metadata import ACCESS_LOG_METADATA_KEYS, EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
+from extauthz.metadata import (
+    ACCESS_LOG_METADATA_KEYS,
+    EXT_AUTHZ_NAMESPACE,
+    EXT_PROC_NAMESPACE,
+    HEADER_CLEAN,
+    MD_REDACTIONS,
+)
 
 Resource = dict[str, Any]
 
@@ -230,14 +236,13 @@ def ext_authz_filter(config: AegisConfig) -> Resource:
     )
 
 
-def ext_proc_filter() -> Resource:
+def _ext_proc_config() -> Resource:
     """ext_proc: buffered bodies both ways, fed the ext_authz metadata (redaction obligations).
 
     ``allow_mode_override`` lets the service skip body phases per call (nothing to redact).
     ext_proc also sees ext_authz's local replies, so its own failure status is 503 as well.
     """
-    return _extension(
-        EXT_PROC_FILTER,
+    return _any(
         "extensions.filters.http.ext_proc.v3.ExternalProcessor",
         failure_mode_allow=False,
         # ext_proc also runs on ext_authz's local replies (503, 413): when the service is down,
@@ -256,6 +261,23 @@ def ext_proc_filter() -> Resource:
             "forwarding_namespaces": {"untyped": [EXT_AUTHZ_NAMESPACE]},
             "receiving_namespaces": {"untyped": [EXT_PROC_NAMESPACE]},
         },
+    )
+
+
+def ext_proc_filter() -> Resource:
+    """ext_proc, skipped entirely for calls Check marked clean (``x-aegis-clean: 1``).
+
+    Check sets the marker on allowed calls with nothing to redact or meter and removes any
+    agent-sent copy otherwise, so a clean call costs no gRPC stream; local replies (denials)
+    carry no marker from Check but have no body worth redacting either.
+    """
+    skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
+    header = _extension("clean", "type.matcher.v3.HttpRequestHeaderMatchInput", header_name=HEADER_CLEAN)
+    return _extension(
+        EXT_PROC_FILTER,
+        "extensions.common.matching.v3.ExtensionWithMatcher",
+        extension_config={"name": EXT_PROC_FILTER, "typed_config": _ext_proc_config()},
+        xds_matcher={"matcher_tree": {"input": header, "exact_match_map": {"map": {"1": {"action": skip}}}}},
     )
 
 
@@ -295,6 +317,8 @@ def upstream_virtual_host(host: str) -> Resource:
         "name": upstream_cluster_name(host),
         "domains": [host, f"{host}:*"],
         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": upstream_cluster_name(host)}}],
+        # Check's clean marker is for Envoy's ext_proc matcher only.
+        "request_headers_to_remove": [HEADER_CLEAN],
     }
 
 

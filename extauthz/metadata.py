@@ -22,6 +22,9 @@ MD_AGENT_ID = "agent_id"
 MD_TOOL = "tool"
 MD_REDACT = "redact"  # JSON-encoded redaction obligations for ext_proc
 MD_SHADOW = "shadow"  # shadow outcomes that would change the answer: "would_deny:rule,…"
+# JSON list of cost budgets (counter key, window end, per-token prices) ext_proc adds the
+# response's token usage to (extauthz/limits/enforce.py UsageCharge).  Not in the access log.
+MD_USAGE = "usage_budgets"
 
 ACCESS_LOG_METADATA_KEYS = (
     MD_DECISION,
@@ -43,3 +46,6 @@ HEADER_DECISION_ID = "x-aegis-decision-id"
 HEADER_PURPOSE = "x-aegis-purpose"
 HEADER_OVERRIDE = "x-aegis-override"
 HEADER_PARENT_AGENT = "x-aegis-parent-agent"
+# Set by Check on allowed calls with nothing for ext_proc to do: Envoy's matcher then skips
+# the ext_proc filter (no gRPC stream at all); removed otherwise, and never sent upstream.
+HEADER_CLEAN = "x-aegis-clean"

@@ -34,6 +34,7 @@ from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
+from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, Notify, UsageRecorder, webhook_notify
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
 from extauthz.redactor import RedactionSettings
 from extauthz.reload import PolicyReloader, source_for
@@ -108,9 +109,14 @@ class Service:
 
 
 def open_store(config: AegisConfig) -> Store:
+    """The store named by ``store``: SQLite (one node) or Redis (shared by replicas)."""
+    if config.store.startswith(("redis://", "rediss://")):
+        from extauthz.store.redis import RedisStore
+
+        return RedisStore(config.store, timeout_s=config.store_timeout_s)
     path = config.sqlite_path
     if path is None:
-        raise ConfigError(f"{config.path}: store: unsupported store URL {config.store!r}")
+        raise ConfigError(f"{config.path}: store: unsupported store URL")
     return SqliteStore(path)
 
 
@@ -127,8 +133,11 @@ def build_service(config: AegisConfig) -> Service:
     # Human approvals (extauthz/approvals/): its notifier worker and expiry sweep start here.
     approvals = build_approvals(config.approvals, store, metrics, config.service.base_url)
     approvals.start()
+    # Budgets and rate limits (extauthz/limits/): counted in the same store as approvals.
+    warner = BudgetWarner(store, metrics, _warning_webhook(config))
+    limits = LimitEnforcer(store, metrics, warner)
     # The signed decision log (extauthz/audit/): the Authorizer hands it one record per decision.
-    decision_log = open_decision_log(config.audit, metrics)
+    decision_log = open_decision_log(config.audit, metrics, config.telemetry)  # + OTLP logs when exporting
     authorizer = Authorizer(
         verifier,
         store,
@@ -137,6 +146,7 @@ def build_service(config: AegisConfig) -> Service:
         max_body_bytes=config.envoy.max_request_bytes,
         approvals=approvals,
         sink=decision_log or discard,
+        limits=limits,
     )
     reloader = PolicyReloader(
         authorizer,
@@ -147,15 +157,25 @@ def build_service(config: AegisConfig) -> Service:
         interval_s=config.policy.poll_interval_s,
     )
     reloader.reload(force=True)  # the first version; a failure is reported, not raised
-    tracing = Tracing(config.telemetry)
+    tracing = Tracing(config.telemetry, metrics=metrics)  # counts exported and dropped spans
     return Service(config, authorizer, verifier, store, metrics, reloader, tracing, decision_log=decision_log)
+
+
+def _warning_webhook(config: AegisConfig) -> Notify | None:
+    """Budget warnings go to the first generic webhook of the approvals config, if any."""
+    for group in config.approvals.groups.values():
+        for spec in group.notify:
+            if spec.kind == "webhook" and spec.url:
+                return webhook_notify(spec.url, spec.secret_env)
+    return None
 
 
 class MeasuredAuthorizationServicer(AuthorizationServicer):
     """The Check servicer plus decision metrics."""
 
     def __init__(self, service: Service) -> None:
-        super().__init__(service.authorizer)
+        # Responses always need ext_proc when every response gets default detectors.
+        super().__init__(service.authorizer, always_process_bodies=bool(service.config.dlp.response_detectors))
         self._service = service
 
     def Check(
@@ -172,7 +192,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
         carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
         self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
-        return response_from_answer(answer)
+        return response_from_answer(answer, always_process_bodies=self._always_process_bodies)
 
 
 def start_grpc(service: Service) -> grpc.Server:
@@ -232,7 +252,9 @@ class ExtProcServer:
         address = self._service.config.service.ext_proc
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         settings = redaction_settings(self._service.config)
-        servicer = ExternalProcessorServicer(settings, self._service.metrics, self._service.tracing)
+        service = self._service
+        usage = UsageRecorder(service.store, service.authorizer.limits_warner, service.metrics)
+        servicer = ExternalProcessorServicer(settings, service.metrics, service.tracing, usage=usage)
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -325,9 +347,12 @@ def serve(config: AegisConfig) -> int:
     log.info("aegis stopping")
     # Drain: refuse new calls, let in-flight ones finish (up to 5 s).
     service.reloader.stop()
-    service.tracing.shutdown()
     grpc_server.stop(grace=5).wait()
     ext_proc.stop(grace=5)
+    # After the last call: pending notifications are flushed, the last spans exported.
+    if service.authorizer.approvals is not None:
+        service.authorizer.approvals.stop()
+    service.tracing.shutdown()
     http_server.should_exit = True
     http_thread.join(timeout=5)
     if service.decision_log is not None:  # after the last decision: final signed checkpoint

@@ -117,8 +117,17 @@ def test_ext_authz_fails_closed_with_the_whole_body() -> None:
     assert typed["grpc_service"]["envoy_grpc"]["cluster_name"] == ec.GRPC_CLUSTER
 
 
+def test_ext_proc_is_skipped_for_calls_check_marked_clean() -> None:
+    wrapper = ec.ext_proc_filter()["typed_config"]
+    assert wrapper["@type"].endswith("ExtensionWithMatcher")
+    tree = wrapper["xds_matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == "x-aegis-clean"
+    action = tree["exact_match_map"]["map"]["1"]["action"]["typed_config"]["@type"]
+    assert action.endswith("SkipFilter")
+
+
 def test_ext_proc_buffers_bodies_and_receives_the_ext_authz_metadata() -> None:
-    typed = ec.ext_proc_filter()["typed_config"]
+    typed = ec.ext_proc_filter()["typed_config"]["extension_config"]["typed_config"]
     assert typed["processing_mode"] == {
         "request_header_mode": "SEND",
         "response_header_mode": "SEND",
