@@ -120,3 +120,24 @@ def test_default_secret_redaction_applies_without_a_rule(gateway):
     assert response.status_code == 200
     assert key not in response.text
     assert response.json()["status"] == "succeeded"
+
+
+def test_an_agent_cannot_switch_redaction_off_with_the_clean_marker(gateway):
+    # Check marks calls with nothing to redact so Envoy skips ext_proc; an agent sending the
+    # marker itself on a call that must be redacted gets it removed before the matcher runs.
+    response = crm(gateway, **{"x-aegis-clean": "1"})
+    assert response.status_code == 200
+    assert response.json()["ssn"].startswith("[REDACTED")
+    seen = [r for r in gateway.received("crm.demo") if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]]
+    assert "x-aegis-clean" not in seen[0]["headers"]
+
+
+def test_clean_calls_never_open_an_ext_proc_stream(gateway):
+    before = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
+    response = gateway.call("POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": "c-2"})
+    assert response.status_code == 200
+    seen = [r for r in gateway.received("payments.demo") if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]]
+    assert "x-aegis-clean" not in seen[0]["headers"]  # the marker never reaches the tool
+    after = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
+    # This gateway applies SECRET to every response, so even clean calls go through ext_proc here.
+    assert after != before

@@ -234,3 +234,18 @@ def test_parent_agent_header_must_match_the_delegation_chain(gateway):
     forged = refund(gateway, 20, headers={"x-aegis-parent-agent": "support-orchestrator"})
     assert forged.status_code == 403
     assert forged.json()["rule"] == "parent-header-without-chain"
+
+
+def test_clean_calls_skip_ext_proc_and_sanitized_calls_use_it(gateway):
+    import httpx
+
+    def streams() -> int:
+        text = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
+        return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+    before = streams()
+    assert refund(gateway, 5).status_code == 200  # nothing to redact: no ext_proc stream
+    assert streams() == before
+    crm = gateway.call("GET", "crm.demo", "/tenants/acme/records/r-1", headers={"x-aegis-purpose": "support"})
+    assert crm.status_code == 200
+    assert streams() == before + 1
