@@ -304,7 +304,6 @@ def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
     app = build_http_app(
         service.authorizer,
         service.verifier,
-        service.store,
         service.metrics,
         service.readiness,
         extra_routes=policy_routes(service.authorizer, service.reloader, admin_token),
