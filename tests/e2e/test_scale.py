@@ -196,8 +196,20 @@ def test_redis_down_gives_clean_503s_and_recovers(gw: Gateway):
         time.sleep(0.2)
 
 
+def pending_approval(gw: Gateway, amount: float, timeout: float = 15.0) -> str:
+    """The approval id of a 202 (a replica may still be in its store back-off after the
+    Redis restart of an earlier test: its fail-closed 503s are retried here, not ignored)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = refund(gw, amount)
+        if response.status_code == 202:
+            return str(response.json()["approval_id"])
+        assert response.status_code == 503 and time.monotonic() < deadline, response.text
+        time.sleep(0.2)
+
+
 def test_killing_a_replica_mid_load_loses_no_approval(gw: Gateway):
-    approvals = [refund(gw, 130 + i).json()["approval_id"] for i in range(6)]
+    approvals = [pending_approval(gw, 130 + i) for i in range(6)]
     victim = next(c for c in gw.stack.children if c.name == "aegis-2")
 
     def call(i: int) -> int:
