@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -44,6 +45,7 @@ from extauthz.tools import HttpRequest
 DEFAULT_OUT = Path("bench/out/engines.json")
 NATIVE_P99_BAR_US = 100.0
 RELOAD_INTERVAL_S = 0.1
+VERSIONS = 8  # policy versions published in turn by the reload test
 
 
 @dataclass(frozen=True)
@@ -198,13 +200,23 @@ def _phase(proc: InProcess, seconds: float, step: Callable[[int], None] | None) 
 
 
 def bench_reload(workdir: Path, rules: int, budget: Budget) -> dict[str, Any]:
-    """Check latency while the policy is rebuilt and swapped every 100 ms, vs none (same run)."""
-    policy_dir = write_policy_dir(workdir / "reload-policy", rules)
-    with in_process(workdir / "reload-service", policy_dir) as proc:
+    """Check latency while the policy is rebuilt and swapped every 100 ms, vs none (same run).
+
+    The versions are written before the phases and published by swapping a symlink (as a
+    deploy job or a Kubernetes ConfigMap volume does), so the benchmark's own YAML writing
+    does not compete with the checks for the interpreter lock.  The service freezes its
+    heap as ``aegis serve`` does.
+    """
+    versions = [write_policy_dir(workdir / "versions" / f"v{k}", rules, threshold_shift=k) for k in range(VERSIONS)]
+    policy_dir = workdir / "reload-policy"
+    policy_dir.symlink_to(versions[0], target_is_directory=True)
+    with in_process(workdir / "reload-service", policy_dir, freeze_heap=True) as proc:
         reloader, reload_us, swaps = proc.service.reloader, [], [0]
 
         def reload_step(tick: int) -> None:
-            write_policy_dir(policy_dir, rules, threshold_shift=1 + tick % 50)
+            staged = workdir / "reload-policy.next"
+            staged.symlink_to(versions[1 + tick % (VERSIONS - 1)], target_is_directory=True)
+            os.replace(staged, policy_dir)
             started = time.perf_counter_ns()
             swapped = reloader.reload(force=True)
             reload_us.append((time.perf_counter_ns() - started) / 1000)

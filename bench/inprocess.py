@@ -8,6 +8,7 @@ and the equivalent Envoy ``CheckRequest`` (what the gRPC servicer takes).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,12 +65,13 @@ def decision_log_to(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def in_process(workdir: Path, policy_dir: Path) -> Iterator[InProcess]:
-    """The service on ``policy_dir`` (its own config, keys and SQLite store in ``workdir``)."""
+def in_process(workdir: Path, policy_dir: Path, *, freeze_heap: bool = False) -> Iterator[InProcess]:
+    """The service on ``policy_dir`` (its own config, keys and SQLite store in ``workdir``);
+    ``freeze_heap`` as ``aegis serve`` does it (undone on exit)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policy_dir)
     with decision_log_to(workdir / "decisions.log"):
-        service = build_service(config)
+        service = build_service(config, freeze_heap=freeze_heap)
         try:
             if service.authorizer.policy is None:
                 raise RuntimeError(f"the policy did not load: {service.reloader.status.last_error}")
@@ -77,6 +79,8 @@ def in_process(workdir: Path, policy_dir: Path) -> Iterator[InProcess]:
             yield InProcess(service, MeasuredAuthorizationServicer(service), token)
         finally:
             _close(service)
+            if freeze_heap:
+                gc.unfreeze()
 
 
 def _close(service: Service) -> None:

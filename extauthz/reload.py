@@ -10,6 +10,7 @@ serving; the failure shows in the log, ``/readyz`` detail and a metric.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -190,6 +191,20 @@ def source_for(config: PolicyConfig) -> Source:
     return BundleServerSource(config.bundle_url, verification_key=key)
 
 
+def settle_heap() -> None:
+    """Collect, then move every live object out of the cyclic collector's reach.
+
+    A full (generation 2) collection walks every tracked object: ~80k objects after start-up,
+    30+ ms with the interpreter lock held, and a reload's burst of allocations is what
+    triggers one.  Frozen objects are skipped by the collector but are still freed by
+    reference counting, and compiled policies hold no reference cycles (a test proves it),
+    so a replaced policy is freed the moment it is swapped out.  Collecting first means no
+    pending cyclic garbage is frozen with the live objects.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _close_engine(policy: ActivePolicy | None) -> None:
     """Release the replaced engine's resources (the OPA engine's HTTP client).  Calls still
     running on it finish first: closing an httpx client lets in-flight requests complete."""
@@ -221,6 +236,7 @@ class PolicyReloader:
         engine_options: Mapping[str, Any] | None = None,
         interval_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        freeze_heap: bool = False,
     ) -> None:
         self._authorizer = authorizer
         self._source = source
@@ -229,6 +245,8 @@ class PolicyReloader:
         self._engine_options = dict(engine_options or {})
         self._interval_s = interval_s
         self._clock = clock
+        # Only the serving process freezes its heap (see settle_heap); tests and tools do not.
+        self._freeze_heap = freeze_heap
         self._lock = threading.Lock()  # one load at a time (poller vs POST /v1/policy/reload)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -256,14 +274,18 @@ class PolicyReloader:
             previous = self._authorizer.policy
             self._authorizer.swap_policy(policy)
             _close_engine(previous)
+            previous_version = previous.version if previous is not None else None
+            del previous  # freed here unless a call in flight still holds it
+            if self._freeze_heap:
+                settle_heap()
             self.status.last_error = None
             self.status.reloads += 1
-            if previous is not None:
-                self._metrics.policy_info.remove(previous.version)
+            if previous_version is not None:
+                self._metrics.policy_info.remove(previous_version)
             self._metrics.policy_info.labels(policy.version).set(1)
             log.info(
                 "policy loaded",
-                extra={"aegis": {"policy_version": policy.version, "previous": previous.version if previous else None}},
+                extra={"aegis": {"policy_version": policy.version, "previous": previous_version}},
             )
             return policy
 

@@ -120,9 +120,10 @@ def open_store(config: AegisConfig) -> Store:
     return SqliteStore(path)
 
 
-def build_service(config: AegisConfig) -> Service:
+def build_service(config: AegisConfig, *, freeze_heap: bool = False) -> Service:
     """Assemble the service from config.  A policy that fails to load leaves the service up but
-    denying everything (503) and saying why in /readyz."""
+    denying everything (503) and saying why in /readyz.  ``freeze_heap`` is for the serving
+    process only (see ``reload.settle_heap``)."""
     try:
         keys = keyset_from_config(config.identity)
     except ValueError as exc:
@@ -155,6 +156,7 @@ def build_service(config: AegisConfig) -> Service:
         engine=config.policy.engine,
         engine_options={"opa_url": config.policy.opa_url, "opa_timeout_s": config.policy.opa_timeout_s},
         interval_s=config.policy.poll_interval_s,
+        freeze_heap=freeze_heap,
     )
     reloader.reload(force=True)  # the first version; a failure is reported, not raised
     tracing = Tracing(config.telemetry, metrics=metrics)  # counts exported and dropped spans
@@ -321,7 +323,7 @@ def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
 
 def serve(config: AegisConfig) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
-    service = build_service(config)
+    service = build_service(config, freeze_heap=True)
     grpc_server = start_grpc(service)
     ext_proc = ExtProcServer(service)
     ext_proc.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import threading
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import POLICIES, copy_policy_dir
 
-from extauthz.authorizer import Authorizer
+from bench.policygen import write_policy_dir
+from extauthz.authorizer import Authorizer, activate
 from extauthz.config import load_config
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.policy import build_bundle, write_bundle
@@ -44,7 +46,9 @@ def test_directory_changes_are_picked_up_and_broken_ones_rejected(tmp_path, auth
     assert second is not None and second.version != first.version
     assert authorizer.policy is second
     # A broken version: rejected with file and line, the previous one keeps serving.
-    (directory / "p0.yaml").write_text(SUPPORT.replace("effect: deny\n    reason: refund of", "effect: denied\n    reason: refund of"))
+    (directory / "p0.yaml").write_text(
+        SUPPORT.replace("effect: deny\n    reason: refund of", "effect: denied\n    reason: refund of")
+    )
     assert reloader.reload() is None
     assert authorizer.policy is second
     assert "p0.yaml:" in reloader.status.last_error and "effect" in reloader.status.last_error
@@ -163,8 +167,12 @@ def test_bundle_source_with_a_verification_key_refuses_unsigned_bundles(tmp_path
 
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     path = tmp_path / "bundle.tar.gz"
     write_bundle(build_bundle(POLICIES), path, signing=load_signing_key(private))
     source = source_for(PolicyConfig(bundle=path, verification_key=public))
@@ -177,3 +185,52 @@ def test_bundle_source_with_a_verification_key_refuses_unsigned_bundles(tmp_path
     assert reloader.reload() is None
     assert authorizer.policy is signed
     assert "signature" in reloader.status.last_error.lower()
+
+
+@pytest.fixture
+def unfrozen_heap():
+    """Tests that freeze the heap (as ``aegis serve`` does) give it back to the collector."""
+    yield
+    gc.unfreeze()
+
+
+def _policy_dir(target: Path, which: str) -> Path:
+    if which == "generated-200":
+        return write_policy_dir(target, 200)
+    texts = [SUPPORT] + ([(POLICIES / "delegation.yaml").read_text()] if which == "support+delegation" else [])
+    return copy_policy_dir(target, *texts)
+
+
+@pytest.mark.parametrize("which", ["support", "support+delegation", "generated-200"])
+def test_a_replaced_policy_leaves_no_cyclic_garbage(tmp_path, which):
+    # settle_heap freezes live objects; frozen objects are only freed by reference counting,
+    # so a compiled policy must hold no reference cycles or each reload would leak one.
+    directory = _policy_dir(tmp_path / "p", which)
+    bundle = build_bundle(directory)
+    gc.collect()
+    gc.disable()
+    try:
+        policy = activate(bundle, "embedded")
+        assert policy.engine.__class__.__name__ == "NativeEngine"
+        del policy
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_a_serving_reloader_freezes_the_heap_after_each_swap(tmp_path, authorizer, unfrozen_heap):
+    directory = copy_policy_dir(tmp_path / "p", SUPPORT)
+    reloader = PolicyReloader(authorizer, DirectorySource(directory), Metrics(), freeze_heap=True)
+    gc.unfreeze()
+    assert reloader.reload(force=True) is not None
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    (directory / "p0.yaml").write_text(SUPPORT.replace("lte: 50}", "lte: 60}"))
+    assert reloader.reload() is not None
+    assert gc.get_freeze_count() > 0
+    # Without the option (tests, tools) the heap is left alone.
+    gc.unfreeze()
+    plain = PolicyReloader(authorizer, DirectorySource(directory), Metrics())
+    (directory / "p0.yaml").write_text(SUPPORT.replace("lte: 50}", "lte: 70}"))
+    assert plain.reload(force=True) is not None
+    assert gc.get_freeze_count() == 0
