@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -157,17 +158,41 @@ class _Template(string.Formatter):
 _TEMPLATE = _Template()
 
 
-def placeholders(template: str) -> set[str]:
+_Parts = tuple[tuple[str, str | None], ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(template: str) -> _Parts | None:
+    """(literal, placeholder) pairs of a template, parsed once: reason templates are the
+    policy's own strings, so the cache holds no agent data.  None when a placeholder needs
+    the full formatter (a format spec, a conversion, an attribute or index)."""
+    try:
+        parts = []
+        for literal, name, spec, conversion in _TEMPLATE.parse(template):
+            if name is not None and (spec or conversion or not name.isidentifier()):
+                return None
+            parts.append((literal, name))
+        return tuple(parts)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def placeholders(template: str) -> frozenset[str]:
     """The ``{name}`` placeholders a reason template quotes."""
     try:
-        return {name for _, name, _, _ in _TEMPLATE.parse(template) if name}
+        return frozenset(name for _, name, _, _ in _TEMPLATE.parse(template) if name)
     except ValueError:
-        return set()
+        return frozenset()
 
 
 def render_reason(template: str, variables: Mapping[str, Any]) -> str:
     """Fill a rule's reason template; never raises (a bad template renders as written)."""
-    try:
-        return _TEMPLATE.vformat(template, (), variables)
-    except (ValueError, IndexError, AttributeError):
-        return template
+    parts = _parsed(template)
+    if parts is None:
+        try:
+            return _TEMPLATE.vformat(template, (), variables)
+        except (ValueError, IndexError, AttributeError):
+            return template
+    get = _TEMPLATE.get_value
+    return "".join(literal + (get(name, (), variables) if name is not None else "") for literal, name in parts)
