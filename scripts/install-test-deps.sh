@@ -24,3 +24,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 bash scripts/install-opa.sh
+# opa-envoy-plugin: the side-by-side benchmark's smoke test (tests/bench/test_opa_envoy_bench_smoke.py).
+bash scripts/install-opa-envoy.sh
