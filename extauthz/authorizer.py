@@ -25,7 +25,7 @@ from extauthz.approvals.tokens import OVERRIDE_INVALID, OverrideClaims, Override
 from extauthz.decision import Decision, Effect, Reason, placeholders, render_reason, with_shadow_default
 from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard
 from extauthz.engine import PolicyEngine, create_engine
-from extauthz.errors import AegisError, BodyTooLarge, EngineError, IdentityError
+from extauthz.errors import AegisError, BodyTooLarge, DecisionLogError, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, UsageCharge, encode_charges
 from extauthz.limits.model import PolicyLimits
@@ -102,8 +102,11 @@ class Authorizer:
         sink: DecisionSink = discard,
         approvals: ApprovalService | None = None,
         limits: LimitEnforcer | None = None,
+        log_gate: Callable[[], None] | None = None,
     ) -> None:
         self._verifier = verifier
+        # Raises DecisionLogError while the decision log cannot be written (audit/writer.py).
+        self._log_gate = log_gate
         self._limits = limits
         self._approvals = approvals
         self._store = store
@@ -147,7 +150,7 @@ class Authorizer:
             error_code = "internal_error"
             answer = internal_error_answer(decision_id)
         log.info("decision", extra={"aegis": {**answer.metadata, "error": error_code}})
-        self._record(
+        recorded = self._record(
             DecisionRecord(
                 decision_id=decision_id,
                 timestamp=started,
@@ -160,14 +163,19 @@ class Authorizer:
                 error_code=error_code,
             )
         )
+        if not recorded and error_code != DecisionLogError.code:
+            # No answer without its record: the log could not take it in time (fail closed).
+            refusal = DecisionLogError("the decision could not be recorded in the decision log; the call is refused")
+            answer = answer_for_error(refusal, decision_id, policy_version=policy.version if policy else "")
         return answer
 
-    def _record(self, record: DecisionRecord) -> None:
-        """Hand the record to the decision log; a failing sink never changes the answer."""
+    def _record(self, record: DecisionRecord) -> bool:
+        """Hand the record to the decision log; False if it could not be recorded."""
         try:
-            self._sink(record)
+            return self._sink(record) is not False
         except Exception:
             log.exception("decision log sink failed", extra={"aegis": {"decision_id": record.decision_id}})
+            return False
 
     def evaluate(
         self,
@@ -186,6 +194,8 @@ class Authorizer:
         decision_id = uuid.uuid4().hex
         started = self._clock()
         policy = self._policy
+        if self._log_gate is not None:
+            self._log_gate()
         identity = self._verifier.verify_header(authorization)
         if subject is not None and subject != identity.agent_id:
             # An orchestrator may only ask about the agent whose token it presents.
@@ -210,7 +220,7 @@ class Authorizer:
                 }
             },
         )
-        self._record(
+        recorded = self._record(
             DecisionRecord(
                 decision_id=decision_id,
                 timestamp=started,
@@ -222,6 +232,8 @@ class Authorizer:
                 trace=DecisionTrace(identity=identity, tool=call.name, args=call.args, decision=decision),
             )
         )
+        if not recorded:
+            raise DecisionLogError("the decision could not be recorded in the decision log")
         return decision_id, decision
 
     def _engine_decision(
@@ -242,6 +254,10 @@ class Authorizer:
     def _decide(
         self, request: HttpRequest, decision_id: str, policy: ActivePolicy | None, trace: DecisionTrace
     ) -> Answer:
+        # 0. A decision that cannot be recorded is not made: while the decision log cannot be
+        #    written (disk full…), every call is refused before any side effect (fail closed).
+        if self._log_gate is not None:
+            self._log_gate()
         # 1. A body Envoy truncated cannot be judged (the unseen part could change the call).
         if request.body_truncated or len(request.body) > self._max_body_bytes:
             raise BodyTooLarge(f"the request body exceeds {self._max_body_bytes} bytes")

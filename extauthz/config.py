@@ -195,6 +195,8 @@ _ENV_OVERRIDES = {
     ("service", "grpc"): "AEGIS_GRPC_ADDR",
     ("service", "http"): "AEGIS_HTTP_ADDR",
     ("service", "ext_proc"): "AEGIS_EXT_PROC_ADDR",
+    # Each replica of `aegis up --replicas N` writes its own decision log (its own chain).
+    ("audit", "path"): "AEGIS_AUDIT_PATH",
 }
 
 

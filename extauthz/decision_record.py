@@ -40,7 +40,9 @@ class DecisionRecord:
     error_code: str | None = None
 
 
-DecisionSink = Callable[[DecisionRecord], None]
+# Returns False when the record could not be written (``audit.sync``): the caller must then
+# refuse the call (503 decision_log_unavailable); None or True: recorded.
+DecisionSink = Callable[[DecisionRecord], bool | None]
 
 
 def discard(record: DecisionRecord) -> None:

@@ -13,7 +13,8 @@ into exactly one HTTP status; nothing below the edge knows about HTTP.
     │   └── BodyTooLarge         code=body_too_large   413
     ├── LimitExceeded            code=rate_limited / budget_exhausted 429 (Retry-After)
     ├── EngineError              code=engine_unavailable 503 (fail closed)
-    └── StoreError               code=store_unavailable  503 (fail closed)
+    ├── StoreError               code=store_unavailable  503 (fail closed)
+    └── DecisionLogError         code=decision_log_unavailable 503 (fail closed: no call without its record)
 """
 
 from __future__ import annotations
@@ -97,3 +98,9 @@ class StoreError(AegisError):
     """The state store failed; the call is denied (fail closed)."""
 
     code = "store_unavailable"
+
+
+class DecisionLogError(AegisError):
+    """The decision log cannot be written; the call is refused (fail closed)."""
+
+    code = "decision_log_unavailable"

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import uvicorn
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extauthz.admin_api import policy_routes
 from extauthz.approvals.factory import build_approvals
@@ -29,6 +29,7 @@ from extauthz.audit.writer import DecisionLog, open_decision_log
 from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig, parse_address
 from extauthz.decision_record import discard
+from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
@@ -148,6 +149,7 @@ def build_service(config: AegisConfig, *, freeze_heap: bool = False) -> Service:
         approvals=approvals,
         sink=decision_log or discard,
         limits=limits,
+        log_gate=decision_log.check_writable if decision_log is not None else None,
     )
     reloader = PolicyReloader(
         authorizer,
@@ -197,7 +199,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         return response_from_answer(answer, always_process_bodies=self._always_process_bodies)
 
 
-def start_grpc(service: Service) -> grpc.Server:
+def start_grpc(service: Service) -> tuple[grpc.Server, CountingHealth]:
     """Start the gRPC server (Check + health) on ``service.grpc``."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="aegis-grpc"),
@@ -205,7 +207,7 @@ def start_grpc(service: Service) -> grpc.Server:
         options=[("grpc.so_reuseport", 0)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(MeasuredAuthorizationServicer(service), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = CountingHealth()  # counts the NOT_SERVING answers Envoy gets while draining
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = service.config.service.grpc
     try:
@@ -218,7 +220,7 @@ def start_grpc(service: Service) -> grpc.Server:
     status = health_pb2.HealthCheckResponse.SERVING
     health_servicer.set("", status)
     health_servicer.set(AUTHZ_SERVICE, status)
-    return server
+    return server, health_servicer
 
 
 class ExtProcServer:
@@ -228,6 +230,7 @@ class ExtProcServer:
         self._service = service
         self._loop = asyncio.new_event_loop()
         self._server: grpc.aio.Server | None = None
+        self.health = CountingAioHealth()
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="aegis-ext-proc", daemon=True)
@@ -258,7 +261,7 @@ class ExtProcServer:
         usage = UsageRecorder(service.store, service.authorizer.limits_warner, service.metrics)
         servicer = ExternalProcessorServicer(settings, service.metrics, service.tracing, usage=usage)
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = self.health
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
             port = server.add_insecure_port(address)
@@ -270,6 +273,10 @@ class ExtProcServer:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         self._started.set()
+
+    def drain(self, check_health: CountingHealth) -> float:
+        """Leave Envoy's balancing on both servers (extauthz/drain.py); seconds it took."""
+        return drain(check_health, self.health, self._loop)
 
     def stop(self, grace: float) -> None:
         if self._server is None:
@@ -324,7 +331,7 @@ def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
 def serve(config: AegisConfig) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
     service = build_service(config, freeze_heap=True)
-    grpc_server = start_grpc(service)
+    grpc_server, grpc_health = start_grpc(service)
     ext_proc = ExtProcServer(service)
     ext_proc.start()
     http_server, http_thread = start_http(service)
@@ -341,15 +348,23 @@ def serve(config: AegisConfig) -> int:
             }
         },
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop, draining = threading.Event(), threading.Event()
+
+    def on_sigterm(*_: object) -> None:  # an orchestrator stopping this replica: drain first
+        draining.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
-    log.info("aegis stopping")
-    # Drain: refuse new calls, let in-flight ones finish (up to 5 s).
     service.reloader.stop()
-    grpc_server.stop(grace=5).wait()
-    ext_proc.stop(grace=5)
+    if draining.is_set():  # SIGTERM: out of Envoy's balancing first (extauthz/drain.py)
+        log.info("aegis stopping: draining")
+        waited = ext_proc.drain(grpc_health)
+        log.info("aegis drained", extra={"aegis": {"waited_s": round(waited, 2)}})
+    # In-flight Checks and ext_proc streams finish; new ones are refused.
+    grpc_server.stop(grace=STOP_GRACE_S).wait()
+    ext_proc.stop(grace=STOP_GRACE_S)
     # After the last call: pending notifications are flushed, the last spans exported.
     if service.authorizer.approvals is not None:
         service.authorizer.approvals.stop()
@@ -360,3 +375,4 @@ def serve(config: AegisConfig) -> int:
         service.decision_log.close()
     service.store.close()
     return 0
+

@@ -71,7 +71,9 @@ class Stack:
     def stop(self) -> None:
         for child in reversed(self.children):
             if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+                # The services get SIGINT: stop now, in-flight calls finish.  SIGTERM would first
+                # drain them out of Envoy's balancing (extauthz/drain.py), but Envoy stops too.
+                child.process.send_signal(signal.SIGINT if child.name.startswith("aegis") else signal.SIGTERM)
         for child in reversed(self.children):
             try:
                 child.process.wait(timeout=10)
@@ -89,11 +91,20 @@ class Replica:
     grpc: str
     http: str
     ext_proc: str
+    audit_path: str = ""  # N > 1: this replica's own decision log (one hash chain per writer)
 
     @property
     def env(self) -> dict[str, str]:
-        """The config's address overrides (``AEGIS_*_ADDR``) that put the replica on its ports."""
-        return {"AEGIS_GRPC_ADDR": self.grpc, "AEGIS_HTTP_ADDR": self.http, "AEGIS_EXT_PROC_ADDR": self.ext_proc}
+        """The config's overrides (``AEGIS_*_ADDR``, ``AEGIS_AUDIT_PATH``) for this replica."""
+        env = {"AEGIS_GRPC_ADDR": self.grpc, "AEGIS_HTTP_ADDR": self.http, "AEGIS_EXT_PROC_ADDR": self.ext_proc}
+        if self.audit_path:
+            env["AEGIS_AUDIT_PATH"] = self.audit_path
+        return env
+
+
+def replica_audit_path(path: Path, index: int) -> Path:
+    """``decisions.jsonl`` of replica 1 → ``decisions.replica-1.jsonl``."""
+    return path.with_name(f"{path.stem}.replica-{index}{path.suffix}")
 
 
 def _offset(address: str, by: int) -> str:
@@ -112,13 +123,14 @@ def replicas_of(config: AegisConfig, count: int) -> list[Replica]:
     if count > 1 and config.approvals.signing_key is None:
         # Otherwise each replica signs override tokens with its own random key.
         raise SupervisorError("--replicas > 1 needs approvals.signing_key (one override-token key for all)")
-    s = config.service
+    s, log = config.service, config.audit.path
     return [
         Replica(
             i,
             _offset(s.grpc, i * REPLICA_PORT_STEP),
             _offset(s.http, i * REPLICA_PORT_STEP),
             _offset(s.ext_proc, i * REPLICA_PORT_STEP),
+            str(replica_audit_path(log, i)) if log is not None and count > 1 else "",
         )
         for i in range(count)
     ]

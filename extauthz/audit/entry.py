@@ -161,3 +161,31 @@ def event_entry(kind: str, fields: Mapping[str, Any], timestamp: float, labels: 
         "labels": dict(labels),
         "fields": {str(k): _mask_value(v) for k, v in fields.items() if v is not None},
     }
+
+
+def fallback_entry(item: DecisionRecord | tuple[str, Any, float], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The entry written when masking failed: only what carries no PII (ids, outcome, version),
+    marked ``masking_failed``; the arguments, reasons and event fields are left out."""
+    if isinstance(item, DecisionRecord):
+        return {
+            "type": "decision",
+            "decision_id": item.decision_id,
+            "timestamp": rfc3339(item.timestamp),
+            "labels": dict(labels),
+            "bundles": {"aegis": {"revision": item.policy_version}},
+            "api": item.api,
+            "status": item.status,
+            "outcome": item.outcome,
+            "policy_version": item.policy_version,
+            "error": item.error_code,
+            "masking_failed": True,
+        }
+    kind, _, timestamp = item
+    return {
+        "type": "event",
+        "kind": str(kind),
+        "timestamp": rfc3339(timestamp),
+        "labels": dict(labels),
+        "fields": {},
+        "masking_failed": True,
+    }

@@ -8,6 +8,7 @@
       checkpoint_every: 1000                 # signed checkpoint every N entries…
       checkpoint_seconds: 60                 # …or every T seconds (and always at close)
       queue_size: 10000                      # records held between the hot path and the writer
+      sync: true                             # answer only once the record is written (see writer)
 
 This module imports nothing from the rest of Aegis but ``errors`` (config.py imports it).
 """
@@ -26,7 +27,7 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 DEFAULT_QUEUE_SIZE = 10_000
 STDOUT = "-"
-_KEYS = {"path", "signing_key", "key_id", "max_bytes", "checkpoint_every", "checkpoint_seconds", "queue_size"}
+_KEYS = {"path", "signing_key", "key_id", "max_bytes", "checkpoint_every", "checkpoint_seconds", "queue_size", "sync"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class AuditConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     queue_size: int = DEFAULT_QUEUE_SIZE
+    # True: an answer waits until its record is written (a killed service loses no record of
+    # a call it let through); False: once queued (saves the wait, loses the last few on a kill).
+    sync: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -87,6 +91,9 @@ def parse_audit(
         raise fail("checkpoint_seconds", "a duration such as 30, 30s or 5m", raw.get("checkpoint_seconds")) from None
     if seconds <= 0:
         raise fail("checkpoint_seconds", "a positive duration", raw.get("checkpoint_seconds"))
+    sync = raw.get("sync", True)
+    if not isinstance(sync, bool):
+        raise fail("sync", "true or false", sync)
     if key and not path:
         raise ConfigError(f"{config_path}: audit.signing_key: set audit.path too (there is no log to sign)")
     return AuditConfig(
@@ -98,4 +105,5 @@ def parse_audit(
         checkpoint_every=positive("checkpoint_every", DEFAULT_CHECKPOINT_EVERY),
         checkpoint_seconds=seconds,
         queue_size=positive("queue_size", DEFAULT_QUEUE_SIZE),
+        sync=sync,
     )

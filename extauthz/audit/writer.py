@@ -1,22 +1,22 @@
 """``DecisionLog``: the decision-log sink and the thread that writes it.
 
-Hot path: ``__call__(record)`` puts the raw record on a bounded queue (~1 µs).  When the
-queue is full the caller **waits** for room (counted in ``aegis_decision_log_blocked``):
-a decision is never dropped, and a stalled log pushes back on Envoy, whose ext_authz
-timeout then fails the call closed, rather than letting calls through unaudited.
+Hot path: ``__call__(record)`` queues the raw record (``tickets.TicketQueue``) and, with
+``audit.sync`` (the default), waits until the writer has written it: a killed service loses
+no record of an answer it gave.  False (not written within ``SYNC_TIMEOUT_S``, or the log is
+failing) makes the Authorizer answer 503 ``decision_log_unavailable`` instead, and a
+``decision.withheld`` event says so.  A full queue makes callers wait; nothing is dropped.
 
-Writer thread: takes batches off the queue, masks and seals each record (``entry``,
-``chain``), writes the batch with unbuffered writes, and on a write error (disk full, I/O
-error) keeps the sealed bytes, reports not-ready (``health``) and the error metric, and
-retries the *remaining bytes* with backoff until they are written: nothing is lost or
-duplicated and the chain stays intact.  Signed checkpoints every ``checkpoint_every``
-entries or ``checkpoint_seconds`` (and at close) are fsync'ed.  Beyond ``max_bytes`` the
-file is closed with a checkpoint, renamed ``<stem>.<first seq>.jsonl``, and a new file
-begins with a header whose ``prev_hash`` is the previous file's last hash.
+Write errors (disk full…): the writer keeps the sealed bytes and retries the remaining ones
+with backoff (nothing lost or duplicated, the chain intact), /readyz reports not ready, and
+``check_writable`` makes the Authorizer refuse every new call before any side effect.  So
+the log blocks rather than buffers: memory holds only the records of refused calls and of
+those in flight when the first write failed (docs/security.md, "Fault injection").
 
-Forwarding (``forward``, e.g. ``extauthz.audit.otlp.OtlpDecisionLog``): once a write has
-succeeded, the writer thread hands each entry in it to ``forward.emit(entry, seq, line)``;
-the hot path never pays for it, and a forwarder failure never stops the log.
+Writer thread: masks and seals batches (``entry``, ``chain``; a masking bug writes the entry
+without its values, never drops it), unbuffered writes, signed fsync'ed checkpoints every
+``checkpoint_every`` entries or ``checkpoint_seconds``, rotation beyond ``max_bytes``
+(``<stem>.<first seq>.jsonl``; the next file's header continues the chain), then hands
+written entries to ``forward`` (OTLP logs; best effort, never on the hot path).
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from extauthz.audit import chain
-from extauthz.audit.entry import decision_entry, event_entry, rfc3339
+from extauthz.audit.entry import decision_entry, event_entry, fallback_entry, rfc3339
 from extauthz.audit.keys import load_private
 from extauthz.audit.settings import AuditConfig
+from extauthz.audit.tickets import TicketQueue
 from extauthz.decision_record import DecisionRecord
-from extauthz.errors import ConfigError
+from extauthz.errors import ConfigError, DecisionLogError
 
 if TYPE_CHECKING:
     from extauthz.config import TelemetryConfig
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("aegis.audit.writer")
 BATCH = 256
 MAX_BACKOFF_S = 5.0
+# How long an answer waits for its record (audit.sync): below Envoy's 1 s ext_authz timeout,
+# so an agent refused for it gets Aegis's reason rather than Envoy's bare 503.
+SYNC_TIMEOUT_S = 0.8
+WITHHELD = "decision.withheld"
 _STOP = object()
 
 
@@ -123,7 +128,7 @@ class DecisionLog:
         fingerprint = chain.key_fingerprint(self._key.public_key()) if self._key else ""
         self._key_id = config.key_id or fingerprint
         self.labels = {"app": "aegis", "id": uuid.uuid4().hex, "version": _version()}
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self._queue = TicketQueue(config.queue_size, self._blocked)
         self._head, self._seq = chain.GENESIS, 0  # hash of the last entry, seq of the next one
         self._since_checkpoint, self._last_checkpoint = 0, clock()
         self._fh: BinaryIO | None = None
@@ -142,9 +147,26 @@ class DecisionLog:
 
     # --- the hot path -------------------------------------------------------------------
 
-    def __call__(self, record: DecisionRecord) -> None:
-        """Enqueue one decision (waits only while the queue is full; never drops)."""
-        self._put(record)
+    def __call__(self, record: DecisionRecord) -> bool:
+        """Log one decision: with ``sync``, True once written; False if the log is failing or
+        the write took longer than ``SYNC_TIMEOUT_S`` (the caller must then refuse the call).
+        Never drops the record: it stays queued and is written when the disk allows."""
+        ticket = self._put(record)
+        if not self._config.sync:
+            return True
+        if self.last_error is not None:  # failing: held and retried, not worth waiting for
+            return False
+        if self._queue.wait(ticket, SYNC_TIMEOUT_S, lambda: self.last_error is not None):
+            return True
+        if record.error_code != DecisionLogError.code:
+            self.event(WITHHELD, {"decision_id": record.decision_id, "answer": 503, "error": DecisionLogError.code})
+        return False
+
+    def check_writable(self) -> None:
+        """Raise DecisionLogError while writes fail: the Authorizer refuses new calls (503)."""
+        error = self.last_error
+        if error is not None:
+            raise DecisionLogError(f"the decision log cannot be written ({error}); calls are refused until it can")
 
     def event(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Append an audit event (e.g. ``approval.approved`` with ``approval_id``…) to the log.
@@ -153,16 +175,15 @@ class DecisionLog:
         """
         self._put((kind, dict(fields), self._clock()))
 
-    def _put(self, item: Any) -> None:
+    def _put(self, item: Any) -> int:
         if self._closed:
             raise RuntimeError("the decision log is closed")
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.blocked += 1
-            if self._metrics is not None:
-                self._metrics.decision_log_blocked.inc()
-            self._queue.put(item)
+        return self._queue.put(item)
+
+    def _blocked(self) -> None:
+        self.blocked += 1
+        if self._metrics is not None:
+            self._metrics.decision_log_blocked.inc()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -208,7 +229,7 @@ class DecisionLog:
         while not stopping:
             timeout = max(0.01, self._last_checkpoint + self._config.checkpoint_seconds - self._clock())
             try:
-                items = [self._queue.get(timeout=timeout)]
+                items = [self._queue.get(timeout)]
             except queue.Empty:
                 items = []
             while len(items) < BATCH:
@@ -216,18 +237,21 @@ class DecisionLog:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if any(item is _STOP for item in items):
+            if any(item is _STOP for _, item in items):
                 stopping = True
-                items = [item for item in items if item is not _STOP]
+                items = [(ticket, item) for ticket, item in items if item is not _STOP]
             lines: list[bytes] = []
-            for item in items:
+            for ticket, item in items:
                 lines.append(self._seal(self._to_entry(item)))
                 if self._since_checkpoint >= self._config.checkpoint_every:  # exactly every N entries
                     self._write(b"".join(lines))
+                    self._queue.done(ticket)
                     self._checkpoint()
                     lines = []
             if lines:
                 self._write(b"".join(lines))
+            if items:
+                self._queue.done(items[-1][0])
             due = self._since_checkpoint and self._clock() - self._last_checkpoint >= self._config.checkpoint_seconds
             if self._fh is not None and self._size >= self._config.max_bytes:
                 self._rotate()
@@ -239,10 +263,16 @@ class DecisionLog:
             self._fh.close()
 
     def _to_entry(self, item: Any) -> dict[str, Any]:
-        if isinstance(item, DecisionRecord):
-            return decision_entry(item, self.labels)
-        kind, fields, timestamp = item
-        return event_entry(kind, fields, timestamp, self.labels)
+        try:
+            if isinstance(item, DecisionRecord):
+                return decision_entry(item, self.labels)
+            kind, fields, timestamp = item
+            return event_entry(kind, fields, timestamp, self.labels)
+        except Exception:
+            # A masking bug must neither stop the writer nor drop the record: keep what carries
+            # no PII (ids, outcome, version) and say that the rest was left out.
+            log.exception("decision log: masking failed; the entry is written without its values")
+            return fallback_entry(item, self.labels)
 
     def _seal(self, entry: dict[str, Any]) -> bytes:
         line, self._head = chain.seal(entry, self._head, self._seq)
@@ -272,6 +302,7 @@ class DecisionLog:
                 self.last_error = f"write failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}"
                 if self._metrics is not None:
                     self._metrics.decision_log_write_errors.inc()
+                self._queue.wake()  # waiting callers give up now (their calls are refused)
                 log.error("decision log write failed; retrying", extra={"aegis": {"errno": exc.errno}})
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
