@@ -6,16 +6,21 @@ MCP servers, from a JSON-RPC ``tools/call`` body (``params.name`` / ``params.arg
 
 Matching runs on the path exactly as Envoy routes it (the generated Envoy config
 normalises paths and merges slashes before ext_authz sees them).  Anything ambiguous is
-refused rather than guessed: duplicate JSON keys, NaN, a body whose content type does not
-match what the tool declares, or an argument given twice with different values.
+refused rather than guessed: duplicate JSON keys (also keys differing only in case), NaN,
+numbers a 64-bit float cannot hold exactly, a charset other than UTF-8, a body whose content
+type does not match what the tool declares, an argument given twice with different values,
+and requests asking the upstream to run another method or path than the one authorised
+(``X-HTTP-Method-Override``, ``X-Original-URL``, ``_method``…).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -23,6 +28,19 @@ from extauthz.errors import MalformedBody, RequestError
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_JSON_DEPTH = 32
+# I-JSON (RFC 7493): integers beyond 2^53 - 1 are read differently by double-based parsers.
+MAX_SAFE_INTEGER = 2**53 - 1
+# Frameworks (Rails, Laravel, Symfony, IIS, OData…) let these change the method or path an
+# upstream executes after Envoy has routed and Aegis has judged the request: refused.
+OVERRIDE_HEADERS = (
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+)
+OVERRIDE_ARGUMENT = "_method"
+_UTF8 = frozenset({"utf-8", "utf8"})
 _ARG_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -140,6 +158,7 @@ class ToolCatalogue:
 
     def match(self, request: HttpRequest) -> ToolCall:
         """The tool this request calls and its arguments; RequestError if ambiguous."""
+        refuse_overrides(request.headers)
         host = request.host.lower()
         host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
         candidates = self._by_route.get((host, request.method.upper()), [])
@@ -155,9 +174,25 @@ class ToolCatalogue:
                     continue
                 body = call[1]
             args = merge_args(params, parse_query(request.query), body)
+            if OVERRIDE_ARGUMENT in args:
+                raise RequestError(
+                    f"the {OVERRIDE_ARGUMENT} argument asks the tool to run another method; send the real one",
+                    code="ambiguous_request",
+                )
             check_args(compiled.spec, args)
             return ToolCall(compiled.spec.name, args, params)
         return ToolCall(None, {})
+
+
+def refuse_overrides(headers: Mapping[str, str]) -> None:
+    """RequestError if a header would make the upstream run another method or path."""
+    for name in OVERRIDE_HEADERS:
+        if name in headers:
+            raise RequestError(
+                f"the {name} header asks the tool to run another method or path than the one "
+                "authorised; send the real method and path",
+                code="ambiguous_request",
+            )
 
 
 def parse_query(query: str) -> dict[str, Any]:
@@ -176,9 +211,11 @@ def parse_body(request: HttpRequest, spec: ToolSpec) -> dict[str, Any]:
     """The body's arguments per the tool's declared body format."""
     if not request.body:
         return {}
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    content_type = content_type.strip().lower()
     if spec.body == "none":
         raise MalformedBody(f"tool {spec.name} takes no request body")
+    _require_utf8(parameters)
     if spec.body == "json":
         if not (content_type == "application/json" or content_type.endswith("+json")):
             raise MalformedBody(f"tool {spec.name} expects a JSON body (content-type application/json)")
@@ -195,14 +232,29 @@ def parse_body(request: HttpRequest, spec: ToolSpec) -> dict[str, Any]:
     return parse_query(text)
 
 
+def _require_utf8(parameters: str) -> None:
+    """A declared charset other than UTF-8 (utf-7, latin-1, utf-16…) makes the upstream read
+    other characters than Aegis and DLP did: refused (RFC 8259 requires UTF-8 anyway)."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in _UTF8:
+            raise MalformedBody(f"the request body must be UTF-8, not charset {value.strip()[:32]!r}")
+
+
 def parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting."""
+    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, exact numbers, bounded nesting."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedBody("the JSON body is not UTF-8") from None
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        document = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_exact_float,
+            parse_int=_safe_int,
+        )
     except RecursionError:
         raise MalformedBody("the JSON body is nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -215,12 +267,42 @@ def parse_json(body: bytes) -> Any:
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    folded: set[str] = set()
     for key, value in pairs:
         if key in result:
             # Parsers disagree on which duplicate wins; the upstream might read the other one.
             raise MalformedBody(f"the JSON body has a duplicate key {key[:64]!r}")
+        if key.casefold() in folded:
+            # Go's encoding/json (and others) match keys case-insensitively: {"amount": 10,
+            # "AMOUNT": 1000} is a refund of 1000 there.
+            raise MalformedBody(f"the JSON body has keys differing only in case ({key[:64]!r})")
         result[key] = value
+        folded.add(key.casefold())
     return result
+
+
+def _exact_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused unless a double holds it exactly
+    as written: ``-1e400`` is -inf to Python and JavaScript but an error or a decimal
+    elsewhere, and ``50.0000000000000001`` is 50 here but more than 50 to a decimal parser."""
+    value = float(text)
+    if not math.isfinite(value) or Decimal(text) != Decimal(repr(value)):
+        raise MalformedBody(
+            f"the JSON number {_clip(text)} is out of range or more precise than a 64-bit float; "
+            "parsers would disagree on its value"
+        )
+    return value
+
+
+def _safe_int(text: str) -> int:
+    """A JSON integer within ±(2^53 - 1) (I-JSON): beyond it parsers round differently."""
+    if len(text) > 17 or abs(int(text)) > MAX_SAFE_INTEGER:
+        raise MalformedBody(f"the JSON integer {_clip(text)} exceeds 2^53 - 1; parsers would disagree on its value")
+    return int(text)
+
+
+def _clip(text: str, limit: int = 32) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _no_constants(name: str) -> Any:
@@ -266,6 +348,13 @@ def merge_args(*sources: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_args(spec: ToolSpec, args: Mapping[str, Any]) -> None:
     """Declared argument types and required arguments; RequestError naming the argument."""
+    declared = {name.casefold(): name for name in spec.args}
+    for key in args:
+        if key not in spec.args and key.casefold() in declared:
+            raise RequestError(
+                f"argument {key[:64]!r} differs from the declared {declared[key.casefold()]!r} only in case",
+                code="invalid_argument",
+            )
     for name, arg in spec.args.items():
         if name not in args:
             if arg.required:
