@@ -27,6 +27,7 @@ MALFORMED = Refused(400, "malformed_body")
 INVALID_ARG = Refused(400, "invalid_argument")
 OVER_LIMIT = Refused(403, "refund-over-limit")
 NEEDS_APPROVAL = Refused(202, "refund-needs-approval")
+NOT_POSITIVE = Refused(403, "refund-not-positive")
 
 
 def refund_body(amount: str) -> bytes:
@@ -107,10 +108,10 @@ NUMBER_CASES: list[tuple[str, str, Expect]] = [
     ("largest-safe-integer", "9007199254740991", OVER_LIMIT),
     ("integer-beyond-2-53", "9007199254740993", MALFORMED),
     ("integer-of-5000-digits", "1" + "0" * 5000, MALFORMED),
-    ("negative-zero", "-0", ALLOWED),
-    # Every parser reads -1000 as -1000: the policy decides (the starter policy allows
-    # amount <= 50; see docs/security.md), and the tool receives exactly that number.
-    ("negative-judged-as-sent", "-1000", ALLOWED),
+    # Every parser reads -1000 as -1000: the policy decides (the starter policy denies
+    # amounts <= 0, rule refund-not-positive).
+    ("negative-zero", "-0", NOT_POSITIVE),
+    ("negative-denied-by-policy", "-1000", NOT_POSITIVE),
     ("nan-literal", "NaN", MALFORMED),
     ("infinity-literal", "Infinity", MALFORMED),
     ("minus-infinity-literal", "-Infinity", MALFORMED),
