@@ -111,6 +111,8 @@ amount_is_number if is_number(amount)
 
 refund := {"status": 400, "rule": "invalid_argument"} if {
 	not amount_is_number
+} else := {"status": 403, "rule": "refund-not-positive"} if {
+	amount <= 0
 } else := {"status": 200, "rule": "refund-auto-approved"} if {
 	amount <= 50
 } else := {"status": 202, "rule": "refund-needs-approval"} if {

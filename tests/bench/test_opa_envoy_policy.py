@@ -132,6 +132,8 @@ def cases(tokens: dict[str, str]) -> list[Case]:
         refund("refund 500.01: deny", ok, 500.01, 403),
         refund("refund 900: deny", ok, 900, 403),
         refund("refund amount as a string: 400", ok, "20", 400),
+        refund("negative refund: 403", ok, -20, 403),
+        refund("refund of zero: 403", ok, 0, 403),
         refund("refund without amount: 400", ok, None, 400, body='{"currency":"USD"}'),
         crm("CRM own tenant, support: allow", ok, "acme", "support", 200),
         crm("CRM own tenant, investigation: allow", ok, "acme", "investigation", 200),
