@@ -13,7 +13,8 @@ Two sources, both cheap and bounded:
 
 from __future__ import annotations
 
-import re
+import bisect
+import unicodedata
 from dataclasses import dataclass
 
 from dlp._types import (
@@ -146,37 +147,58 @@ _NEGATIVE_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _keyword_regex(pos: tuple[str, ...], neg: tuple[str, ...]) -> re.Pattern[str]:
-    def alt(words: tuple[str, ...]) -> str:
-        return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+def _keyword_table() -> tuple[tuple[str, ...], tuple[dict[str, int], ...]]:
+    """Every keyword once, with what it says about each detector (+1 announces, -1 look-alike)."""
+    says: dict[str, dict[str, int]] = {}
+    for polarity, table in ((1, _POSITIVE_WORDS), (-1, _NEGATIVE_WORDS)):
+        for detector, words in table.items():
+            for w in words:
+                if not w.isascii() or w != w.lower():
+                    raise ValueError(f"context keyword {w!r} must be lower-case ASCII")
+                if says.setdefault(w, {}).setdefault(detector, polarity) != polarity:
+                    raise ValueError(f"context keyword {w!r} both announces and denies {detector}")
+    words = tuple(sorted(says))
+    return words, tuple(says[w] for w in words)
 
-    body = f"(?P<pos>{alt(pos)})" if pos else ""
-    if neg:
-        body = f"{body}|(?P<neg>{alt(neg)})" if body else f"(?P<neg>{alt(neg)})"
-    return re.compile(rf"(?<![a-z0-9])(?:{body})(?![a-z])")
 
+# The engine finds every keyword in the same pass as the candidates (``_engine``): keyword ``i``
+# is ``KEYWORDS[i]``, whole words only — not after a letter or digit, and followed by a character
+# that is not a letter (case-insensitive, ASCII).
+KEYWORDS, KEYWORD_SAYS = _keyword_table()
 
-_KEYWORDS: dict[str, re.Pattern[str]] = {
-    d: _keyword_regex(_POSITIVE_WORDS.get(d, ()), _NEGATIVE_WORDS.get(d, ()))
-    for d in set(_POSITIVE_WORDS) | set(_NEGATIVE_WORDS)
+Hit = tuple[int, int, int]  # (start, end, keyword index), sorted by start then end
+# What each keyword says about one detector, indexed by keyword: 1, -1 or 0 (nothing).
+_SAYS: dict[str, tuple[int, ...]] = {
+    d: tuple(says.get(d, 0) for says in KEYWORD_SAYS) for d in set(_POSITIVE_WORDS) | set(_NEGATIVE_WORDS)
 }
+_SAYS_NOTHING = (0,) * len(KEYWORDS)
 
 
-def word_context(detector: str, text: str, start: int, floor: int) -> int:
-    """+1 if the nearest keyword before ``start`` announces ``detector``, -1 for a look-alike word, else 0."""
-    rx = _KEYWORDS.get(detector)
-    if rx is None:
-        return 0
-    window = text[max(floor, start - WINDOW) : start].lower()
-    cut = max(window.rfind(". "), window.rfind("\n"), window.rfind("; "))
-    if cut >= 0:  # keywords count within the candidate's own sentence only
-        window = window[cut + 1 :]
-    last = None
-    for last in rx.finditer(window):  # noqa: B007 - the last match is the nearest one
-        pass
-    if last is None:
-        return 0
-    return 1 if last.group("pos") else -1
+def word_context(detector: str, text: str, start: int, floor: int, hits: list[Hit], hit_starts: list[int]) -> int:
+    """+1 if the nearest keyword before ``start`` announces ``detector``, -1 for a look-alike word, else 0.
+
+    Only keywords that end by ``start`` and start within ``WINDOW`` characters before it and
+    after ``floor`` (the start of the value) count, and only within the candidate's sentence: a
+    break (``. ``, ``; ``, a line break) between the keyword and the candidate voids it.  The
+    nearest is the one that starts last (the longest of those starting there).  ``hits`` are
+    the keyword matches of the whole text, ``hit_starts`` their starts (for bisection).
+    """
+    i = bisect.bisect_left(hit_starts, start)  # hits starting before ``start``
+    lo = start - WINDOW
+    if lo < floor:
+        lo = floor
+    says_of = _SAYS.get(detector, _SAYS_NOTHING)
+    while i:
+        i -= 1
+        h_start, h_end, kw = hits[i]
+        if h_start < lo:
+            return 0
+        says = says_of[kw]
+        if says and h_end <= start:
+            if text.find(". ", h_end, start) >= 0 or text.find("; ", h_end, start) >= 0 or "\n" in text[h_end:start]:
+                return 0  # another sentence (and so is every keyword before this one)
+            return says
+    return 0
 
 
 # --- key names -------------------------------------------------------------------------------
@@ -337,7 +359,9 @@ def normalize_key(key: str) -> str:
     if norm is None:
         if len(_NORMALIZED) > 8192:
             _NORMALIZED.clear()
-        norm = _NORMALIZED[key] = "".join(ch for ch in key.lower() if ch.isalnum())
+        # Compatibility forms fold first, so a full-width ``ssn`` key (U+FF53…) is ``ssn`` (docs/security.md).
+        folded = key if key.isascii() else unicodedata.normalize("NFKC", key)
+        norm = _NORMALIZED[key] = "".join(ch for ch in folded.lower() if ch.isalnum())
     return norm
 
 

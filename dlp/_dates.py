@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 MIN_YEAR = 1900
 
@@ -34,14 +35,30 @@ _NUMBERS = re.compile(r"\d{1,4}", re.ASCII)
 _WORD = re.compile(r"[a-zäA-ZÄ]{3,}")
 
 
+_today: tuple[dt.date, float] = (dt.date.min, 0.0)  # (today, the epoch second it stops being today)
+
+
+def _current_date() -> dt.date:
+    """``date.today()``, recomputed only when the day has changed (it costs a clock and tz read)."""
+    global _today
+    today, until = _today
+    now = time.time()
+    if now >= until:
+        today = dt.date.today()
+        midnight = dt.datetime.combine(today + dt.timedelta(days=1), dt.time())
+        _today = today, midnight.timestamp()
+    return today
+
+
 def _make(year: int, month: int, day: int) -> dt.date | None:
+    today = _current_date()
     if year < 100:  # two-digit year: the most recent past century year
-        year += 2000 if year <= dt.date.today().year % 100 else 1900
+        year += 2000 if year <= today.year % 100 else 1900
     try:
         value = dt.date(year, month, day)
     except ValueError:
         return None
-    return value if year >= MIN_YEAR and value <= dt.date.today() else None
+    return value if year >= MIN_YEAR and value <= today else None
 
 
 def parse_date(value: str, kind: str) -> dt.date | None:

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import re
 
+from dlp._normalize import detection_view
 from dlp._types import CREDIT_CARD, EMAIL, IBAN, PHONE, SSN
 
 HASH_HEX_CHARS = 12
@@ -58,7 +59,7 @@ def partial(type_: str, value: str) -> str:
     if type_ == PHONE and has_digits:
         return _keep_last_digits(value, 2)
     if type_ == IBAN:
-        compact = value.replace(" ", "")
+        compact = detection_view(value)[0].replace(" ", "")
         if _PARTIAL_IBAN.fullmatch(compact):
             return compact
         if len(compact) >= 15:
@@ -70,6 +71,7 @@ def partial(type_: str, value: str) -> str:
 
 
 def _normalise(type_: str, value: str) -> str:
+    value = detection_view(value)[0]  # a full-width or zero-width-split value is the same value
     if type_ in _DIGIT_TYPES or type_ == IBAN:
         return "".join(ch for ch in value.upper() if ch.isalnum())
     if type_ == EMAIL:

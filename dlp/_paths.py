@@ -102,14 +102,24 @@ def compile_field(source: str) -> FieldRule:
     return FieldRule(source, None, tuple(steps))
 
 
+_PIECES: dict[PathItem, str] = {}
+
+
+def _piece(item: PathItem) -> str:
+    piece = _PIECES.get(item)
+    if piece is None:
+        if isinstance(item, int):
+            piece = f"[{item}]"
+        elif item.isidentifier():
+            piece = f".{item}"
+        else:
+            piece = "[" + repr(item) + "]"
+        if len(_PIECES) > 4096:
+            _PIECES.clear()
+        _PIECES[item] = piece
+    return piece
+
+
 def format_path(path: Sequence[PathItem]) -> str:
     """``("customer", "emails", 0)`` → ``$.customer.emails[0]`` (for ``Redaction.location``)."""
-    parts = ["$"]
-    for item in path:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item.isidentifier():
-            parts.append(f".{item}")
-        else:
-            parts.append("[" + repr(item) + "]")
-    return "".join(parts)
+    return "$" + "".join(map(_piece, path))

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from dlp._context import normalize_key
+from dlp._context import KeyHint, key_hint, normalize_key
 from dlp._obligations import Obligations
 from dlp._paths import FieldRule, PathItem, compile_field
 from dlp._scan import resolve_detectors, resolve_thresholds
 from dlp._types import FIELD_DETECTORS, SECRET, TEXT_DETECTORS
+
+# What a plan does with a value held under one key (in one parent): its hint, and an action:
+# nothing special, redacted whole because ``fields`` names the key, or because the key
+# announces a field-detected type (NAME, ADDRESS, SECRET).  A plain tuple: the walk reads it
+# for every key of every document.
+KeyEntry = tuple[KeyHint, int]
+SCAN, NAMED, BY_DETECTOR = 0, 1, 2
+
+
+_MAX_KEY_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,32 @@ class Plan:
     limits: dict[str, float]
     mode: str
     hash_key: bytes | None
+    # parent key → key → KeyEntry: documents repeat their keys, so each is looked at once per plan.
+    key_entries: dict[str, dict[str, KeyEntry]] = field(default_factory=dict, compare=False, repr=False)
+
+    def entries_under(self, parent: str) -> dict[str, KeyEntry]:
+        """The (growing) table of :class:`KeyEntry` for keys held under ``parent``."""
+        table = self.key_entries.get(parent)
+        if table is None:
+            if len(self.key_entries) >= _MAX_KEY_ENTRIES:
+                self.key_entries.clear()
+            table = self.key_entries[parent] = {}
+        return table
+
+    def key_entry(self, key: str, parent: str) -> KeyEntry:
+        """The :class:`KeyEntry` of ``key`` under ``parent`` (computed once, then read from ``entries_under``)."""
+        hint = key_hint(key, parent)
+        if self.names and normalize_key(key) in self.names:
+            entry = (hint, NAMED)
+        elif hint.type is not None and hint.type in self.field_detectors:
+            entry = (hint, BY_DETECTOR)
+        else:
+            entry = (hint, SCAN)
+        table = self.entries_under(parent)
+        if len(table) >= _MAX_KEY_ENTRIES:
+            table.clear()
+        table[key] = entry
+        return entry
 
     def field_named(self, path: Sequence[PathItem], key: str | None) -> bool:
         """Does ``Obligations.fields`` name the value at ``path`` (held under ``key``)?"""

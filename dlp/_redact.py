@@ -108,15 +108,14 @@ def redact(body: bytes, content_type: str, obligations: Obligations) -> Result:
     if not found:
         return Result(body, False)
     counts = dict(Counter(r.type for r in found))
-    new_body = new_text.encode(charset, "surrogatepass" if charset.replace("-", "") == "utf8" else "strict")
+    # Original characters all came from this charset; only a replacement can fall outside it
+    # (partial IBANs hold "…"), and becomes "?" rather than an encoding error.
+    new_body = new_text.encode(charset, "surrogatepass" if charset.replace("-", "") == "utf8" else "replace")
     return Result(new_body, new_body != body, counts, tuple(found))
 
 
 def _redact_json_text(text: str, plan: Plan, prefix: str = "") -> tuple[str, list[Redaction]]:
-    doc, found = _json.redact_document(_json.parse(text), plan, prefix)
-    if not found:
-        return text, found
-    return _json.dump(doc).decode("utf-8", "surrogatepass"), found
+    return _json.redact_text(text, plan, prefix)
 
 
 def _redact_ndjson(text: str, plan: Plan) -> tuple[str, list[Redaction]]:
@@ -140,8 +139,8 @@ def _redact_text(text: str, plan: Plan) -> tuple[str, list[Redaction]]:
     if not findings:
         return text, []
     mode, key = plan.mode, plan.hash_key
-    new = _json.splice(text, findings, lambda f, span: replacement(f.type, span, mode, key))
-    return new, [Redaction(f.type, "text", f.start, f.end, "detector") for f in findings]
+    new = _json.splice(text, findings, lambda f, span: replacement(f[0], span, mode, key))
+    return new, [Redaction(f[0], "text", f[1], f[2], "detector") for f in findings]
 
 
 def _redact_form(text: str, plan: Plan) -> tuple[str, list[Redaction]]:
@@ -173,11 +172,11 @@ def _redact_form(text: str, plan: Plan) -> tuple[str, list[Redaction]]:
         if not findings:
             continue
         name = unquote_plus(raw_key, errors="surrogateescape")
-        found.extend(Redaction(f.type, "form:" + name, f.start, f.end, "detector") for f in findings)
+        found.extend(Redaction(f[0], "form:" + name, f[1], f[2], "detector") for f in findings)
         if mode == "remove":
             drop.add(i)
         else:
-            new = _json.splice(value, findings, lambda f, span: replacement(f.type, span, mode, hkey))
+            new = _json.splice(value, findings, lambda f, span: replacement(f[0], span, mode, hkey))
             pairs[i] = raw_key + "=" + _quote(new)
     return "&".join(p for i, p in enumerate(pairs) if i not in drop), found
 

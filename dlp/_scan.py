@@ -13,13 +13,15 @@ candidate never crosses a value and context never reaches into the previous one.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from dlp import _context, _validate
 from dlp._context import NO_HINT, KeyHint
-from dlp._engine import candidates
+from dlp._engine import scan_text
 from dlp._errors import UnknownDetector
 from dlp._modes import OWN_TOKEN
+from dlp._normalize import detection_view, original_span
 from dlp._patterns import PATTERNS
 from dlp._types import (
     CREDIT_CARD,
@@ -82,21 +84,15 @@ def resolve_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, floa
     return merged
 
 
-def _score(detector: str, base: float, text: str, start: int, floor: int, hint: KeyHint) -> float:
-    """Base confidence moved by the key that holds the value and the words before it."""
-    if hint.type == detector:
-        return max(base, _context.KEY_MATCH_CONFIDENCE)
-    if detector == IP_ADDRESS and hint.version:
-        return 0.0  # a dotted quad under a ``version`` key is a version (documented choice)
-    conf = base
-    if hint.negative and detector in _LOOKALIKE_PRONE:
-        conf -= _context.NEGATIVE_PENALTY
-    word = _context.word_context(detector, text, start, floor)
-    if word > 0:
-        conf += _context.POSITIVE_BOOST
-    elif word < 0:
-        conf -= _context.NEGATIVE_PENALTY
-    return max(0.0, min(conf, 0.99))
+Span = tuple[str, int, int, float]  # (type, start, end, confidence): a finding inside the scanner
+
+_DETECTOR_OF = tuple(p.detector for p in PATTERNS)
+_KIND_OF = tuple(p.kind for p in PATTERNS)
+_VALIDATOR_OF = tuple(_VALIDATORS[p.detector] for p in PATTERNS)
+_MAX_BASE_OF = tuple(_validate.max_base(p.detector, p.kind) for p in PATTERNS)
+_KEY_MATCH = _context.KEY_MATCH_CONFIDENCE
+_BOOST = _context.POSITIVE_BOOST
+_PENALTY = _context.NEGATIVE_PENALTY
 
 
 def _scan_joined(
@@ -105,40 +101,81 @@ def _scan_joined(
     hints: Sequence[KeyHint],
     wanted: frozenset[str],
     limits: Mapping[str, float],
-) -> list[Finding]:
-    accepted: list[Finding] = []
+) -> list[Span]:
+    cands, hits = scan_text(text)
+    if not cands:
+        return []
+    hit_starts = [h[0] for h in hits]
+    accepted: list[Span] = []
     covered: dict[str, int] = {}  # detector -> end of its last accepted span
     # Candidates come in start order, so a candidate ending before ``reach`` lies inside an
     # accepted finding (an IBAN's digit groups are not also a card or a phone): not validated.
     reach = -1
-    tried: set[tuple[str, int, int]] = set()
+    # Patterns of one detector are adjacent in the table, so the same span proposed by two of
+    # them (an international and a national phone shape) arrives twice in a row.
+    previous = ("", -1, -1)
     own = [m.span() for m in OWN_TOKEN.finditer(text)] if "[" in text else []
     own_starts = [a for a, _ in own]
-    for pid, start, end in candidates(text):
+    single = len(floors) == 1
+    word_context = _context.word_context
+    for pid, start, end in cands:
+        if end <= reach:
+            continue
+        detector = _DETECTOR_OF[pid]
+        if detector not in wanted or start < covered.get(detector, -1):
+            continue
         if own:
             i = bisect.bisect_right(own_starts, start) - 1
             if i >= 0 and own[i][1] > start:
+                continue  # inside our own redaction token
+        if previous == (detector, start, end):
+            continue
+        previous = (detector, start, end)
+        # Context first: it is cheaper than most validators, and when even the highest base
+        # confidence this pattern can get stays below threshold, the candidate is not validated.
+        # (Inlined: this loop runs for every candidate of every body.)
+        seg = 0 if single else bisect.bisect_right(floors, start) - 1
+        hint = hints[seg]
+        limit = limits[detector]
+        if hint.type == detector:  # the key announces the type: at least KEY_MATCH
+            shift = None
+        elif detector == IP_ADDRESS and hint.version:
+            continue  # a dotted quad under a ``version`` key is a version (documented choice)
+        else:
+            shift = -_PENALTY if hint.negative and detector in _LOOKALIKE_PRONE else 0.0
+            if hits:
+                word = word_context(detector, text, start, floors[seg], hits, hit_starts)
+                shift += _BOOST if word > 0 else -_PENALTY if word < 0 else 0.0
+            best = _MAX_BASE_OF[pid] + shift  # the confidence if validation gives the highest base
+            if (best if best > 0.0 else 0.0) < limit:
                 continue
-        detector = PATTERNS[pid].detector
-        if detector not in wanted or start < covered.get(detector, -1) or end <= reach:
-            continue
-        if (detector, start, end) in tried:
-            continue
-        tried.add((detector, start, end))
-        verdict = _VALIDATORS[detector](text, start, end, PATTERNS[pid].kind)
+        verdict = _VALIDATOR_OF[pid](text, start, end, _KIND_OF[pid])
         if verdict is None:
             continue
-        base, start, end = verdict
-        seg = bisect.bisect_right(floors, start) - 1
-        conf = _score(detector, base, text, start, floors[seg], hints[seg])
-        if conf >= limits[detector]:
-            accepted.append(Finding(detector, start, end, round(conf, 2)))
+        base, new_start, end = verdict
+        if new_start != start:  # the validator trimmed the start (an e-mail's leading punctuation)
+            start = new_start
+            seg = 0 if single else bisect.bisect_right(floors, start) - 1
+            hint = hints[seg]
+            if shift is not None:
+                shift = -_PENALTY if hint.negative and detector in _LOOKALIKE_PRONE else 0.0
+                if hits:
+                    word = word_context(detector, text, start, floors[seg], hits, hit_starts)
+                    shift += _BOOST if word > 0 else -_PENALTY if word < 0 else 0.0
+        if shift is None:
+            conf = base if base > _KEY_MATCH else _KEY_MATCH
+        else:
+            conf = base + shift
+            conf = 0.0 if conf < 0.0 else 0.99 if conf > 0.99 else conf
+        if conf >= limit:
+            accepted.append((detector, start, end, conf))
             covered[detector] = end
-            reach = max(reach, end)
+            if end > reach:
+                reach = end
     return _settle_overlaps(accepted)
 
 
-def _settle_overlaps(found: list[Finding]) -> list[Finding]:
+def _settle_overlaps(found: list[Span]) -> list[Span]:
     """Keep the best of overlapping findings (confidence, then length, then type priority).
 
     Kept spans are held sorted by start, so each overlap check is two neighbour comparisons
@@ -146,16 +183,19 @@ def _settle_overlaps(found: list[Finding]) -> list[Finding]:
     """
     if len(found) < 2:
         return found
-    ranked = sorted(found, key=lambda f: (-f.confidence, -(f.end - f.start), _PRIORITY[f.type]))
+    # Accepted in start order and each past ``reach`` of the ones before: usually nothing overlaps.
+    if all(a[2] <= b[1] for a, b in itertools.pairwise(found)):
+        return found
+    ranked = sorted(found, key=lambda f: (-round(f[3], 2), -(f[2] - f[1]), _PRIORITY[f[0]]))
     starts: list[int] = []
-    kept: list[Finding] = []
+    kept: list[Span] = []
     for f in ranked:
-        i = bisect.bisect_left(starts, f.start)
-        if i > 0 and kept[i - 1].end > f.start:
+        i = bisect.bisect_left(starts, f[1])
+        if i > 0 and kept[i - 1][2] > f[1]:
             continue
-        if i < len(kept) and kept[i].start < f.end:
+        if i < len(kept) and kept[i][1] < f[2]:
             continue
-        starts.insert(i, f.start)
+        starts.insert(i, f[1])
         kept.insert(i, f)
     return kept
 
@@ -176,7 +216,11 @@ def scan(
     limits = resolve_thresholds(thresholds)
     if not text or not wanted:
         return []
-    return _scan_joined(text, (0,), (NO_HINT,), wanted, limits)
+    view, index = detection_view(text)
+    found = _scan_joined(view, (0,), (NO_HINT,), wanted, limits)
+    if index is not None:
+        found = [(t, *original_span(index, s, e), c) for t, s, e, c in found]
+    return [Finding(t, s, e, round(c, 2)) for t, s, e, c in found]
 
 
 def scan_segments(
@@ -184,20 +228,31 @@ def scan_segments(
     hints: Sequence[KeyHint],
     wanted: frozenset[str],
     limits: Mapping[str, float],
-) -> list[list[Finding]]:
+) -> list[list[Span]]:
     """Scan many values in one engine pass; findings per value, offsets relative to that value."""
-    out: list[list[Finding]] = [[] for _ in values]
+    out: list[list[Span]] = [[] for _ in values]
     if not values or not wanted:
         return out
+    joined = SEPARATOR.join(values)
+    indexes: list[list[int] | None] | None = None
+    if detection_view(joined)[1] is not None:  # some value needs its detection view (rare)
+        views = [detection_view(v) for v in values]
+        values = [v for v, _ in views]
+        indexes = [i for _, i in views]
+        joined = SEPARATOR.join(values)
     floors: list[int] = []
     pos = 0
     for v in values:
         floors.append(pos)
         pos += len(v) + 1
-    joined = SEPARATOR.join(values)
-    for f in _scan_joined(joined, floors, hints, wanted, limits):
-        seg = bisect.bisect_right(floors, f.start) - 1
+    for t, s, e, c in _scan_joined(joined, floors, hints, wanted, limits):
+        seg = bisect.bisect_right(floors, s) - 1
         base = floors[seg]
-        if f.end <= base + len(values[seg]):  # a value never contains the separator, but be sure
-            out[seg].append(Finding(f.type, f.start - base, f.end - base, f.confidence))
+        if e > base + len(values[seg]):  # a value never contains the separator, but be sure
+            continue
+        s, e = s - base, e - base
+        index = indexes[seg] if indexes is not None else None
+        if index is not None:
+            s, e = original_span(index, s, e)
+        out[seg].append((t, s, e, c))
     return out

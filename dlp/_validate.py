@@ -6,7 +6,11 @@ Each validator gets the text, the candidate span and the pattern kind, and retur
 rules and blocklist, IBAN per-country format and mod-97) and ``phonenumbers`` (numbering plans).
 The card IIN table is ours: no maintained library covers current ranges.  Cheap hand-written
 pre-checks (digit count, mod-97) run first so the expensive library calls only see plausible
-candidates, and the results of the two slow ones are memoised (keyed by ``hash``, not value).
+candidates.  The library checks that cost tens of microseconds per call (Luhn, SSN rules, IBAN
+structure, numbering plans) run as equivalent precompiled checks built from the libraries' own
+data; tests/dlp/test_dlp_validators.py proves them equal to the libraries on large samples.
+No verdict is cached: every call does the work, so the first sight of a value costs what the
+hundredth does.
 """
 
 from __future__ import annotations
@@ -17,12 +21,9 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-import phonenumbers
-from stdnum import iban as std_iban
-from stdnum import luhn as std_luhn
-from stdnum.us import ssn as std_ssn
-
+from dlp._checks import iban_ok, ipv4_ok, luhn_ok, ssn_ok
 from dlp._dates import parse_date
+from dlp._phone import valid_international, valid_national
 
 Validated = tuple[float, int, int] | None
 Validator = Callable[[str, int, int, str], Validated]
@@ -31,20 +32,6 @@ Validator = Callable[[str, int, int, str], Validated]
 # UK and German numbers start with 0.  International numbers (+CC / 00CC) need no region.
 PHONE_REGIONS_NO_TRUNK: tuple[str, ...] = ("US",)
 PHONE_REGIONS_TRUNK_0: tuple[str, ...] = ("GB", "DE")
-
-_MEMO_MAX = 8192
-_memo: dict[int, bool] = {}
-
-
-def _memoised(kind: str, value: str, check: Callable[[], bool]) -> bool:
-    """Remember slow library verdicts by the hash of the value (the value itself is not kept)."""
-    key = hash((kind, value))
-    verdict = _memo.get(key)
-    if verdict is None:
-        if len(_memo) >= _MEMO_MAX:
-            _memo.clear()
-        verdict = _memo[key] = check()
-    return verdict
 
 
 def _embedded(text: str, start: int, end: int) -> bool:
@@ -83,7 +70,8 @@ _FILE_TLDS = frozenset(
         "pdf",
     ]
 )
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+# Labels of letters, digits and inner hyphens (at most 63), then an alphabetic top-level label.
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{1,63}", re.ASCII)
 
 
 def email(text: str, start: int, end: int, kind: str) -> Validated:
@@ -96,56 +84,42 @@ def email(text: str, start: int, end: int, kind: str) -> Validated:
     domain = value[at + 1 :]
     if local.endswith(".") or ".." in local:
         return None
-    labels = domain.split(".")
-    if labels[-1].lower() in _FILE_TLDS or not labels[-1].isalpha():
-        return None
-    if not all(_LABEL.fullmatch(label) for label in labels):
+    if not _DOMAIN.fullmatch(domain) or domain[domain.rindex(".") + 1 :].lower() in _FILE_TLDS:
         return None
     return 0.9, start, end
 
 
 # --- PHONE -----------------------------------------------------------------------------------
 
-_NON_DIGITS = re.compile(r"[^0-9]")
-_PHONE_SPLIT = re.compile(r"[ .\-/()]+")
+# A phone candidate holds only ASCII digits and these (the patterns guarantee it).
+_PHONE_PUNCT = str.maketrans("", "", "+ ().-/")
+# Digit groups split by separators: at most 6, and none of one digit after the first (``1 2 3``).
+_PHONE_GROUPS = re.compile(r"\+?[ .\-/()]*[0-9]+(?:[ .\-/()]+[0-9]{2,}){0,5}", re.ASCII)
 _DATE_SHAPE = re.compile(r"\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}", re.ASCII)
 
 
-def _phone_valid(number: str, region: str | None) -> bool:
-    def check() -> bool:
-        try:
-            parsed = phonenumbers.parse(number, region)
-        except phonenumbers.NumberParseException:
-            return False
-        return bool(phonenumbers.is_valid_number(parsed))
-
-    return _memoised("phone:" + (region or ""), number, check)
+def _phone_valid(digits: str, region: str | None) -> bool:
+    """``phonenumbers``' verdict (``+digits`` when ``region`` is None), from its metadata (see ``_phone``)."""
+    return valid_international(digits) if region is None else valid_national(digits, region)
 
 
 def phone(text: str, start: int, end: int, kind: str) -> Validated:
     if kind != "intl" and start >= 2 and text[start - 1] in " .-/" and text[start - 2].isdigit():
         return None  # the tail of a longer run of digit groups (an IBAN, a card, a list of numbers)
-    return _phone_at(text, start, end, kind)
-
-
-def _phone_at(text: str, start: int, end: int, kind: str) -> Validated:
     value = text[start:end]
-    digits = _NON_DIGITS.sub("", value)
-    if not 7 <= len(digits) <= 15 or _embedded(text, start, end):
+    digits = value.translate(_PHONE_PUNCT)
+    if not 7 <= len(digits) <= 15 or value.count(".") == 3 or _embedded(text, start, end):  # dotted quads
         return None
-    if _DATE_SHAPE.fullmatch(value) or value.count(".") == 3:  # dates, dotted quads
-        return None
-    groups = [g for g in _PHONE_SPLIT.split(value.lstrip("+")) if g]
-    if len(groups) > 6 or sum(1 for g in groups[1:] if len(g) == 1) > 0:
+    if _DATE_SHAPE.fullmatch(value) or not _PHONE_GROUPS.fullmatch(value):
         return None
     if kind == "intl":
-        number = "+" + (digits[2:] if value.startswith("00") else digits)
+        number = digits[2:] if value.startswith("00") else digits
         return (0.9, start, end) if _phone_valid(number, None) else None
     regions = PHONE_REGIONS_TRUNK_0 if digits.startswith("0") else PHONE_REGIONS_NO_TRUNK
     if not any(_phone_valid(digits, r) for r in regions):
         return None
-    formatted = kind == "national" and len(groups) >= 2
-    return (0.6 if formatted else 0.35), start, end
+    # A national-pattern match always has two digit groups or more (it is formatted); bare digits not.
+    return (0.6 if kind == "national" else 0.35), start, end
 
 
 # --- SSN -------------------------------------------------------------------------------------
@@ -156,8 +130,9 @@ _SSN_BASE = {"dashed": 0.65, "spaced": 0.45, "bare": 0.3}
 def ssn(text: str, start: int, end: int, kind: str) -> Validated:
     if _embedded(text, start, end):
         return None
-    digits = text[start:end].replace("-", "").replace(" ", "")
-    if not std_ssn.is_valid(digits):
+    value = text[start:end]
+    digits = value if kind == "bare" else value[:3] + value[4:6] + value[7:]
+    if not ssn_ok(digits):
         return None
     return _SSN_BASE[kind], start, end
 
@@ -242,7 +217,7 @@ def _card_at(text: str, start: int, end: int) -> Validated:
     if _embedded(text, start, end) or not _card_grouping_ok(value):
         return None
     digits = value.replace(" ", "").replace("-", "")
-    if not in_iin_range(digits) or not std_luhn.is_valid(digits):
+    if not in_iin_range(digits) or not luhn_ok(digits):
         return None
     return (0.8 if value.isdigit() else 0.85), start, end
 
@@ -275,11 +250,6 @@ def credit_card(text: str, start: int, end: int, kind: str) -> Validated:
 # --- IBAN ------------------------------------------------------------------------------------
 
 
-def _mod97(compact: str) -> int:
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
-
-
 def iban(text: str, start: int, end: int, kind: str) -> Validated:
     value = text[start:end]
     if " " in value:
@@ -287,9 +257,7 @@ def iban(text: str, start: int, end: int, kind: str) -> Validated:
         if not all(s == 4 for s in sizes[:-1]) or sizes[-1] > 4:
             return None
     compact = value.replace(" ", "").upper()
-    if not compact.isalnum() or _mod97(compact) != 1:
-        return None
-    if not _memoised("iban", compact, lambda: bool(std_iban.is_valid(compact))):
+    if not iban_ok(compact):
         return None
     return (0.95 if value[:2].isupper() else 0.75), start, end
 
@@ -305,10 +273,12 @@ def ip_address(text: str, start: int, end: int, kind: str) -> Validated:
         after = text[end : end + 2]
         if before in (".", "/") or (after[:1] == "." and after[1:2].isdigit()):
             return None  # part of a longer dotted sequence (OID, user-agent build)
-        try:
-            addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(text[start:end])
-        except ValueError:
+        value = text[start:end]
+        if not ipv4_ok(value):
             return None
+        if value.startswith("127.") or value == "0.0.0.0":  # loopback, unspecified
+            return 0.3, start, end
+        return 0.85, start, end
     else:
         value = text[start:end].rstrip(".")
         end = start + len(value)
@@ -391,3 +361,26 @@ def secret(text: str, start: int, end: int, kind: str) -> Validated:
         if len(value) < 8 or len(set(value)) < 4 or value.lower() in _PLACEHOLDERS:
             return None
     return _SECRET_BASE[kind], start, end
+
+
+# The highest base confidence each validator can return, per (detector, pattern kind): the
+# scanner skips validating a candidate whose context already keeps even this below threshold.
+_MAX_BASE: dict[tuple[str, str], float] = {
+    ("EMAIL", "email"): 0.9,
+    ("PHONE", "intl"): 0.9,
+    ("PHONE", "national"): 0.6,
+    ("PHONE", "bare"): 0.35,
+    **{("SSN", kind): base for kind, base in _SSN_BASE.items()},
+    ("CREDIT_CARD", "card"): 0.85,
+    ("IBAN", "iban"): 0.95,
+    ("IP_ADDRESS", "v4"): 0.85,
+    ("IP_ADDRESS", "v6"): 0.85,
+    **{("DATE_OF_BIRTH", kind): 0.2 for kind in ("iso", "dmy", "text_dmy", "text_mdy")},
+    **{("SECRET", kind): base for kind, base in _SECRET_BASE.items()},
+    ("SECRET", "jwt"): 0.95,
+}
+
+
+def max_base(detector: str, kind: str) -> float:
+    """The highest base confidence the validator of ``detector`` returns for pattern ``kind``."""
+    return _MAX_BASE[detector, kind]

@@ -45,13 +45,20 @@ class Obligations:
     redact_fields: tuple[str, ...] = ()
     redact_detectors: tuple[str, ...] = ()
     approval: ApprovalObligation | None = None
+    # A body over the redaction limit: "block" (413) or "pass" (unredacted, logged); "pass"
+    # only when every rule asking for redaction says so (policy: redact.over_limit).
+    redact_over_limit: str = "block"
 
     @property
     def needs_redaction(self) -> bool:
         return bool(self.redact_fields or self.redact_detectors)
 
-    def redact_dict(self) -> dict[str, list[str]]:
-        return {"fields": list(self.redact_fields), "detectors": list(self.redact_detectors)}
+    def redact_dict(self) -> dict[str, Any]:
+        """The ``redact`` obligation as ext_proc reads it (``over_limit`` only when it passes)."""
+        data: dict[str, Any] = {"fields": list(self.redact_fields), "detectors": list(self.redact_detectors)}
+        if self.redact_over_limit == "pass":
+            data["over_limit"] = "pass"
+        return data
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ def decision_from_result(result: Any, policy_version: str) -> Decision:
             obligations=Obligations(
                 redact_fields=tuple(sorted(redact.get("fields", []))),
                 redact_detectors=tuple(sorted(redact.get("detectors", []))),
+                redact_over_limit="pass" if redact.get("over_limit") == "pass" else "block",
                 approval=ApprovalObligation(str(approval["approvers"]), float(approval["ttl_s"]), str(approval["rule"]))
                 if approval
                 else None,

@@ -22,7 +22,7 @@ from google.protobuf import struct_pb2
 
 from extauthz.limits.enforce import UsageCharge
 from extauthz.limits.usage import usage_tokens
-from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_REDACTIONS
+from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_OVER_LIMIT, MD_REDACTIONS
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
 from extauthz.tracing import Tracing, trace_carrier
@@ -79,11 +79,15 @@ def refusal_response(status: int, code: str, message: str) -> pb.ProcessingRespo
     )
 
 
-def counts_metadata(counts: Mapping[str, int]) -> struct_pb2.Struct:
-    """Redaction counts (types and numbers only, never values) for the access log."""
+def counts_metadata(counts: Mapping[str, int], over_limit: Sequence[str] = ()) -> struct_pb2.Struct:
+    """Redaction counts (types and numbers only, never values) for the access log, and the
+    phases whose body went through unredacted over the size limit (policy ``over_limit: pass``)."""
     struct = struct_pb2.Struct()
     summary = ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
-    struct.update({EXT_PROC_NAMESPACE: {MD_REDACTIONS: summary}})
+    fields: dict[str, str] = {MD_REDACTIONS: summary}
+    if over_limit:
+        fields[MD_OVER_LIMIT] = ",".join(over_limit)
+    struct.update({EXT_PROC_NAMESPACE: fields})
     return struct
 
 
@@ -112,6 +116,8 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             await asyncio.to_thread(self._usage, exchange.usage, tokens)
 
     def _count(self, exchange: Exchange, outcome: BodyOutcome, phase: str) -> None:
+        if outcome.passed_over_limit:
+            self._metrics.redaction_over_limit_passed.labels(phase, exchange.tool).inc()
         if outcome.counts:
             self._tracing.redaction_span(exchange.trace_headers, exchange.tool, outcome.counts, phase)
         for detector, count in outcome.counts.items():
@@ -128,6 +134,10 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
             kind = request.WhichOneof("request")
             if kind == "request_headers":
                 exchange = Exchange.from_metadata(self._settings, authz_metadata(request))
+                if exchange.refusal is not None:
+                    self._metrics.redaction_refusals.labels(exchange.refusal[1], exchange.tool).inc()
+                    yield refusal_response(*exchange.refusal)
+                    return
                 headers = header_map(request.request_headers)
                 exchange.trace_headers = trace_carrier(context.invocation_metadata(), headers)
                 request_content_type = headers.get("content-type", "")
@@ -138,7 +148,12 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 if outcome.refusal:
                     yield refusal_response(*outcome.refusal)
                     return
-                yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=body_response(outcome)))
+                yield pb.ProcessingResponse(
+                    request_body=pb.BodyResponse(response=body_response(outcome)),
+                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit)
+                    if outcome.passed_over_limit
+                    else None,
+                )
             elif kind == "response_headers":
                 if exchange is None:
                     # A local reply (ext_authz denied, or Envoy refused the request): nothing to redact.
@@ -161,7 +176,8 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     return
                 mutation = pb.CommonResponse(body_mutation=pb.BodyMutation(body=outcome.body or b""))
                 yield pb.ProcessingResponse(
-                    response_body=pb.BodyResponse(response=mutation), dynamic_metadata=counts_metadata(exchange.counts)
+                    response_body=pb.BodyResponse(response=mutation),
+                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
                 )
             elif kind == "response_body" and exchange is not None:
                 await self._record_usage(exchange, request.response_body.body)
@@ -172,7 +188,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     return
                 yield pb.ProcessingResponse(
                     response_body=pb.BodyResponse(response=body_response(outcome)),
-                    dynamic_metadata=counts_metadata(exchange.counts),
+                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
                 )
             else:
                 yield _continue(kind)

@@ -37,9 +37,14 @@ ACCESS_LOG_METADATA_KEYS = (
     MD_SHADOW,
 )
 
-# Key written by ext_proc into EXT_PROC_NAMESPACE (received via receiving_namespaces):
+# Keys written by ext_proc into EXT_PROC_NAMESPACE (received via receiving_namespaces):
 # redaction counts per detector type, e.g. "EMAIL:2,SSN:1" (types and counts, never values).
 MD_REDACTIONS = "redactions"
+# The bodies that were over dlp.max_body_bytes and went through unredacted because the policy
+# allows it (redact.over_limit: pass): "request", "response" or "request,response".
+MD_OVER_LIMIT = "over_limit"
+# Access-log field of MD_OVER_LIMIT.
+ACCESS_LOG_OVER_LIMIT = "dlp_over_limit"
 
 # Headers.
 HEADER_DECISION_ID = "x-aegis-decision-id"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import zlib
 from collections import Counter
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from extauthz.metadata import MD_REDACT, MD_TOOL, MD_USAGE
 
 # A response Aegis cannot redact must not reach the agent: 502 with a reason.
 REDACTION_FAILED_STATUS = 502
+
+_log = logging.getLogger("aegis.redactor")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class BodyOutcome:
     body: bytes | None = None  # new body; None = unchanged
     counts: Mapping[str, int] = field(default_factory=dict)
     refusal: tuple[int, str, str] | None = None  # (status, error code, message)
+    # Over the size limit and passed on unredacted, because the policy allows it (over_limit: pass).
+    passed_over_limit: bool = False
+
+
+BODY_TOO_LARGE = (413, "body_too_large", "the body is larger than Aegis redacts")
+MALFORMED_OBLIGATIONS = (REDACTION_FAILED_STATUS, "redaction_failed", "malformed redaction obligations")
 
 
 @dataclass
@@ -60,12 +69,24 @@ class Exchange:
     trace_headers: Mapping[str, str] = field(default_factory=dict)  # traceparent/tracestate
     # Cost budgets priced by the response's token usage (ext_proc reads the body for them).
     usage: tuple[UsageCharge, ...] = ()
+    # The rule obligations allow a body over max_body_bytes through unredacted (redact.over_limit:
+    # pass in every redacting rule); the policy-level default redaction never does.
+    over_limit_pass: bool = False
+    passed_over_limit: list[str] = field(default_factory=list)  # phases that did: "request", "response"
+    # Set when the obligations cannot be read: the exchange is refused at its first message.
+    refusal: tuple[int, str, str] | None = None
     _pending_events: bytes = b""
 
     @classmethod
     def from_metadata(cls, settings: RedactionSettings, metadata: Mapping[str, object]) -> Exchange:
         """Build from the ext_authz dynamic metadata (None when ext_authz asked for nothing)."""
-        rule = _rule_obligations(metadata.get(MD_REDACT), settings)
+        raw = metadata.get(MD_REDACT)
+        try:
+            data = json.loads(raw) if isinstance(raw, str) and raw else None
+            rule = _rule_obligations(data, settings)
+        except (ValueError, TypeError, dlp.DlpError):
+            # Check wrote something this code cannot read: redact nothing wrongly, refuse (fail closed).
+            return cls(settings, refusal=MALFORMED_OBLIGATIONS)
         default = None
         if settings.response_detectors:
             default = dlp.Obligations(
@@ -79,6 +100,7 @@ class Exchange:
             request_obligations=rule,
             response_obligations=response,
             usage=decode_charges(metadata.get(MD_USAGE)),
+            over_limit_pass=rule is not None and isinstance(data, dict) and data.get("over_limit") == "pass",
         )
 
     @property
@@ -122,8 +144,12 @@ class Exchange:
         data = self._pending_events + chunk
         cut = len(data) if end_of_stream else data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0
         ready, self._pending_events = data[:cut], data[cut:]
+        passed = b""
         if len(self._pending_events) > self.settings.max_body_bytes:
-            return BodyOutcome(refusal=(413, "body_too_large", "a streamed event is larger than Aegis redacts"))
+            if not self.over_limit_pass:
+                return BodyOutcome(refusal=(413, "body_too_large", "a streamed event is larger than Aegis redacts"))
+            passed, self._pending_events = self._pending_events, b""  # the policy lets it through unredacted
+            self._note_over_limit("response")
         lines = []
         counts: Counter[str] = Counter()
         for line in ready.split(b"\n"):
@@ -133,26 +159,46 @@ class Exchange:
                 try:
                     result = dlp.redact(payload, media, self.response_obligations)
                 except dlp.DlpError:
-                    result = dlp.redact(payload, "text/plain", self.response_obligations)
+                    try:
+                        result = dlp.redact(payload, "text/plain", self.response_obligations)
+                    except dlp.DlpError as exc:  # e.g. a binary event with on_binary: block
+                        reason = f"cannot redact a streamed event: {exc}"
+                        return BodyOutcome(refusal=(REDACTION_FAILED_STATUS, "redaction_failed", reason))
                 counts.update(result.counts)
                 line = b"data: " + result.body
             lines.append(line)
         self.counts.update(counts)
-        return BodyOutcome(body=b"\n".join(lines), counts=counts)
+        return BodyOutcome(body=b"\n".join(lines) + passed, counts=counts, passed_over_limit=bool(passed))
 
     def redact_request(self, body: bytes, content_type: str) -> BodyOutcome:
         if self.request_obligations is None:
             return BodyOutcome()
+        if len(body) > self.settings.max_body_bytes:
+            return self._over_limit("request")
         return self._redact(body, content_type, "", self.request_obligations)
 
     def redact_response(self, body: bytes) -> BodyOutcome:
         if self.response_obligations is None:
             return BodyOutcome()
+        if len(body) > self.settings.max_body_bytes:
+            return self._over_limit("response")
         return self._redact(body, self.response_content_type, self.response_encoding, self.response_obligations)
 
+    def _over_limit(self, phase: str) -> BodyOutcome:
+        """A body over max_body_bytes: 413, or unchanged when the policy says ``over_limit: pass``."""
+        if not self.over_limit_pass:
+            return BodyOutcome(refusal=BODY_TOO_LARGE)
+        self._note_over_limit(phase)
+        return BodyOutcome(passed_over_limit=True)
+
+    def _note_over_limit(self, phase: str) -> None:
+        if phase not in self.passed_over_limit:
+            self.passed_over_limit.append(phase)
+        _log.warning(
+            "dlp: %s body over max_body_bytes passed unredacted (policy over_limit: pass), tool %s", phase, self.tool
+        )
+
     def _redact(self, body: bytes, content_type: str, encoding: str, obligations: dlp.Obligations) -> BodyOutcome:
-        if len(body) > self.settings.max_body_bytes:
-            return BodyOutcome(refusal=(413, "body_too_large", "the body is larger than Aegis redacts"))
         try:
             plain = _decode(body, encoding)
         except (OSError, EOFError, zlib.error, ValueError):
@@ -171,17 +217,24 @@ class Exchange:
         return BodyOutcome(body=_encode(result.body, encoding), counts=result.counts)
 
 
-def _rule_obligations(raw: object, settings: RedactionSettings) -> dlp.Obligations | None:
-    if not isinstance(raw, str) or not raw:
+def _rule_obligations(data: object, settings: RedactionSettings) -> dlp.Obligations | None:
+    if data is None:
         return None
-    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise TypeError("redaction obligations must be a JSON object")
     return dlp.Obligations(
-        fields=tuple(data.get("fields", ())),
-        detectors=tuple(data.get("detectors", ())),
+        fields=_names(data.get("fields", [])),
+        detectors=_names(data.get("detectors", [])),
         mode=settings.mode,
         hash_key=settings.hash_key,
         on_binary=settings.on_binary,
     )
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("redaction fields and detectors must be lists of strings")
+    return tuple(value)
 
 
 def _merge(a: dlp.Obligations | None, b: dlp.Obligations | None) -> dlp.Obligations | None:

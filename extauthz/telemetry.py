@@ -43,6 +43,12 @@ class Metrics:
             ["code", "tool"],
             registry=self.registry,
         )
+        self.redaction_over_limit_passed = Counter(
+            "aegis_redaction_over_limit_passed",
+            "Bodies over dlp.max_body_bytes passed unredacted because the policy allows it (over_limit: pass).",
+            ["phase", "tool"],
+            registry=self.registry,
+        )
         # The decision log (extauthz/audit/writer.py): nothing is ever dropped, so a stall
         # shows as queue depth, blocked hot-path calls and write errors.
         self.decision_log_queue = Gauge(

@@ -101,7 +101,11 @@ class OverrideGate:
             decision,
             effect=effect,
             reasons=(Reason(claims.rule, message),),
-            obligations=Obligations(decision.obligations.redact_fields, decision.obligations.redact_detectors),
+            obligations=Obligations(
+                decision.obligations.redact_fields,
+                decision.obligations.redact_detectors,
+                redact_over_limit=decision.obligations.redact_over_limit,
+            ),
         )
 
     def _refused(self, refusal: OverrideRefused, identity: AgentIdentity | None, claims: OverrideClaims | None) -> None:

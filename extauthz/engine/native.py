@@ -29,7 +29,7 @@ from extauthz.policy.bundle import Bundle
 
 LIBRARY_PATH = "lib/aegis/decision.rego"
 # sha256 of the Rego library this module mirrors (update both together).
-LIBRARY_SHA256 = "34794ca75b696b22e24d1ca834f77b28c8eae70607c4ed7f9effcb13b5166b23"
+LIBRARY_SHA256 = "3f9eec4860b366fc9c7f3fe876ca1608c836f26f631073a2f76b3d10bef924a3"
 
 _MISSING = object()
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -220,14 +220,19 @@ class NativeEngine:
                 "ttl_s": rule["approval"]["ttl_s"],
                 "rule": rule["id"],
             }
+        redact: dict[str, Any] = {
+            "fields": sorted({f for r in enforced for f in r["redact"]["fields"]}),
+            "detectors": sorted({d for r in enforced for d in r["redact"]["detectors"]}),
+        }
+        # Over the size limit: pass unredacted only if every rule asking for redaction says so.
+        redacting = [r for r in enforced if r["redact"]["fields"] or r["redact"]["detectors"]]
+        if redacting and all(r["redact"].get("over_limit") == "pass" for r in redacting):
+            redact["over_limit"] = "pass"
         return {
             "effect": effect,
             "reasons": reasons,
             "obligations": {
-                "redact": {
-                    "fields": sorted({f for r in enforced for f in r["redact"]["fields"]}),
-                    "detectors": sorted({d for r in enforced for d in r["redact"]["detectors"]}),
-                },
+                "redact": redact,
                 "approval": approval,
             },
             "shadow": [

@@ -13,8 +13,10 @@ from extauthz.envoyconfig._base import (
 )
 from extauthz.metadata import (
     ACCESS_LOG_METADATA_KEYS,
+    ACCESS_LOG_OVER_LIMIT,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
+    MD_OVER_LIMIT,
     MD_REDACTIONS,
 )
 
@@ -47,6 +49,8 @@ def access_log_format() -> Resource:
         fields[key] = f"%DYNAMIC_METADATA({EXT_AUTHZ_NAMESPACE}:{key})%"
     # Redaction counts per detector type from ext_proc ("EMAIL:2,SSN:1"), never values.
     fields[MD_REDACTIONS] = f"%DYNAMIC_METADATA({EXT_PROC_NAMESPACE}:{MD_REDACTIONS})%"
+    # Bodies over the redaction limit that the policy let through unredacted (over_limit: pass).
+    fields[ACCESS_LOG_OVER_LIMIT] = f"%DYNAMIC_METADATA({EXT_PROC_NAMESPACE}:{MD_OVER_LIMIT})%"
     return fields
 
 

@@ -22,9 +22,17 @@ def rule_data(rule: Rule) -> dict[str, Any]:
         "mode": rule.mode,
         "reason": rule.reason,
         "when": [c.to_data() for c in rule.when],
-        "redact": {"fields": list(rule.redact_fields), "detectors": list(rule.redact_detectors)},
+        "redact": _redact_data(rule),
         "approval": _approval_data(rule),
     }
+
+
+def _redact_data(rule: Rule) -> dict[str, Any]:
+    """The rule's redaction; ``over_limit`` only when it passes (so other bundles keep their version)."""
+    data: dict[str, Any] = {"fields": list(rule.redact_fields), "detectors": list(rule.redact_detectors)}
+    if rule.redact_over_limit == "pass":
+        data["over_limit"] = "pass"
+    return data
 
 
 def _approval_data(rule: Rule) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import re2
 
 from extauthz.config import parse_duration
 from extauthz.errors import PolicyError
@@ -33,6 +34,9 @@ OPERATORS = (
     *("contains", "not_contains", "exists", "is"),  # "is" last: calendars only
 )
 _SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+# Errors are reported as PolicyErrors; RE2's own logging to stderr would only be noise.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class Rule:
     reason: str
     redact_fields: tuple[str, ...] = ()
     redact_detectors: tuple[str, ...] = ()
+    # A body over dlp.max_body_bytes: refused with 413 ("block"), or passed on unredacted
+    # ("pass") when the rule says so explicitly (redact.over_limit).
+    redact_over_limit: str = "block"
     approvers: str | None = None
     approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S
     # Approval budget: live pending approvals one agent may hold under this rule (None: no limit).
@@ -210,11 +217,13 @@ def _tool(name: str, raw: Mapping[str, Any]) -> ToolSpec:
 
 def _check_routes(sources: list[PolicySource], tools: Mapping[str, ToolSpec]) -> None:
     seen: dict[tuple[str, str, str, str | None], str] = {}
+    where = {name: source for source in sources for name in source.document.get("tools", {})}
     for spec in tools.values():
         key = (spec.host, spec.method, spec.path, spec.mcp_tool)
         if key in seen:
-            raise PolicyError(
-                f"tools {seen[key]!r} and {spec.name!r} have the same match ({spec.method} {spec.host}{spec.path})"
+            raise where[spec.name].error(
+                ("tools", spec.name, "match"),
+                f"tools {seen[key]!r} and {spec.name!r} have the same match ({spec.method} {spec.host}{spec.path})",
             )
         seen[key] = spec.name
 
@@ -270,6 +279,7 @@ def _rule(
         reason=raw.get("reason") or raw.get("description") or f"rule {raw['id']} ({effect})",
         redact_fields=tuple(redact.get("fields", [])),
         redact_detectors=tuple(redact.get("detectors", [])),
+        redact_over_limit=redact.get("over_limit", "block"),
         approvers=approval["approvers"] if approval else None,
         approval_ttl_s=ttl,
         approval_max_pending=approval.get("max_pending_per_agent") if approval else None,
@@ -305,11 +315,14 @@ def _condition(
 
 
 def _check_regex(source: PolicySource, where: tuple[str | int, ...], pattern: str) -> None:
-    # Policy regexes run in RE2-style engines (Go's regexp in OPA, RE2 in rego-cpp): refuse
-    # constructs RE2 lacks (backreferences, lookaround), which would also risk ReDoS.
+    # Policy regexes run in RE2-style engines (RE2 in the native engine and rego-cpp, Go's
+    # regexp in OPA), whose matching time is linear in the input: validating with RE2 itself
+    # refuses what they lack (backreferences, lookaround, possessive quantifiers, atomic
+    # groups, repetition counts over 1000) with the file and line, not at activation.
     if re.search(r"\\[1-9]|\(\?[=!<]", pattern):
         raise source.error(where, "backreferences and lookaround are not RE2 syntax")
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise source.error(where, f"invalid regular expression: {exc}") from None
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise source.error(where, f"invalid regular expression (RE2 syntax): {detail}") from None

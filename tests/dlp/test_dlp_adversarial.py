@@ -38,6 +38,9 @@ ADVERSARIAL = {
     "cards": "4111 1111 1111 1111 " * (SIZE // 20),
     "iban_like": "DE89 " * (SIZE // 5),
     "unicode": "é1" * (SIZE // 2),
+    # the detection view (NFKC, format characters dropped) works per character: still linear
+    "full_width_digits": "\uff11\uff12\uff13-" * (SIZE // 4),
+    "zero_width_digits": "1\u200b" * (SIZE // 2),
 }
 
 

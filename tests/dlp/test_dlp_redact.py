@@ -204,12 +204,35 @@ def test_big_numbers_are_kept() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"a": 1, "a": 2}', b'{"a": {"b": 1, "b": 1}}'],
+    [
+        b'{"a": 1, "a": 2}',
+        b'{"a": {"b": 1, "b": 1}}',
+        b'{"a" : 1, "a" : 2}',  # space before the colon (Jackson's pretty printer)
+        b'{"a": 1, "a": 2, "s": "x\\":y"}',  # a `":` inside a string must not hide the duplicate
+        b'{"name": {"x": 1}, "full_name": "Jane", "full_name": "Joe"}',  # inside a field redacted whole
+        b'{"address": {"a": 1, "a": 2}}',  # in a subtree a field rule redacts whole
+    ],
 )
 def test_duplicate_keys_raise(body: bytes) -> None:
     with pytest.raises(dlp.DuplicateKey) as info:
         dlp.redact(body, "application/json", ALL)
     assert info.value.code == "malformed_body"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"s": "he said \\"hi\\": jane@example.com"}',  # a `":` inside a string is not a key
+        b'{\n  "s" : "jane@example.com",\n  "t" : ["jane@example.com"]\n}',
+        b'{"s": "jane@example.com", "n": -9223372036854775809}',  # beyond 64 bits, negative
+    ],
+)
+def test_json_parsed_exactly_whatever_the_layout(body: bytes) -> None:
+    out = json.loads(dlp.redact(body, "application/json", ALL).body)
+    assert json.dumps(out).count("[REDACTED:EMAIL]") == body.count(b"jane@example.com")
+    assert {k: v for k, v in out.items() if not isinstance(v, str | list)} == {
+        k: v for k, v in json.loads(body).items() if not isinstance(v, str | list)
+    }
 
 
 @pytest.mark.parametrize("body", [b"{", b"{'a': 1}", b'{"a": NaN}', b"[1,]", b"", b'{"a": 1} x'])

@@ -122,6 +122,26 @@ def test_default_secret_redaction_applies_without_a_rule(gateway):
     assert response.json()["status"] == "succeeded"
 
 
+def test_a_tool_response_cannot_smuggle_a_secret_in_odd_encodings(gateway):
+    # docs/security.md "Response-side encodings": the payments tool echoes customer_id, so the
+    # response carries what the agent sent — here AWS key ids written with a zero-width space
+    # inside and in full-width letters, which the tool's JSON writes as \\u escapes.  The default
+    # SECRET redaction must see through all three encodings on the way back to the agent.
+    zero_width = "AKIA\u200bIOSFODNN7EXAMPLE"
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in "AKIAIOSFODNN7EXAMPL2")
+    for smuggled in (zero_width, full_width):
+        body = {"amount": 5, "currency": "USD", "customer_id": smuggled}
+        response = gateway.call(
+            "POST", "payments.demo", "/v1/refunds", json=body, headers={"accept-encoding": "identity"}
+        )
+        assert response.status_code == 200
+        refund = response.json()
+        assert refund["customer_id"] == "[REDACTED:SECRET]", smuggled
+        assert refund["request"]["customer_id"] == "[REDACTED:SECRET]"
+        assert smuggled not in response.text and "IOSFODNN7" not in response.text
+        assert int(response.headers["content-length"]) == len(response.content)
+
+
 def test_an_agent_cannot_switch_redaction_off_with_the_clean_marker(gateway):
     # Check marks calls with nothing to redact so Envoy skips ext_proc; an agent sending the
     # marker itself on a call that must be redacted gets it removed before the matcher runs.
@@ -141,3 +161,55 @@ def test_clean_calls_never_open_an_ext_proc_stream(gateway):
     after = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
     # This gateway applies SECRET to every response, so even clean calls go through ext_proc here.
     assert after != before
+
+
+# --- bodies over dlp.max_body_bytes: 413 by default, unredacted only where the policy says so ----
+
+OVER_LIMIT_BYTES = 64  # every CRM record and Slack post below is larger
+
+
+@pytest.fixture(scope="module")
+def small_limit_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    # The starter policy, but the CRM rule lets an over-limit record through unredacted; the
+    # Slack rule keeps the default (block).
+    policy = (POLICIES / "support.yaml").read_text()
+    policy = policy.replace('      - {days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00"}', ALWAYS_OPEN)
+    before = "    redact: {fields: [ssn, dob, full_name]}"
+    assert before in policy
+    policy = policy.replace(before, "    redact: {fields: [ssn, dob, full_name], over_limit: pass}")
+    root = tmp_path_factory.mktemp("dlp-limit")
+    policies = copy_policy_dir(root / "policies", policy)
+    gw = start_gateway(root / "gw", policy_dir=policies, extra={"dlp": {"max_body_bytes": OVER_LIMIT_BYTES}})
+    try:
+        yield gw
+    finally:
+        gw.client.close()
+        gw.stack.stop()
+
+
+def test_over_limit_response_passes_unredacted_only_when_the_policy_allows_it(small_limit_gateway):
+    gw = small_limit_gateway
+    response = crm(gw)
+    assert response.status_code == 200
+    assert len(response.content) > OVER_LIMIT_BYTES
+    assert response.json()["ssn"] == SSN  # passed as the upstream sent it: the policy said so
+    entry = gw.access_log(response.headers["x-aegis-decision-id"])
+    assert entry["decision"] == "sanitize"
+    assert entry["dlp_over_limit"] == "response"  # operators see every such pass
+    assert SSN not in json.dumps(entry)
+    metrics = httpx.get(f"http://{gw.config.service.http}/metrics", timeout=5).text
+    passed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("aegis_redaction_over_limit_passed_total{") and 'tool="crm.get_record"' in line
+    ]
+    assert passed and float(passed[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_over_limit_request_is_refused_by_default(small_limit_gateway):
+    gw = small_limit_gateway
+    text = f"Customer {EMAIL} verified with SSN {SSN}, card {CARD}"
+    response = gw.call("POST", "slack.demo", "/api/chat.postMessage", json={"channel": "#support", "text": text})
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+    assert all(SSN not in r["body"] for r in gw.received("slack.demo"))  # never reached the tool

@@ -208,6 +208,24 @@ redact_fields := sort({f | some r in enforced; some f in r.redact.fields})
 
 redact_detectors := sort({d | some r in enforced; some d in r.redact.detectors})
 
+# A body over the redaction size limit is refused (413) unless every enforced rule that asks
+# for redaction says `over_limit: pass`: then it goes through unredacted (and is logged).
+redacting contains r if {
+	some r in enforced
+	count(r.redact.fields) + count(r.redact.detectors) > 0
+}
+
+over_limit_passes if {
+	count(redacting) > 0
+	every r in redacting {
+		r.redact.over_limit == "pass"
+	}
+}
+
+redact := {"fields": redact_fields, "detectors": redact_detectors, "over_limit": "pass"} if over_limit_passes
+
+else := {"fields": redact_fields, "detectors": redact_detectors}
+
 # Several approval rules may match: the one with the smallest id names the approvers
 # (a deterministic choice every engine makes the same way).
 approval_rule_id := min({r.id | some r in enforced; r.effect == "approval_needed"})
@@ -226,7 +244,7 @@ decision := {
 	"effect": effect,
 	"reasons": reasons,
 	"obligations": {
-		"redact": {"fields": redact_fields, "detectors": redact_detectors},
+		"redact": redact,
 		"approval": approval,
 	},
 	"shadow": shadow,

@@ -159,6 +159,9 @@ def rules(draw, index):
         rule["mode"] = "shadow"
     if effect == "sanitize":
         rule["redact"] = {"fields": draw(st.lists(st.sampled_from(["ssn", "dob"]), min_size=1, unique=True))}
+        over_limit = draw(st.sampled_from([None, "pass", "block"]))
+        if over_limit is not None:
+            rule["redact"]["over_limit"] = over_limit
     if effect == "approval_needed":
         rule["approval"] = {
             "approvers": draw(st.sampled_from(["g1", "g2"])),
@@ -219,6 +222,62 @@ def test_random_policies_and_inputs_agree(tmp_path_factory, opa_rest, policy, do
     try:
         for doc in docs:
             assert_agree(engines, doc)
+    finally:
+        engines["opa"].close()
+
+
+OVER_LIMIT_POLICY = """\
+policy_set: over-limit
+default_effect: allow
+tools:
+  t.one: {match: {host: h, method: POST, path: /t.one}}
+rules:
+  - id: a-pass
+    tools: [t.one]
+    when: [{arg: a, eq: 1}]
+    effect: sanitize
+    redact: {fields: [ssn], over_limit: pass}
+  - id: b-block
+    tools: [t.one]
+    when: [{arg: b, eq: 1}]
+    effect: sanitize
+    redact: {detectors: [EMAIL]}
+  - id: c-pass-shadow
+    tools: [t.one]
+    when: [{arg: c, eq: 1}]
+    effect: sanitize
+    mode: shadow
+    redact: {fields: [dob], over_limit: pass}
+  - id: d-pass
+    tools: [t.one]
+    when: [{arg: d, eq: 1}]
+    effect: sanitize
+    redact: {detectors: [SSN], over_limit: pass}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "over_limit"),
+    [
+        ({"a": 1}, "pass"),  # the only redacting rule passes
+        ({"a": 1, "d": 1}, "pass"),  # every redacting rule passes
+        ({"a": 1, "b": 1}, "block"),  # one redacting rule does not say pass: block wins
+        ({"b": 1}, "block"),  # the default
+        ({"c": 1}, "block"),  # a shadow rule's over_limit is not enforced (and it redacts nothing)
+        ({"a": 1, "c": 1}, "pass"),
+        ({}, "block"),  # nothing to redact
+    ],
+)
+def test_over_limit_pass_needs_every_redacting_rule(tmp_path, opa_rest, args, over_limit):
+    bundle = build_bundle(copy_policy_dir(tmp_path / "p", OVER_LIMIT_POLICY))
+    opa_rest.load(bundle)
+    engines = engines_for(bundle, opa_rest.url)
+    try:
+        doc = document("t.one", args)
+        assert_agree(engines, doc)
+        decision = engines["native"].evaluate(doc)
+        assert decision.obligations.redact_over_limit == over_limit
+        assert ("over_limit" in decision.obligations.redact_dict()) == (over_limit == "pass")
     finally:
         engines["opa"].close()
 

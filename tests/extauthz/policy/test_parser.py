@@ -53,6 +53,16 @@ def fails(tmp_path: Path, text: str) -> str:
         ("rules:\n  - {id: r1, tools: [pay.refund], effect: sanitize}\n", 7, "redact.fields or redact.detectors"),
         ("rules:\n  - {id: r1, tools: [pay.refund], effect: approval_needed}\n", 7, "approval.approvers"),
         (
+            "rules:\n  - {id: r1, tools: [pay.refund], effect: sanitize, redact: {fields: [ssn], over_limit: allow}}\n",
+            7,
+            "over_limit",
+        ),
+        (
+            "rules:\n  - {id: r1, tools: [pay.refund], effect: allow, redact: {over_limit: pass}}\n",
+            7,
+            "redact is only meaningful with effect: sanitize",
+        ),
+        (
             "rules:\n  - {id: r1, tools: [pay.refund], effect: allow}\n  - {id: r1, tools: [pay.refund], effect: deny}\n",
             8,
             "already used",
