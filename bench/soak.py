@@ -159,25 +159,30 @@ def rss_mb(pid: int) -> float:
 
 
 class LogCounter:
-    """Counts decision entries in the decision-log files, reading only what is new."""
+    """Counts decision entries in the decision-log files, reading only what is new.
+
+    Offsets are kept per inode, not per name: rotation renames ``decisions.jsonl`` (its
+    inode and offset carry over to the rotated name) and starts a new file at offset 0.
+    """
 
     def __init__(self, audit_dir: Path) -> None:
         self.audit_dir = audit_dir
-        self.offsets: dict[Path, int] = {}
+        self.offsets: dict[int, int] = {}
         self.decisions = 0
 
     def update(self) -> int:
         """Scan new complete lines of every file (rotated ones too); returns the total."""
         for path in sorted(self.audit_dir.glob("decisions*.jsonl")):
-            start = self.offsets.get(path, 0)
             with path.open("rb") as fh:
+                inode = os.fstat(fh.fileno()).st_ino
+                start = self.offsets.get(inode, 0)
                 fh.seek(start)
                 data = fh.read()
             end = data.rfind(b"\n") + 1
             for line in data[:end].splitlines():
                 if json.loads(line).get("type") == "decision":
                     self.decisions += 1
-            self.offsets[path] = start + end
+            self.offsets[inode] = start + end
         return self.decisions
 
 

@@ -47,3 +47,16 @@ def test_segment_cannot_exceed_the_duration() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--duration", "30", "--segment", "60"])
     assert parse_args(["--duration", "120", "--rate", "50"]).rate == 50
+
+
+def test_log_counter_follows_a_rotation_by_rename(tmp_path: Path) -> None:
+    # The writer rotates by renaming decisions.jsonl and starting a new one (audit/writer.py):
+    # the renamed file's lines were counted already, the new file's are all new.
+    current = tmp_path / "decisions.jsonl"
+    current.write_bytes(_line("header", 0) + _line("decision", 1) + _line("decision", 2))
+    counter = LogCounter(tmp_path)
+    assert counter.update() == 2
+    current.rename(tmp_path / "decisions.000000000000.jsonl")
+    current.write_bytes(_line("header", 3) + _line("decision", 4))
+    assert counter.update() == 3
+    assert counter.update() == 3
