@@ -66,7 +66,8 @@ def partial(type_: str, value: str) -> str:
             return f"{compact[:2].upper()}**…{compact[-4:]}"
     if type_ == EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
-        return f"{local[:1]}***@{domain}"
+        # "*" is not kept as the first letter: "@x" → "***@x" must stay "***@x" when redacted again.
+        return f"{local[:1].replace('*', '')}***@{domain}"
     return mask(type_)
 
 

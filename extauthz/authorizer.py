@@ -33,6 +33,7 @@ from extauthz.metadata import HEADER_OVERRIDE, HEADER_PURPOSE, MD_DECISION, MD_U
 from extauthz.policy.bundle import Bundle, build_bundle
 from extauthz.policy_input import build_input
 from extauthz.redaction import safe_text, summarize_args
+from extauthz.request_limits import check_headers
 from extauthz.store import PendingApproval, PendingLimitReached, Store
 from extauthz.tools import HttpRequest, ToolCall, ToolCatalogue, ToolSpec
 
@@ -261,6 +262,8 @@ class Authorizer:
         # 1. A body Envoy truncated cannot be judged (the unseen part could change the call).
         if request.body_truncated or len(request.body) > self._max_body_bytes:
             raise BodyTooLarge(f"the request body exceeds {self._max_body_bytes} bytes")
+        #    Nor can a header block larger than Aegis bounds (431; extauthz/request_limits.py).
+        check_headers(request.headers)
         # 2. Who: the agent's JWT.
         identity = trace.identity = self._verifier.verify_header(request.headers.get("authorization"))
         # 3. Without a policy nothing is allowed (fail closed).

@@ -10,7 +10,8 @@ into exactly one HTTP status; nothing below the edge knows about HTTP.
     ├── IdentityError            code=invalid_token    401  (missing, malformed, expired, bad signature…)
     ├── RequestError                                   400  (the agent's request cannot be judged)
     │   ├── MalformedBody        code=malformed_body   400
-    │   └── BodyTooLarge         code=body_too_large   413
+    │   ├── BodyTooLarge         code=body_too_large   413  (and too_many_keys, string_too_long…)
+    │   └── HeadersTooLarge      code=headers_too_large 431 (and too_many_headers, too_many_params)
     ├── LimitExceeded            code=rate_limited / budget_exhausted 429 (Retry-After)
     ├── EngineError              code=engine_unavailable 503 (fail closed)
     ├── StoreError               code=store_unavailable  503 (fail closed)
@@ -74,6 +75,13 @@ class BodyTooLarge(RequestError):
 
     code = "body_too_large"
     http_status = 413
+
+
+class HeadersTooLarge(RequestError):
+    """The header block (or the query string in ``:path``) exceeds what Aegis judges."""
+
+    code = "headers_too_large"
+    http_status = 431
 
 
 class LimitExceeded(AegisError):

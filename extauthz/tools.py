@@ -20,11 +20,18 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from extauthz.errors import MalformedBody, RequestError
+from extauthz.request_limits import (
+    MAX_ARGUMENT_KEYS,
+    MAX_QUERY_PARAMS,
+    check_arguments,
+    too_many_fields,
+    too_many_params,
+)
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_JSON_DEPTH = 32
@@ -195,15 +202,22 @@ def refuse_overrides(headers: Mapping[str, str]) -> None:
             )
 
 
-def parse_query(query: str) -> dict[str, Any]:
-    """Query string → args; a repeated key becomes a list."""
+def parse_query(query: str, *, form: bool = False) -> dict[str, Any]:
+    """Query string (or form body) → args; a repeated key becomes a list."""
+    limit = MAX_ARGUMENT_KEYS if form else MAX_QUERY_PARAMS
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=limit)
+    except ValueError:  # more fields than max_num_fields
+        raise (too_many_fields() if form else too_many_params()) from None
     out: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in pairs:
         if key in out:
             previous = out[key]
             out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             out[key] = value
+    if form:  # a query string is bounded by the header limits (request_limits.check_headers)
+        check_arguments(out)
     return out
 
 
@@ -229,7 +243,7 @@ def parse_body(request: HttpRequest, spec: ToolSpec) -> dict[str, Any]:
         text = request.body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedBody("the form body is not UTF-8") from None
-    return parse_query(text)
+    return parse_query(text, form=True)
 
 
 def _require_utf8(parameters: str) -> None:
@@ -262,6 +276,7 @@ def parse_json(body: bytes) -> Any:
             f"the JSON body does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     _check_depth(document, 0)
+    check_arguments(document)  # sizes (413) and lone surrogates (400): extauthz/request_limits.py
     return document
 
 
@@ -286,7 +301,11 @@ def _exact_float(text: str) -> float:
     as written: ``-1e400`` is -inf to Python and JavaScript but an error or a decimal
     elsewhere, and ``50.0000000000000001`` is 50 here but more than 50 to a decimal parser."""
     value = float(text)
-    if not math.isfinite(value) or Decimal(text) != Decimal(repr(value)):
+    try:
+        exact = math.isfinite(value) and Decimal(text) == Decimal(repr(value))
+    except InvalidOperation:  # an exponent beyond Decimal's range (1e-99999999999999999999 is 0.0 as a float)
+        exact = False
+    if not exact:
         raise MalformedBody(
             f"the JSON number {_clip(text)} is out of range or more precise than a 64-bit float; "
             "parsers would disagree on its value"

@@ -81,7 +81,7 @@ def decode_charges(raw: object) -> tuple[UsageCharge, ...]:
         return ()
     try:
         return tuple(UsageCharge.from_data(d) for d in json.loads(raw))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return ()
 
 

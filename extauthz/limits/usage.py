@@ -30,7 +30,7 @@ def usage_tokens(body: bytes, encoding: str = "") -> dict[str, int]:
         elif encoding not in ("", "identity"):
             return {}
         document = json.loads(body)
-    except (OSError, EOFError, zlib.error, ValueError):
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):  # the body is the tool's: anything goes
         return {}
     usage = document.get("usage") if isinstance(document, dict) else None
     if not isinstance(usage, dict):

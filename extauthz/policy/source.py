@@ -14,6 +14,14 @@ import yaml
 
 from extauthz.errors import PolicyError
 
+# Policies nest a few levels (rules → when → condition → list).  Deeper documents are
+# refused before composing: LibYAML's composer recurses in C and overflows the stack (a
+# segfault) on ~100k nested brackets, and constructing even ~300 levels hits Python's
+# recursion limit.
+MAX_POLICY_NESTING = 64
+_OPENING = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
 
 class LineDict(dict[str, Any]):
     """A mapping from YAML that knows its own line and the line of each key."""
@@ -35,6 +43,10 @@ class _LineLoader(yaml.CSafeLoader):
     """SafeLoader that records lines and rejects duplicate keys (ambiguous policies)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
+        if not isinstance(node, yaml.MappingNode):  # e.g. a sequence tagged !!set
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a mapping, found {node.id}", node.start_mark
+            )
         result = LineDict()
         result.line = node.start_mark.line + 1
         result.key_lines = {}
@@ -98,15 +110,49 @@ def format_location(location: tuple[str | int, ...]) -> str:
 def read_policy_file(path: Path) -> PolicySource:
     """Parse one YAML policy file; PolicyError with file and line on malformed YAML."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc}") from exc
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(f"{path}:{line}: not UTF-8 (byte {exc.start})") from exc
+    try:
+        too_deep = _too_deep(text)
+        if too_deep is not None:
+            raise PolicyError(f"{path}:{too_deep}: not valid YAML: nested deeper than {MAX_POLICY_NESTING} levels")
         document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a (C)SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         raise PolicyError(f"{path}:{line}: not valid YAML: {exc.problem or exc.context}") from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: located by offset, not line
+        line = text.count("\n", 0, exc.position) + 1
+        raise PolicyError(f"{path}:{line}: not valid YAML: {_character(exc.character)} is not allowed") from exc
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+        raise PolicyError(f"{path}:1: not valid YAML: {exc}") from exc
     return PolicySource(path=path, document=document)
+
+
+def _character(character: object) -> str:
+    """A forbidden character as U+XXXX (LibYAML reports a code point, PyYAML a str)."""
+    if isinstance(character, str) and len(character) == 1:
+        return f"character U+{ord(character):04X}"
+    if isinstance(character, int):
+        return f"character U+{character:04X}"
+    return "a character"
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where the document gets nested deeper than MAX_POLICY_NESTING, if it does
+    (one pass over LibYAML's events, which needs no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, _OPENING):
+            depth += 1
+            if depth > MAX_POLICY_NESTING:
+                return event.start_mark.line + 1 if event.start_mark is not None else 1
+        elif isinstance(event, _CLOSING):
+            depth -= 1
+    return None

@@ -279,7 +279,9 @@ def test_smuggled_request_inside_a_body_is_not_a_request(gateway: Gateway):
 
 
 def _padded(amount: int, size: int) -> bytes:
-    base = {**REFUND_20, "amount": amount, "note": ""}
+    # Padding in strings of 100 000 characters: one string may hold at most
+    # request_limits.MAX_STRING_CHARS (a 413 of its own, tests/fuzz/test_request_limits.py).
+    base = {**REFUND_20, "amount": amount, **{f"pad{i}": "x" * 100_000 for i in range(size // 100_000)}, "note": ""}
     base["note"] = "x" * (size - len(json.dumps(base).encode()))
     body = json.dumps(base).encode()
     assert len(body) == size

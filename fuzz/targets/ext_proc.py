@@ -1,0 +1,240 @@
+"""Target: the ext_proc handler (``ExternalProcessorServicer.Process`` + ``redactor``).
+
+A case is one stream as Envoy could send it: request headers (with or without the
+ext_authz dynamic metadata), body chunks, trailers, response headers and body chunks
+(JSON, text, SSE, gzip/deflate, garbage).  Promise, on every stream:
+
+* ``Process`` never raises: every input gets an answer;
+* one answer per message, of the same phase, until an ``immediate_response`` ends the
+  stream; an immediate response is 413 or 502 with a JSON ``{error, message}`` body;
+* a changed body is sent with a matching ``content-length``;
+* a redacted body that was valid JSON is still valid JSON (after its content-encoding);
+* an e-mail address held as a JSON string value is gone when EMAIL redaction applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import zlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
+
+from extauthz.envoy_proc import ExternalProcessorServicer
+from extauthz.limits.enforce import UsageRecorder
+from extauthz.metadata import EXT_AUTHZ_NAMESPACE, MD_REDACT
+from extauthz.redactor import RedactionSettings
+from extauthz.telemetry import Metrics
+from extauthz.tracing import Tracing
+from fuzz.targets import FuzzFailure
+from fuzz.targets.service import fuzz_service
+
+EMAIL = "jane.doe@example.com"
+REFUSAL_STATUSES = frozenset({413, 502})
+SETTINGS = (
+    RedactionSettings(),
+    RedactionSettings(response_detectors=("SECRET",)),
+    RedactionSettings(response_detectors=("EMAIL", "SSN"), mode="hash", hash_key=b"k" * 32),
+    RedactionSettings(response_detectors=("ALL",), mode="remove", on_binary="block", max_body_bytes=256),
+    RedactionSettings(mode="partial"),
+)
+
+# A phase: ("request_headers"|"response_headers", headers) | ("request_body"|"response_body",
+# body, end_of_stream) | ("request_trailers"|"response_trailers",)
+Phase = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    settings: int = 0  # index into SETTINGS
+    metadata: Mapping[str, str] | None = None  # the ext_authz namespace, None: not forwarded
+    phases: Sequence[Phase] = field(default_factory=tuple)
+
+
+class _Context:
+    """The one servicer-context call Process makes (no gRPC call exists in process)."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+@cache
+def servicer(settings: int) -> ExternalProcessorServicer:
+    service = fuzz_service()
+    usage = UsageRecorder(service.store, service.authorizer.limits_warner, service.metrics)
+    return ExternalProcessorServicer(SETTINGS[settings], Metrics(), Tracing(service.config.telemetry), usage=usage)
+
+
+def _headers(values: Mapping[str, str]) -> pb.HttpHeaders:
+    entries = [base_pb2.HeaderValue(key=k, raw_value=v.encode("utf-8", "surrogatepass")) for k, v in values.items()]
+    return pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=entries))
+
+
+def to_request(phase: Phase, metadata: Mapping[str, str] | None) -> pb.ProcessingRequest:
+    kind = phase[0]
+    if kind in ("request_headers", "response_headers"):
+        request = pb.ProcessingRequest(**{kind: _headers(phase[1])})
+        if metadata is not None and kind == "request_headers":
+            struct = struct_pb2.Struct()
+            struct.update(dict(metadata))
+            request.metadata_context.filter_metadata[EXT_AUTHZ_NAMESPACE].CopyFrom(struct)
+        return request
+    if kind in ("request_body", "response_body"):
+        return pb.ProcessingRequest(**{kind: pb.HttpBody(body=phase[1], end_of_stream=phase[2])})
+    return pb.ProcessingRequest(**{kind: pb.HttpTrailers()})
+
+
+async def _stream(requests: Sequence[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingRequest]:
+    for request in requests:
+        yield request
+
+
+async def _collect(case: Case, requests: Sequence[pb.ProcessingRequest]) -> list[pb.ProcessingResponse]:
+    return [r async for r in servicer(case.settings).Process(_stream(requests), _Context())]
+
+
+def exercise(case: Case) -> list[pb.ProcessingResponse]:
+    requests = [to_request(p, case.metadata) for p in case.phases]
+    responses = asyncio.run(_collect(case, requests))
+    _check_answers(case, requests, responses)
+    return responses
+
+
+def _check_answers(case: Case, requests: Sequence[pb.ProcessingRequest], responses: Sequence[Any]) -> None:
+    if len(responses) > len(requests):
+        raise FuzzFailure(f"{len(responses)} answers to {len(requests)} messages")
+    for index, response in enumerate(responses):
+        if not isinstance(response, pb.ProcessingResponse):
+            raise FuzzFailure(f"answer {index} is a {type(response).__name__}")
+        kind = response.WhichOneof("response")
+        if kind == "immediate_response":
+            _check_refusal(response.immediate_response)
+            if index != len(responses) - 1:
+                raise FuzzFailure("the stream went on after an immediate response")
+            return
+        if kind != requests[index].WhichOneof("request"):
+            raise FuzzFailure(f"a {requests[index].WhichOneof('request')} message got a {kind} answer")
+        if kind in ("request_body", "response_body"):
+            _check_body(case, index, getattr(response, kind).response)
+    if len(responses) != len(requests):
+        raise FuzzFailure(f"{len(responses)} answers to {len(requests)} messages without a refusal")
+
+
+def _check_refusal(immediate: pb.ImmediateResponse) -> None:
+    if immediate.status.code not in REFUSAL_STATUSES:
+        raise FuzzFailure(f"refusal with status {immediate.status.code}")
+    body = json.loads(immediate.body)
+    if not isinstance(body, dict) or not {"error", "message"} <= body.keys():
+        raise FuzzFailure("a refusal body without error and message")
+
+
+def _phase_headers(case: Case, kind: str, before: int) -> Mapping[str, str] | None:
+    """The headers the exchange saw for a body at ``before``: the last ``kind`` phase before
+    it, and only after the request headers (response headers sent first are not noted)."""
+    phases = case.phases[:before]
+    starts = [i for i, p in enumerate(phases) if p[0] == "request_headers"]
+    found = [p[1] for i, p in enumerate(phases) if p[0] == kind and starts and i >= starts[0]]
+    return found[-1] if found else None
+
+
+def _check_body(case: Case, index: int, common: pb.CommonResponse) -> None:
+    phase = case.phases[index]
+    side = "request" if phase[0] == "request_body" else "response"
+    headers = _phase_headers(case, f"{side}_headers", index)
+    if headers is None:
+        return  # out of order: the exchange never saw these headers
+    content_type = headers.get("content-type", "")
+    if side == "response" and "text/event-stream" in content_type.lower():
+        return  # SSE chunks are rewritten event by event; a chunk need not be a whole document
+    changed = common.HasField("body_mutation")
+    new = common.body_mutation.body if changed else phase[1]
+    lengths = [h.header.raw_value for h in common.header_mutation.set_headers if h.header.key == "content-length"]
+    if changed and lengths != [str(len(new)).encode()]:
+        raise FuzzFailure(f"a changed body of {len(new)} bytes is sent with content-length {lengths}")
+    if not _is_json(content_type) or not (changed or _utf8(content_type)):
+        # Redacted as its content type says (a form that looks like JSON is a form).  A JSON
+        # body declaring another charset is not checked when passed on: docs/security.md.
+        return
+    encoding = headers.get("content-encoding", "").strip().lower() if side == "response" else ""
+    if not changed and encoding not in ("", "identity"):
+        return  # passed on as sent (a compressed body Aegis cannot decode is refused, not passed)
+    before, after = _decoded(phase[1], encoding), _decoded(new, encoding)
+    original = _strict_json(before)
+    if original is INVALID:
+        return
+    redacted = _strict_json(after)
+    if redacted is INVALID:
+        raise FuzzFailure("a redacted JSON body is no longer valid JSON")
+    if _email_redacted(case, side) and EMAIL in _string_values(original) and EMAIL in _string_values(redacted):
+        raise FuzzFailure("an e-mail address survived EMAIL redaction" + ("" if changed else " (body passed on)"))
+
+
+def _utf8(content_type: str) -> bool:
+    """No charset parameter, or UTF-8."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+INVALID = object()  # not strict JSON (``null`` is valid JSON, so None cannot say it)
+
+
+def _strict_json(body: bytes) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        return json.loads(body, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+    except (ValueError, RecursionError):
+        return INVALID
+
+
+def _string_values(doc: Any) -> list[str]:
+    if isinstance(doc, str):
+        return [doc]
+    if isinstance(doc, dict):
+        return [s for v in doc.values() for s in _string_values(v)]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _string_values(v)]
+    return []
+
+
+def _email_redacted(case: Case, side: str) -> bool:
+    """Whether EMAIL (or every detector) is among the obligations of this side."""
+    detectors: list[str] = []
+    raw = (case.metadata or {}).get(MD_REDACT)
+    try:
+        data = json.loads(raw) if raw else {}
+        detectors.extend(d.upper() for d in data.get("detectors", ()) if isinstance(d, str))
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if side == "response":
+        detectors.extend(SETTINGS[case.settings].response_detectors)
+    return bool({"EMAIL", "ALL", "*"} & set(detectors))
