@@ -3,7 +3,8 @@
 The decision chain, in order:
 
 1. Binary by declaration (images, octet-stream, archives, protobuf/gRPC…), or bytes that do not
-   decode in the declared charset (UTF-8 by default), or text with NUL bytes → not redacted:
+   decode in the declared charset (UTF-8 by default; always UTF-8 for JSON, RFC 8259; UTF-8 for
+   a charset no decoder knows), or text with NUL bytes → not redacted:
    passed through untouched (``on_binary="pass"``, ``Result.binary``) or refused (``"block"``).
 2. JSON (``application/json``, ``*+json``) → parsed strictly (duplicate keys and syntax errors
    raise :class:`dlp.MalformedBody`) and redacted structure-preserving.
@@ -73,13 +74,30 @@ def _media_type(content_type: str) -> tuple[str, str]:
     return media.strip().lower(), charset
 
 
+def _effective_charset(media: str, declared: str) -> str:
+    """The charset the body's readers will use.  RFC 8259: JSON is UTF-8 and its media type
+    defines no charset, so JSON clients ignore a declared one; a label no decoder knows
+    (``nope``, ``base64``) makes clients fall back to UTF-8.  Either way DLP reads UTF-8 too,
+    rather than pass the body on as unscanned "binary"."""
+    if _is_json(media) or media in _NDJSON_TYPES:
+        return "utf-8"
+    try:
+        codecs.lookup(declared)
+    except LookupError:
+        return "utf-8"
+    return declared
+
+
 def _decode(body: bytes, charset: str) -> str | None:
     try:
-        codecs.lookup(charset)
         text = body.decode(charset)
-    except (LookupError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return None
     return None if "\x00" in text else text
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json") or media == "text/json"
 
 
 def redact(body: bytes, content_type: str, obligations: Obligations) -> Result:
@@ -89,7 +107,8 @@ def redact(body: bytes, content_type: str, obligations: Obligations) -> Result:
     and :class:`dlp.BinaryBody` (binary body with ``on_binary="block"``).
     """
     plan = plan_for(obligations)
-    media, charset = _media_type(content_type or "")
+    media, declared = _media_type(content_type or "")
+    charset = _effective_charset(media, declared)
     text = None if media in _BINARY_TYPES or media.startswith(_BINARY_PREFIXES) else _decode(body, charset)
     if text is None:
         if obligations.on_binary == "block":
@@ -99,7 +118,7 @@ def redact(body: bytes, content_type: str, obligations: Obligations) -> Result:
         return Result(body, False)
     if media in _NDJSON_TYPES:
         new_text, found = _redact_ndjson(text, plan)
-    elif media == "application/json" or media.endswith("+json") or media == "text/json":
+    elif _is_json(media):
         new_text, found = _redact_json_text(text, plan)
     elif media == _FORM_TYPE:
         new_text, found = _redact_form(text, plan)

@@ -334,3 +334,20 @@ def test_partial_text_and_pseudonym_text() -> None:
 def test_form_json_path_field() -> None:
     ob = dlp.Obligations(fields=("$.token",))
     assert dlp.redact(b"token=abc&x=1", "application/x-www-form-urlencoded", ob).body == b"token=[REDACTED:SECRET]&x=1"
+
+
+@pytest.mark.parametrize("label", ["nope", "base64", "utf-32", "latin-1"])
+def test_a_bogus_charset_label_does_not_make_json_unscanned_binary(label):
+    # JSON clients read UTF-8 whatever the label says (RFC 8259): so does DLP.
+    body = '{"note": "mail jane.doe@example.com — café"}'.encode()
+    result = dlp.redact(body, f"application/json; charset={label}", dlp.Obligations(detectors=("EMAIL",)))
+    assert not result.binary
+    assert b"jane.doe@example.com" not in result.body
+    assert json.loads(result.body)["note"] == "mail [REDACTED:EMAIL] — café"
+
+
+def test_an_unknown_charset_on_text_falls_back_to_utf8():
+    result = dlp.redact(
+        b"call 555-0100 or mail a@example.org", "text/plain; charset=nope", dlp.Obligations(detectors=("EMAIL",))
+    )
+    assert not result.binary and b"a@example.org" not in result.body
