@@ -49,12 +49,60 @@ def http_connection_manager(config: AegisConfig, *, with_ext_proc: bool = True) 
         "route_config": route_config(config, with_ext_proc=with_ext_proc),
         "http_filters": http_filters(config, with_ext_proc=with_ext_proc),
         "access_log": [access_log(config)],
+        "local_reply_config": local_reply_config(config),
     }
     provider = tracing_provider(config)
     if provider is not None:
         sampling = round(config.telemetry.sample_ratio * 100, 4)
         hcm["tracing"] = {"provider": provider, "random_sampling": {"value": sampling}}
     return hcm
+
+
+# Envoy's own refusals, told apart by ``response_code_details`` (a CEL filter): Envoy sends
+# them with an empty or plain-text body, agents get the JSON shape Aegis answers with. Aegis's
+# own answers (ext_authz denials; ext_proc immediate responses, details ``aegis_*``) never match.
+_ENVOY_REFUSALS = (
+    (
+        "response.code_details == 'ext_authz_error'",
+        503,
+        "aegis_unavailable",
+        "Aegis did not answer the authorization check in time; the call is refused (fail closed)",
+    ),
+    (
+        # The gRPC status follows the prefix (ext_proc_error_gRPC_error_14{…}). With the service
+        # down, ext_proc fails on ext_authz's 503 too, and its details are the ones that remain.
+        "response.code_details.startsWith('ext_proc_error')",
+        503,
+        "aegis_unavailable",
+        "Aegis did not answer in time; the call is refused (fail closed)",
+    ),
+    (
+        "response.code_details == 'request_payload_too_large'",
+        413,
+        "body_too_large",
+        "the request body is larger than the {limit} bytes Envoy forwards to Aegis",
+    ),
+)
+
+
+def local_reply_config(config: AegisConfig) -> Resource:
+    """JSON bodies, with the request id, for the refusals Envoy makes without asking Aegis."""
+    mappers = []
+    for expression, status, code, message in _ENVOY_REFUSALS:
+        cel = _extension(
+            "envoy.access_loggers.extension_filters.cel",
+            "extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            expression=expression,
+        )
+        body = {
+            "error": code,
+            "message": message.format(limit=config.envoy.max_request_bytes),
+            "request_id": "%REQ(X-REQUEST-ID)%",
+        }
+        mappers.append(
+            {"filter": {"extension_filter": cel}, "status_code": status, "body_format_override": {"json_format": body}}
+        )
+    return {"mappers": mappers}
 
 
 def _hcm_chain(hcm: Resource) -> Resource:

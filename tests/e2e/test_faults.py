@@ -94,6 +94,7 @@ def test_service_sigkill_mid_load_fails_closed(tmp_path: Path, gateways: list[Fa
     refused = [s for s in sent if s.status == 503]
     assert len(refused) >= 100  # the last 160 calls had no service to ask
     assert all(s.decision_id is None for s in refused[-100:])  # Envoy's 503: Aegis never saw them
+    assert {s.reason for s in refused[-100:]} == {"aegis_unavailable"}  # Envoy's, in Aegis's shape
     no_unredacted_record(sent)
     ledger = reconcile(gw, sent)
     print(ledger.summary())  # the figures docs/security.md reports (pytest -s)

@@ -189,6 +189,12 @@ def test_body_over_the_limit_is_413_without_a_check(stack: Stack) -> None:
     assert response.status_code == 413
     assert len(stack.stub.checks) == before + 1
     assert _access_log(stack, response.headers["x-request-id"])["response_code_details"] == "request_payload_too_large"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "body_too_large",
+        "message": f"the request body is larger than the {MAX_BODY} bytes Envoy forwards to Aegis",
+        "request_id": response.headers["x-request-id"],
+    }
 
 
 def test_unknown_host_is_a_json_404_without_a_check(stack: Stack) -> None:
@@ -210,3 +216,11 @@ def test_service_down_is_a_clean_503(stack: Stack) -> None:
     stack.grpc_server.stop(None)
     response = stack.post("payments.demo")
     assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error"] == "aegis_unavailable"
+    assert body["message"].startswith("Aegis did not answer") and "fail closed" in body["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    # ext_proc (when configured) also fails on ext_authz's 503; either way the agent gets one shape.
+    details = _access_log(stack, response.headers["x-request-id"])["response_code_details"]
+    assert details == "ext_authz_error" or details.startswith("ext_proc_error"), details
