@@ -79,7 +79,7 @@ def load_policy_dir(directory: Path, engine: str = "embedded") -> ActivePolicy:
 def request_fingerprint(request: HttpRequest, args: Mapping[str, Any]) -> str:
     """SHA-256 over method, host, path and the canonical arguments: what an approval binds to."""
     canonical = json.dumps(
-        [request.method.upper(), request.host.lower(), request.path, args],
+        [request.method, request.host.lower(), request.path, args],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -168,7 +168,10 @@ class ToolCatalogue:
         refuse_overrides(request.headers)
         host = request.host.lower()
         host = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
-        candidates = self._by_route.get((host, request.method.upper()), [])
+        # Methods are case-sensitive (RFC 9110 §9.1) and the catalogue's are uppercase: over
+        # HTTP/2 Envoy forwards a ``post`` that some upstreams would run as POST, so it must
+        # match no tool rather than be judged as the POST it is not.
+        candidates = self._by_route.get((host, request.method), [])
         for compiled in candidates:
             m = compiled.pattern.fullmatch(request.path)
             if m is None:

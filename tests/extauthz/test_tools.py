@@ -40,6 +40,9 @@ def test_path_params_and_query():
         ("payments.demo", "GET", "/v1/refunds"),
         ("payments.demo", "POST", "/v1/refunds/"),
         ("payments.demo", "POST", "/V1/refunds"),
+        # Methods are case-sensitive: HTTP/2 carries a lowercase one to the upstream as is.
+        ("payments.demo", "post", "/v1/refunds"),
+        ("crm.demo", "get", "/tenants/acme/records/r1"),
         ("other.demo", "POST", "/v1/refunds"),
         ("crm.demo", "GET", "/tenants/acme/records/r1/extra"),
         ("crm.demo", "GET", "/tenants//records/r1"),
