@@ -20,6 +20,7 @@ import yaml
 
 from extauthz.approvals.settings import ApprovalsConfig, parse_approvals
 from extauthz.audit.settings import AuditConfig, parse_audit
+from extauthz.config_fields import Fields, parse_address, resolve_path
 from extauthz.errors import ConfigError
 
 DEFAULT_ENVOY_LISTEN = "127.0.0.1:10000"
@@ -46,9 +47,6 @@ STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 DEFAULT_POLICY_POLL_S = 2.0
 DEFAULT_OPA_TIMEOUT_S = 0.5  # engine: opa; keep in step with extauthz.engine.opa
 POLICY_ENGINES = ("embedded", "native", "regopy", "opa")
-
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,7 @@ class AegisConfig:
         """The SQLite file named by ``store``, or None for other backends."""
         if not self.store.startswith("sqlite:///"):
             return None
-        return _resolve(self.base_dir, self.store.removeprefix("sqlite:///"))
+        return resolve_path(self.base_dir, self.store.removeprefix("sqlite:///"))
 
 
 _ENV_OVERRIDES = {
@@ -216,26 +214,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return reader.config(raw if raw is not None else {}, env)
 
 
-class _Reader:
+class _Reader(Fields):
     """Validates the raw YAML section by section, naming the key on every error."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.base = path.parent
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.path}: {key}: expected {expected}, got {value!r}")
-
-    def section(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
-        value = raw.get(key, {})
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise self.fail(key, "a mapping", value)
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise ConfigError(f"{self.path}: {key}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-        return value
 
     def config(self, raw: Any, env: Mapping[str, str]) -> AegisConfig:
         if not isinstance(raw, dict):
@@ -282,14 +262,11 @@ class _Reader:
 
     def service(self, raw: Mapping[str, Any]) -> ServiceConfig:
         s = self.section(raw, "service", {"grpc", "http", "ext_proc", "public_url", "admin_token_env"})
-        public_url = self.string(s, "service.public_url", "")
-        if public_url and not public_url.startswith(("http://", "https://")):
-            raise self.fail("service.public_url", "an http(s) URL", public_url)
         return ServiceConfig(
             grpc=self.address(s, "service.grpc", DEFAULT_GRPC_ADDR),
             http=self.address(s, "service.http", DEFAULT_HTTP_ADDR),
             ext_proc=self.address(s, "service.ext_proc", DEFAULT_EXT_PROC_ADDR),
-            public_url=public_url,
+            public_url=self.url(s, "service.public_url"),
             admin_token_env=self.string(s, "service.admin_token_env", ""),
         )
 
@@ -328,23 +305,20 @@ class _Reader:
             keys = [keys]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise self.fail("identity.public_keys", "a list of PEM file paths", keys)
-        jwks_url = self.string(s, "identity.jwks_url", "")
-        if jwks_url and not jwks_url.startswith(("http://", "https://")):
-            raise self.fail("identity.jwks_url", "an http(s) URL", jwks_url)
+        jwks_url = self.url(s, "identity.jwks_url")
         if not keys and not jwks_url:
             raise ConfigError(f"{self.path}: identity: set public_keys or jwks_url (how tokens are verified)")
-        dev_key = self.string(s, "identity.dev_signing_key", "")
         return IdentityConfig(
             issuer=issuer,
             audience=audience,
             algorithms=tuple(algorithms),
-            public_keys=tuple(_resolve(self.base, k) for k in keys),
+            public_keys=tuple(resolve_path(self.base, k) for k in keys),
             jwks_url=jwks_url,
             jwks_cache_s=self.duration(s, "identity.jwks_cache", DEFAULT_JWKS_CACHE_S),
             jwks_min_refresh_s=self.duration(s, "identity.jwks_min_refresh", DEFAULT_JWKS_MIN_REFRESH_S),
             max_lifetime_s=self.duration(s, "identity.max_lifetime", DEFAULT_MAX_TOKEN_LIFETIME_S),
             leeway_s=self.duration(s, "identity.leeway", DEFAULT_LEEWAY_S),
-            dev_signing_key=_resolve(self.base, dev_key) if dev_key else None,
+            dev_signing_key=self.file(s, "identity.dev_signing_key"),
         )
 
     def policy(self, raw: Mapping[str, Any]) -> PolicyConfig:
@@ -362,8 +336,7 @@ class _Reader:
                 f"{self.path}: policy: set exactly one of dir (YAML policies), bundle (an OPA bundle file) "
                 "or bundle_url (a bundle server)"
             )
-        if bundle_url and not bundle_url.startswith(("http://", "https://")):
-            raise self.fail("policy.bundle_url", "an http(s) URL", bundle_url)
+        self.url(s, "policy.bundle_url")
         engine = self.string(s, "policy.engine", "embedded")
         if engine not in POLICY_ENGINES:
             raise self.fail("policy.engine", f"one of {', '.join(POLICY_ENGINES)}", engine)
@@ -373,9 +346,9 @@ class _Reader:
         if engine != "opa" and opa_url:
             raise self.fail("policy.opa_url", f"no value unless policy.engine is opa (engine is {engine})", opa_url)
         return PolicyConfig(
-            dir=_resolve(self.base, directory) if directory else None,
+            dir=resolve_path(self.base, directory) if directory else None,
             engine=engine,
-            bundle=_resolve(self.base, bundle) if bundle else None,
+            bundle=resolve_path(self.base, bundle) if bundle else None,
             bundle_url=bundle_url,
             poll_interval_s=self.duration(s, "policy.poll_interval", DEFAULT_POLICY_POLL_S),
             opa_url=opa_url.rstrip("/"),
@@ -385,10 +358,11 @@ class _Reader:
         )
 
     def verification_key(self, s: Mapping[str, Any], directory: str) -> Path | None:
-        key = self.string(s, "policy.verification_key", "")
+        key = self.file(s, "policy.verification_key")
         if key and directory:
-            raise self.fail("policy.verification_key", "a bundle source (signatures are on bundles, not dir)", key)
-        return _resolve(self.base, key) if key else None
+            expected = "a bundle source (signatures are on bundles, not dir)"
+            raise self.fail("policy.verification_key", expected, s.get("verification_key"))
+        return key
 
     def store(self, raw: Mapping[str, Any]) -> str:
         value = raw.get("store", DEFAULT_STORE)
@@ -419,11 +393,11 @@ class _Reader:
 
     def audit(self, raw: Mapping[str, Any]) -> AuditConfig:
         # The section's schema lives with the audit package (extauthz/audit/settings.py).
-        return parse_audit(raw.get("audit"), self.path, lambda p: _resolve(self.base, p), parse_duration)
+        return parse_audit(raw.get("audit"), self)
 
     def approvals(self, raw: Mapping[str, Any]) -> ApprovalsConfig:
         # The section's schema lives with the approvals package (extauthz/approvals/settings.py).
-        return parse_approvals(raw.get("approvals"), self.path, lambda p: _resolve(self.base, p), parse_duration)
+        return parse_approvals(raw.get("approvals"), self)
 
     def upstreams(self, raw: Mapping[str, Any]) -> dict[str, str]:
         value = raw.get("upstreams", {}) or {}
@@ -446,7 +420,7 @@ class _Reader:
         mode = self.string(s, "dlp.mode", "mask")
         if mode not in {"mask", "partial", "hash", "remove"}:
             raise self.fail("dlp.mode", "one of mask, partial, hash, remove", mode)
-        key_file = self.string(s, "dlp.hash_key_file", "")
+        key_file = self.file(s, "dlp.hash_key_file")
         if mode == "hash" and not key_file:
             raise ConfigError(f"{self.path}: dlp.hash_key_file: required when dlp.mode is hash")
         on_binary = self.string(s, "dlp.on_binary", "pass")
@@ -455,7 +429,7 @@ class _Reader:
         return DlpConfig(
             response_detectors=tuple(detectors),
             mode=mode,
-            hash_key_file=_resolve(self.base, key_file) if key_file else None,
+            hash_key_file=key_file,
             max_body_bytes=self.positive_int(s, "dlp.max_body_bytes", DEFAULT_MAX_REQUEST_BYTES),
             on_binary=on_binary,
         )
@@ -480,68 +454,12 @@ class _Reader:
             service_name=self.string(s, "telemetry.service_name", "aegis"),
             sample_ratio=float(ratio),
             max_queue=self.positive_int(s, "telemetry.max_queue", 2048),
-            decision_log_otlp=self.decision_log_otlp(s),
+            decision_log_otlp=self.boolean(s, "telemetry.decision_log_otlp", True),
         )
-
-    def decision_log_otlp(self, s: Mapping[str, Any]) -> bool:
-        value = s.get("decision_log_otlp", True)
-        if not isinstance(value, bool):
-            raise self.fail("telemetry.decision_log_otlp", "true or false", value)
-        return value
 
     def demo(self, raw: Mapping[str, Any]) -> DemoConfig:
         s = self.section(raw, "demo", {"tools"})
-        tools = s.get("tools", False)
-        if not isinstance(tools, bool):
-            raise self.fail("demo.tools", "true or false", tools)
-        return DemoConfig(tools=tools)
-
-    # scalar readers -------------------------------------------------------------------
-
-    def string(self, s: Mapping[str, Any], key: str, default: str) -> str:
-        value = s.get(key.rsplit(".", 1)[-1], default)
-        if not isinstance(value, str):
-            raise self.fail(key, "a string", value)
-        return value
-
-    def address(self, s: Mapping[str, Any], key: str, default: str) -> str:
-        value = self.string(s, key, default)
-        parse_address(value, what=f"{self.path}: {key}")
-        return value
-
-    def positive_int(self, s: Mapping[str, Any], key: str, default: int) -> int:
-        value = s.get(key.rsplit(".", 1)[-1], default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, "a positive integer", value)
-        return value
-
-    def duration(self, s: Mapping[str, Any], key: str, default: float) -> float:
-        value = s.get(key.rsplit(".", 1)[-1], default)
-        try:
-            return parse_duration(value)
-        except ValueError:
-            raise self.fail(key, "a duration such as 30, 30s, 5m or 1h", value) from None
-
-
-def parse_duration(value: object) -> float:
-    """``30`` / ``"30s"`` / ``"5m"`` / ``"1h"`` → seconds; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, (int, float)) and value >= 0:
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value.strip())
-        if m:
-            return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(value)
-
-
-def parse_address(value: str, what: str = "address") -> tuple[str, int]:
-    """``host:port`` → (host, port); ConfigError naming ``what`` otherwise."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{what}: expected host:port, got {value!r}")
-    return host.strip("[]"), int(port)
+        return DemoConfig(tools=self.boolean(s, "demo.tools", False))
 
 
 def _redact_url(url: str) -> str:
@@ -552,8 +470,3 @@ def _redact_url(url: str) -> str:
 def _is_loopback(address: str) -> bool:
     host, _ = parse_address(address)
     return host in {"localhost", "::1"} or host.startswith("127.")
-
-
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()

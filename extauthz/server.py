@@ -27,7 +27,8 @@ from extauthz.admin_api import policy_routes
 from extauthz.approvals.factory import build_approvals
 from extauthz.audit.writer import DecisionLog, open_decision_log
 from extauthz.authorizer import Authorizer
-from extauthz.config import AegisConfig, parse_address
+from extauthz.config import AegisConfig
+from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
 from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
@@ -375,4 +376,3 @@ def serve(config: AegisConfig) -> int:
         service.decision_log.close()
     service.store.close()
     return 0
-

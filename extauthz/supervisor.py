@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from extauthz.config import AegisConfig, parse_address
+from extauthz.config import AegisConfig
+from extauthz.config_fields import parse_address
 from extauthz.devtokens import ensure_dev_keypair
 from extauthz.envoyconfig import render_bootstrap_yaml
 from extauthz.errors import AegisError

@@ -19,17 +19,19 @@
             - webhook: {url: https://…, secret_env: HOOK_SECRET}
 
 Only names of environment variables and hashes appear here, never a secret itself.
-This module imports nothing from the rest of Aegis but ``errors`` (config.py imports it).
+This module imports nothing from the rest of Aegis but ``errors`` and ``config_fields``
+(config.py imports it).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from extauthz.config_fields import Fields
 from extauthz.errors import ConfigError
 
 DEFAULT_TTL_S = 3600.0
@@ -41,7 +43,6 @@ DEFAULT_SLACK_API = "https://slack.com/api"
 DEFAULT_OPERATOR_ENV = "AEGIS_OPERATOR_TOKEN"
 NOTIFIER_KINDS = ("slack", "teams", "webhook")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -112,56 +113,8 @@ _TOP = {
 }
 
 
-class _Fields:
-    def __init__(self, path: Path, duration: Callable[[object], float]) -> None:
-        self.path = path
-        self.duration_of = duration
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.path}: {key}: expected {expected}, got {value!r}")
-
-    def mapping(self, value: Any, key: str, allowed: set[str] | None = None) -> dict[str, Any]:
-        value = {} if value is None else value
-        if not isinstance(value, dict):
-            raise self.fail(key, "a mapping", value)
-        if allowed is not None:
-            unknown = sorted(set(value) - allowed)
-            if unknown:
-                raise ConfigError(
-                    f"{self.path}: {key}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
-                )
-        return value
-
-    def string(self, s: Mapping[str, Any], key: str, name: str, default: str = "") -> str:
-        value = s.get(name, default)
-        if not isinstance(value, str):
-            raise self.fail(f"{key}.{name}", "a string", value)
-        return value
-
-    def env_name(self, s: Mapping[str, Any], key: str, name: str, default: str = "") -> str:
-        value = self.string(s, key, name, default)
-        if value and not _ENV_NAME.match(value):
-            raise self.fail(f"{key}.{name}", "the name of an environment variable", value)
-        return value
-
-    def url(self, s: Mapping[str, Any], key: str, name: str, default: str = "") -> str:
-        value = self.string(s, key, name, default)
-        if value and not value.startswith(("http://", "https://")):
-            raise self.fail(f"{key}.{name}", "an http(s) URL", value)
-        return value
-
-    def duration(self, s: Mapping[str, Any], key: str, name: str, default: float) -> float:
-        try:
-            return self.duration_of(s.get(name, default))
-        except ValueError:
-            raise self.fail(f"{key}.{name}", "a duration such as 30s, 5m or 1h", s.get(name)) from None
-
-
-def parse_approvals(
-    raw: Any, path: Path, resolve: Callable[[str], Path], duration: Callable[[object], float]
-) -> ApprovalsConfig:
+def parse_approvals(raw: Any, f: Fields) -> ApprovalsConfig:
     """Validate the raw ``approvals`` mapping; every error names the key."""
-    f = _Fields(path, duration)
     s = f.mapping(raw, "approvals", _TOP)
     slack = f.mapping(s.get("slack"), "approvals.slack", {"signing_secret_env", "api_url"})
     console = f.mapping(s.get("console"), "approvals.console", {"approvers"})
@@ -173,40 +126,38 @@ def parse_approvals(
     attempts = s.get("notify_attempts", 4)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
         raise f.fail("approvals.notify_attempts", "an integer from 1 to 10", attempts)
-    signing_key = f.string(s, "approvals", "signing_key")
-    token_file = f.string(s, "approvals", "operator_token_file")
     return ApprovalsConfig(
-        ttl_s=f.duration(s, "approvals", "ttl", DEFAULT_TTL_S),
-        token_ttl_s=f.duration(s, "approvals", "token_ttl", DEFAULT_TOKEN_TTL_S),
-        signing_key=resolve(signing_key) if signing_key else None,
-        operator_token_file=resolve(token_file) if token_file else None,
-        operator_token_env=f.env_name(s, "approvals", "operator_token_env", DEFAULT_OPERATOR_ENV),
-        secret_env=f.env_name(s, "approvals", "secret_env"),
-        sweep_interval_s=max(0.05, f.duration(s, "approvals", "sweep_interval", DEFAULT_SWEEP_S)),
-        link_ttl_s=f.duration(s, "approvals", "link_ttl", DEFAULT_LINK_TTL_S),
-        session_ttl_s=f.duration(s, "approvals", "session_ttl", DEFAULT_SESSION_TTL_S),
-        slack_signing_secret_env=f.env_name(slack, "approvals.slack", "signing_secret_env"),
-        slack_api_url=f.url(slack, "approvals.slack", "api_url", DEFAULT_SLACK_API).rstrip("/"),
+        ttl_s=f.duration(s, "approvals.ttl", DEFAULT_TTL_S),
+        token_ttl_s=f.duration(s, "approvals.token_ttl", DEFAULT_TOKEN_TTL_S),
+        signing_key=f.file(s, "approvals.signing_key"),
+        operator_token_file=f.file(s, "approvals.operator_token_file"),
+        operator_token_env=f.env_name(s, "approvals.operator_token_env", DEFAULT_OPERATOR_ENV),
+        secret_env=f.env_name(s, "approvals.secret_env"),
+        sweep_interval_s=max(0.05, f.duration(s, "approvals.sweep_interval", DEFAULT_SWEEP_S)),
+        link_ttl_s=f.duration(s, "approvals.link_ttl", DEFAULT_LINK_TTL_S),
+        session_ttl_s=f.duration(s, "approvals.session_ttl", DEFAULT_SESSION_TTL_S),
+        slack_signing_secret_env=f.env_name(slack, "approvals.slack.signing_secret_env"),
+        slack_api_url=f.url(slack, "approvals.slack.api_url", DEFAULT_SLACK_API).rstrip("/"),
         console_approvers=approvers,
         groups=groups,
         notify_attempts=attempts,
-        notify_backoff_s=f.duration(s, "approvals", "notify_backoff", 0.5),
+        notify_backoff_s=f.duration(s, "approvals.notify_backoff", 0.5),
     )
 
 
-def _console_approvers(f: _Fields, raw: Any) -> dict[str, ConsoleApprover]:
+def _console_approvers(f: Fields, raw: Any) -> dict[str, ConsoleApprover]:
     out: dict[str, ConsoleApprover] = {}
     for name, value in f.mapping(raw, "approvals.console.approvers").items():
         key = f"approvals.console.approvers.{name}"
         entry = f.mapping(value, key, {"token_sha256", "email"})
-        digest = f.string(entry, key, "token_sha256").lower()
+        digest = f.string(entry, f"{key}.token_sha256").lower()
         if not _SHA256.match(digest):
             raise f.fail(f"{key}.token_sha256", "the hex SHA-256 of the approver's token (never the token)", digest)
-        out[str(name)] = ConsoleApprover(str(name), digest, f.string(entry, key, "email"))
+        out[str(name)] = ConsoleApprover(str(name), digest, f.string(entry, f"{key}.email"))
     return out
 
 
-def _group(f: _Fields, key: str, raw: Any) -> ApproverGroup:
+def _group(f: Fields, key: str, raw: Any) -> ApproverGroup:
     g = f.mapping(raw, key, {"approvers", "notify"})
     approvers = g.get("approvers", [])
     if not isinstance(approvers, list) or not all(isinstance(a, str) and a for a in approvers):
@@ -217,7 +168,7 @@ def _group(f: _Fields, key: str, raw: Any) -> ApproverGroup:
     return ApproverGroup(tuple(approvers), tuple(_notifier(f, f"{key}.notify[{i}]", n) for i, n in enumerate(notify)))
 
 
-def _notifier(f: _Fields, key: str, raw: Any) -> NotifierSpec:
+def _notifier(f: Fields, key: str, raw: Any) -> NotifierSpec:
     entry = f.mapping(raw, key, set(NOTIFIER_KINDS))
     if len(entry) != 1:
         raise f.fail(key, f"exactly one of {', '.join(NOTIFIER_KINDS)}", raw)
@@ -227,21 +178,21 @@ def _notifier(f: _Fields, key: str, raw: Any) -> NotifierSpec:
         s = f.mapping(value, key, {"bot_token_env", "webhook_url", "channel"})
         spec = NotifierSpec(
             "slack",
-            url=f.url(s, key, "webhook_url"),
-            channel=f.string(s, key, "channel"),
-            bot_token_env=f.env_name(s, key, "bot_token_env"),
+            url=f.url(s, f"{key}.webhook_url"),
+            channel=f.string(s, f"{key}.channel"),
+            bot_token_env=f.env_name(s, f"{key}.bot_token_env"),
         )
         if not spec.url and not (spec.bot_token_env and spec.channel):
             raise ConfigError(f"{f.path}: {key}: set bot_token_env and channel (or webhook_url)")
         return spec
     if kind == "teams":
         s = f.mapping(value, key, {"webhook_url"})
-        url = f.url(s, key, "webhook_url")
+        url = f.url(s, f"{key}.webhook_url")
         if not url:
             raise f.fail(f"{key}.webhook_url", "the Teams workflow webhook URL", url)
         return NotifierSpec("teams", url=url)
     s = f.mapping(value, key, {"url", "secret_env"})
-    url, secret_env = f.url(s, key, "url"), f.env_name(s, key, "secret_env")
+    url, secret_env = f.url(s, f"{key}.url"), f.env_name(s, f"{key}.secret_env")
     if not url or not secret_env:
         raise ConfigError(f"{f.path}: {key}: set url and secret_env (the HMAC signing secret's variable)")
     return NotifierSpec("webhook", url=url, secret_env=secret_env)

@@ -10,16 +10,17 @@
       queue_size: 10000                      # records held between the hot path and the writer
       sync: true                             # answer only once the record is written (see writer)
 
-This module imports nothing from the rest of Aegis but ``errors`` (config.py imports it).
+This module imports nothing from the rest of Aegis but ``errors`` and ``config_fields``
+(config.py imports it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from extauthz.config_fields import Fields
 from extauthz.errors import ConfigError
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -51,59 +52,28 @@ class AuditConfig:
         return self.stdout or self.path is not None
 
 
-def parse_audit(
-    raw: Any,
-    config_path: Path,
-    resolve: Callable[[str], Path],
-    parse_duration: Callable[[object], float],
-) -> AuditConfig:
+def parse_audit(raw: Any, f: Fields) -> AuditConfig:
     """Validate the raw ``audit`` mapping; ConfigError names the key and the bad value."""
-
-    def fail(key: str, expected: str, value: object) -> ConfigError:
-        return ConfigError(f"{config_path}: audit.{key}: expected {expected}, got {value!r}")
-
     if raw is None:
         return AuditConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config_path}: audit: expected a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{config_path}: audit: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")
-
-    def string(key: str) -> str:
-        value = raw.get(key, "")
-        if not isinstance(value, str):
-            raise fail(key, "a string", value)
-        return value
-
-    def positive(key: str, default: int) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise fail(key, "a positive integer", value)
-        return value
-
-    path, key, key_id = string("path"), string("signing_key"), string("key_id")
+    s = f.mapping(raw, "audit", _KEYS)
+    path, key_id = f.string(s, "audit.path"), f.string(s, "audit.key_id")
     if key_id and not key_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise fail("key_id", "letters, digits, '-', '_' or '.'", key_id)
-    try:
-        seconds = parse_duration(raw.get("checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS))
-    except ValueError:
-        raise fail("checkpoint_seconds", "a duration such as 30, 30s or 5m", raw.get("checkpoint_seconds")) from None
+        raise f.fail("audit.key_id", "letters, digits, '-', '_' or '.'", key_id)
+    seconds = f.duration(s, "audit.checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS)
     if seconds <= 0:
-        raise fail("checkpoint_seconds", "a positive duration", raw.get("checkpoint_seconds"))
-    sync = raw.get("sync", True)
-    if not isinstance(sync, bool):
-        raise fail("sync", "true or false", sync)
-    if key and not path:
-        raise ConfigError(f"{config_path}: audit.signing_key: set audit.path too (there is no log to sign)")
+        raise f.fail("audit.checkpoint_seconds", "a positive duration", s.get("checkpoint_seconds"))
+    signing_key = f.file(s, "audit.signing_key")
+    if signing_key and not path:
+        raise ConfigError(f"{f.path}: audit.signing_key: set audit.path too (there is no log to sign)")
     return AuditConfig(
-        path=resolve(path) if path and path != STDOUT else None,
+        path=f.file(s, "audit.path") if path != STDOUT else None,
         stdout=path == STDOUT,
-        signing_key=resolve(key) if key else None,
+        signing_key=signing_key,
         key_id=key_id,
-        max_bytes=positive("max_bytes", DEFAULT_MAX_BYTES),
-        checkpoint_every=positive("checkpoint_every", DEFAULT_CHECKPOINT_EVERY),
+        max_bytes=f.positive_int(s, "audit.max_bytes", DEFAULT_MAX_BYTES),
+        checkpoint_every=f.positive_int(s, "audit.checkpoint_every", DEFAULT_CHECKPOINT_EVERY),
         checkpoint_seconds=seconds,
-        queue_size=positive("queue_size", DEFAULT_QUEUE_SIZE),
-        sync=sync,
+        queue_size=f.positive_int(s, "audit.queue_size", DEFAULT_QUEUE_SIZE),
+        sync=f.boolean(s, "audit.sync", True),
     )

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from extauthz.config import parse_address
+from extauthz.config_fields import parse_address
 
 Resource = dict[str, Any]
 

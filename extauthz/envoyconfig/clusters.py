@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from extauthz.config import AegisConfig, parse_address
+from extauthz.config import AegisConfig
+from extauthz.config_fields import parse_address
 from extauthz.envoyconfig._base import (
     _HTTP_OPTIONS,
     ADMIN_CLUSTER,

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import re2
 
-from extauthz.config import parse_duration
+from extauthz.config_fields import parse_duration
 from extauthz.errors import PolicyError
 from extauthz.policy.limits import parse_limits
 from extauthz.policy.source import PolicySource, read_policy_file

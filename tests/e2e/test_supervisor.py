@@ -13,7 +13,8 @@ import httpx
 import pytest
 from helpers import free_port, write_config
 
-from extauthz.config import load_config, parse_address
+from extauthz.config import load_config
+from extauthz.config_fields import parse_address
 from extauthz.supervisor import SupervisorError, run_until_signal, start_stack
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,9 @@ def test_aegis_up_serves_until_sigterm(tmp_path):
     try:
         banner = process.stdout.readline()
         assert "Envoy (agents send tool calls here)" in banner
-        response = httpx.post(f"http://{config.envoy.listen}/v1/refunds", headers={"host": "payments.demo"}, json={"amount": 1})
+        response = httpx.post(
+            f"http://{config.envoy.listen}/v1/refunds", headers={"host": "payments.demo"}, json={"amount": 1}
+        )
         assert response.status_code == 401  # the whole chain answers: Envoy → Aegis
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
