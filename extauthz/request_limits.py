@@ -46,9 +46,7 @@ def check_headers(headers: Mapping[str, str]) -> None:
         raise HeadersTooLarge(f"the request has more than {MAX_REQUEST_HEADERS} headers", code="too_many_headers")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
     if size > MAX_REQUEST_HEADER_BYTES:
-        raise HeadersTooLarge(
-            f"the request headers exceed {MAX_REQUEST_HEADER_BYTES} bytes", code="headers_too_large"
-        )
+        raise HeadersTooLarge(f"the request headers exceed {MAX_REQUEST_HEADER_BYTES} bytes", code="headers_too_large")
 
 
 def too_many_params() -> HeadersTooLarge:

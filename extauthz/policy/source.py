@@ -44,9 +44,7 @@ class _LineLoader(yaml.CSafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
         if not isinstance(node, yaml.MappingNode):  # e.g. a sequence tagged !!set
-            raise yaml.constructor.ConstructorError(
-                None, None, f"expected a mapping, found {node.id}", node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"expected a mapping, found {node.id}", node.start_mark)
         result = LineDict()
         result.line = node.start_mark.line + 1
         result.key_lines = {}

@@ -29,8 +29,18 @@ def test_log_counter_reads_only_new_complete_lines_across_rotated_files(tmp_path
 def _row(minute: int, rss: float, lost: int = 0, fivexx: int = 0) -> dict:
     statuses = {200: 10, 202: 5, 403: 5}
     return {
-        "minute": minute, "sent": 20, "answered": 20, "statuses": statuses, "5xx": fivexx, "transport_errors": 0,
-        "logged": 20 - lost, "lost": lost, "p50_ms": 1.0, "p99_ms": 2.0, "rss_service_mb": rss, "rss_envoy_mb": 50.0,
+        "minute": minute,
+        "sent": 20,
+        "answered": 20,
+        "statuses": statuses,
+        "5xx": fivexx,
+        "transport_errors": 0,
+        "logged": 20 - lost,
+        "lost": lost,
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "rss_service_mb": rss,
+        "rss_envoy_mb": 50.0,
     }
 
 

@@ -12,7 +12,7 @@ from helpers import POLICIES, Gateway, copy_policy_dir, start_gateway
 
 pytestmark = pytest.mark.e2e
 
-ALWAYS_OPEN = "      - {days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"24:00\"}"
+ALWAYS_OPEN = '      - {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}'
 SSN, CARD, EMAIL = "123-45-6789", "4111 1111 1111 1111", "jane.customer@example.com"
 
 
@@ -69,24 +69,39 @@ def test_crm_record_reaches_the_agent_without_ssn_dob_full_name(gateway):
     assert sum(int(n) for n in counts.values()) >= 3  # types and counts only
     assert SSN not in json.dumps(entry)
     metrics = httpx.get(f"http://{gateway.config.service.http}/metrics", timeout=5).text
-    counted = [line for line in metrics.splitlines() if line.startswith("aegis_redactions_total{") and 'tool="crm.get_record"' in line]
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("aegis_redactions_total{") and 'tool="crm.get_record"' in line
+    ]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) >= 3
     assert SSN not in metrics
 
 
 def test_a_clean_call_is_untouched_byte_for_byte(gateway):
     body = b'{"amount":20.0,"currency":"USD","customer_id":"c-1"}'
-    response = gateway.call("POST", "payments.demo", "/v1/refunds", content=body, headers={"content-type": "application/json"})
+    response = gateway.call(
+        "POST", "payments.demo", "/v1/refunds", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 200
     decision_id = response.headers["x-aegis-decision-id"]
     seen = [r for r in gateway.received("payments.demo") if r["headers"].get("x-aegis-decision-id") == decision_id]
     assert seen[0]["body"].encode() == body
-    direct = httpx.post(f"{gateway.config.upstreams['payments.demo']}/v1/refunds", content=body, headers={"content-type": "application/json"})
+    direct = httpx.post(
+        f"{gateway.config.upstreams['payments.demo']}/v1/refunds",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
     assert set(response.json()) == set(direct.json())
 
 
 def test_gzip_responses_are_redacted_and_recompressed(gateway):
-    headers = {"host": "crm.demo", "authorization": f"Bearer {gateway.token()}", "x-aegis-purpose": "support", "accept-encoding": "gzip"}
+    headers = {
+        "host": "crm.demo",
+        "authorization": f"Bearer {gateway.token()}",
+        "x-aegis-purpose": "support",
+        "accept-encoding": "gzip",
+    }
     with gateway.client.stream("GET", "/tenants/acme/records/r-1", headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-encoding"] == "gzip"
@@ -98,8 +113,14 @@ def test_gzip_responses_are_redacted_and_recompressed(gateway):
 
 def test_sse_streams_are_redacted_across_chunk_boundaries(gateway):
     with gateway.client.stream(
-        "GET", "/tenants/acme/records/r-1",
-        headers={"host": "crm.demo", "authorization": f"Bearer {gateway.token()}", "x-aegis-purpose": "support", "accept": "text/event-stream"},
+        "GET",
+        "/tenants/acme/records/r-1",
+        headers={
+            "host": "crm.demo",
+            "authorization": f"Bearer {gateway.token()}",
+            "x-aegis-purpose": "support",
+            "accept": "text/event-stream",
+        },
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -116,7 +137,9 @@ def test_default_secret_redaction_applies_without_a_rule(gateway):
     # No rule sanitizes refunds, but dlp.response_detectors applies SECRET to every response;
     # the payments tool echoes the request, so a key smuggled in customer_id comes back.
     key = "AKIAIOSFODNN7EXAMPLE"
-    response = gateway.call("POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": key})
+    response = gateway.call(
+        "POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": key}
+    )
     assert response.status_code == 200
     assert key not in response.text
     assert response.json()["status"] == "succeeded"
@@ -148,15 +171,25 @@ def test_an_agent_cannot_switch_redaction_off_with_the_clean_marker(gateway):
     response = crm(gateway, **{"x-aegis-clean": "1"})
     assert response.status_code == 200
     assert response.json()["ssn"].startswith("[REDACTED")
-    seen = [r for r in gateway.received("crm.demo") if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]]
+    seen = [
+        r
+        for r in gateway.received("crm.demo")
+        if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]
+    ]
     assert "x-aegis-clean" not in seen[0]["headers"]
 
 
 def test_clean_calls_never_open_an_ext_proc_stream(gateway):
     before = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
-    response = gateway.call("POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": "c-2"})
+    response = gateway.call(
+        "POST", "payments.demo", "/v1/refunds", json={"amount": 5, "currency": "USD", "customer_id": "c-2"}
+    )
     assert response.status_code == 200
-    seen = [r for r in gateway.received("payments.demo") if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]]
+    seen = [
+        r
+        for r in gateway.received("payments.demo")
+        if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]
+    ]
     assert "x-aegis-clean" not in seen[0]["headers"]  # the marker never reaches the tool
     after = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
     # This gateway applies SECRET to every response, so even clean calls go through ext_proc here.

@@ -31,7 +31,10 @@ def test_reload_new_version_reject_broken_and_admin_endpoint(tmp_path, monkeypat
     gw = start_gateway(
         tmp_path / "gw",
         policy_dir=policies,
-        extra={"policy": {"dir": str(policies), "poll_interval": 1}, "service": {"admin_token_env": "AEGIS_TEST_ADMIN"}},
+        extra={
+            "policy": {"dir": str(policies), "poll_interval": 1},
+            "service": {"admin_token_env": "AEGIS_TEST_ADMIN"},
+        },
     )
     http = f"http://{gw.config.service.http}"
 

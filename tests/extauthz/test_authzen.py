@@ -52,7 +52,9 @@ def request(tool, args, subject="support-bot", headers=None):
     ],
 )
 def test_single_evaluation(service, client, amount, decision, effect, rule):
-    response = client.post("/access/v1/evaluation", json=request("payments.refund", {"amount": amount}), headers=bearer(service))
+    response = client.post(
+        "/access/v1/evaluation", json=request("payments.refund", {"amount": amount}), headers=bearer(service)
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["decision"] is decision
@@ -84,7 +86,9 @@ def test_identity_is_required_and_must_match_the_subject(service, client):
     assert missing.status_code == 401
     assert missing.json()["reason"] == "missing_token"
     other = client.post(
-        "/access/v1/evaluation", json=request("payments.refund", {"amount": 1}, subject="admin-bot"), headers=bearer(service)
+        "/access/v1/evaluation",
+        json=request("payments.refund", {"amount": 1}, subject="admin-bot"),
+        headers=bearer(service),
     )
     assert other.status_code == 401
     assert other.json()["reason"] == "subject_mismatch"
@@ -96,7 +100,11 @@ def test_identity_is_required_and_must_match_the_subject(service, client):
         (b"not json", 400, "invalid_request"),
         (b"[]", 400, "invalid_request"),
         (b'{"subject": {"id": "support-bot"}, "resource": {"type": "document", "id": "x"}}', 400, "invalid_request"),
-        (b'{"subject": {"id": "support-bot"}, "resource": {"type": "tool", "id": "payments.refund", "properties": {"amount": "1"}}}', 400, "invalid_argument"),
+        (
+            b'{"subject": {"id": "support-bot"}, "resource": {"type": "tool", "id": "payments.refund", "properties": {"amount": "1"}}}',
+            400,
+            "invalid_argument",
+        ),
     ],
 )
 def test_bad_requests_get_a_clear_400(service, client, body, status, error):
@@ -120,5 +128,7 @@ def test_batch_with_defaults_and_semantics(service, client):
     batch["options"] = {"evaluations_semantic": "deny_on_first_deny"}
     stopped = client.post("/access/v1/evaluations", json=batch, headers=bearer(service)).json()["evaluations"]
     assert [r["decision"] for r in stopped] == [True, False]
-    single = client.post("/access/v1/evaluations", json=request("payments.refund", {"amount": 10}), headers=bearer(service))
+    single = client.post(
+        "/access/v1/evaluations", json=request("payments.refund", {"amount": 10}), headers=bearer(service)
+    )
     assert single.json()["decision"] is True

@@ -42,7 +42,14 @@ def reason(verifier, token: str) -> str:
 def base_claims(config) -> dict:
     """Valid claims for a hand-built token (tests vary one thing at a time)."""
     now = int(time.time())
-    return {"iss": config.identity.issuer, "aud": config.identity.audience, "sub": "a", "tenant": "t", "iat": now, "exp": now + 60}
+    return {
+        "iss": config.identity.issuer,
+        "aud": config.identity.audience,
+        "sub": "a",
+        "tenant": "t",
+        "iat": now,
+        "exp": now + 60,
+    }
 
 
 def b64(data: dict) -> str:
@@ -219,7 +226,9 @@ def test_delegation_facts_for_the_policy(config, verifier):
     facts = identity.to_input()
     assert (facts["parent"], facts["root"], facts["depth"]) == ("support-orchestrator", "root-planner", 2)
     assert facts["scopes_within_parent"] is True
-    wider = verifier.verify(mint(config, scopes=["payments.refund", "slack.post_message"], extra_claims={"act": parent_scopes}))
+    wider = verifier.verify(
+        mint(config, scopes=["payments.refund", "slack.post_message"], extra_claims={"act": parent_scopes})
+    )
     assert wider.to_input()["scopes_within_parent"] is False
     direct = verifier.verify(mint(config)).to_input()
     assert direct["depth"] == 0 and "parent" not in direct and "scopes_within_parent" not in direct

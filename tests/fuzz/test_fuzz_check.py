@@ -67,8 +67,9 @@ def test_check_keeps_its_promise(case):
 def test_a_forged_token_is_never_allowed(position, replacement):
     """One edited character anywhere in a valid token: 401, unless the edit left a token that
     still verifies (base64url padding bits) — and then it is the same identity."""
-    case = target.Case(body=b'{"amount": 20}', headers={"content-type": "application/json"},
-                       token_edit=(position, replacement))
+    case = target.Case(
+        body=b'{"amount": 20}', headers={"content-type": "application/json"}, token_edit=(position, replacement)
+    )
     response = target.exercise(case)
     authorization = target.authorization_header(case)
     if not target.independently_valid(authorization):
@@ -93,5 +94,3 @@ def test_the_valid_baseline_is_allowed():
     """The oracle can fail: the same harness lets a valid call through (not everything is a 401)."""
     response = target.exercise(target.Case(body=b'{"amount": 20}', headers={"content-type": "application/json"}))
     assert response.status.code == 0
-
-

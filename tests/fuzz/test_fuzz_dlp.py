@@ -16,8 +16,16 @@ from fuzz.targets import dlp_scan as target
 
 DETECTORS = st.none() | st.tuples(*[st.sampled_from([*dlp.DETECTORS, "ALL", "*", "nope"])] * 2)
 CONTENT_TYPES = st.sampled_from(
-    ["application/json", "text/plain", "application/x-ndjson", "application/x-www-form-urlencoded",
-     "text/plain; charset=latin-1", "text/plain; charset=ascii", "application/json; charset=utf-16", ""]
+    [
+        "application/json",
+        "text/plain",
+        "application/x-ndjson",
+        "application/x-www-form-urlencoded",
+        "text/plain; charset=latin-1",
+        "text/plain; charset=ascii",
+        "application/json; charset=utf-16",
+        "",
+    ]
 )
 TEXTS = st.lists(st.one_of(TEXT, st.sampled_from(PII)), max_size=6).map(" ".join)
 
@@ -36,8 +44,14 @@ TEXTS = st.lists(st.one_of(TEXT, st.sampled_from(PII)), max_size=6).map(" ".join
     )
 )
 # Found by fuzzing: "…" of a partial IBAN could not be encoded back into an ASCII body.
-@example(target.Case(body=b"iban DE89 3704 0044 0532 0130 00", content_type="text/plain; charset=ascii",
-                     detectors=("IBAN",), mode="partial"))
+@example(
+    target.Case(
+        body=b"iban DE89 3704 0044 0532 0130 00",
+        content_type="text/plain; charset=ascii",
+        detectors=("IBAN",),
+        mode="partial",
+    )
+)
 # Found by fuzzing (atheris): partial mode kept "*" as the first letter, so "@x" became "***@x",
 # then "****@x" when redacted again.
 @example(target.Case(body=b'{"email": "@x"}', content_type="application/json", fields=("email",), mode="partial"))

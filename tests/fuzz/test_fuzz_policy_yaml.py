@@ -22,11 +22,36 @@ from fuzz.targets import policy_yaml as target
 
 SEEDS = [path.read_text(encoding="utf-8") for path in target.SEEDS]
 REPLACEMENTS = st.one_of(
-    TEXT, st.integers(), st.none(), st.booleans(), st.lists(TEXT, max_size=3), st.dictionaries(TEXT, TEXT, max_size=2),
+    TEXT,
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.lists(TEXT, max_size=3),
+    st.dictionaries(TEXT, TEXT, max_size=2),
     st.sampled_from(["(a)\\1", "(?P<x>a)(?P=x)", "a{1001}", "a++", "(?>a)", "[", "*", "default-deny", "Mon"]),
 )
-INSERTS = st.sampled_from(["&a ", "*a", "<<: ", "!!python/object ", "!!binary ", "? ", "\t", "[", "{", "'", '"',
-                           "\x01", "\ufeff", " - ", ": ", "#", "---\n", "%YAML 1.1\n"])
+INSERTS = st.sampled_from(
+    [
+        "&a ",
+        "*a",
+        "<<: ",
+        "!!python/object ",
+        "!!binary ",
+        "? ",
+        "\t",
+        "[",
+        "{",
+        "'",
+        '"',
+        "\x01",
+        "\ufeff",
+        " - ",
+        ": ",
+        "#",
+        "---\n",
+        "%YAML 1.1\n",
+    ]
+)
 
 
 def _paths(node, prefix=()):

@@ -113,7 +113,6 @@ def recorded() -> list[tuple[str, str, str, int]]:
     return [tuple(entry) for entry in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
-
 def _call_sites() -> set[tuple[str, str]]:
     """(file, enclosing function) of every ``re.<function>(…)`` call in our packages."""
     sites = set()
@@ -141,8 +140,10 @@ def _walk(node: ast.AST, function: str):
 
 def _re2_compatible(pattern: str, flags: int) -> str | None:
     """None if RE2 compiles the pattern (with the same case and dot flags), else RE2's error."""
-    prefix = ("i" if flags & re.IGNORECASE else "") + ("s" if flags & re.DOTALL else "") + (
-        "m" if flags & re.MULTILINE else ""
+    prefix = (
+        ("i" if flags & re.IGNORECASE else "")
+        + ("s" if flags & re.DOTALL else "")
+        + ("m" if flags & re.MULTILINE else "")
     )
     try:
         re2.compile(f"(?{prefix}){pattern}" if prefix else pattern, _OPTIONS)

@@ -50,38 +50,62 @@ def nested(depth: int) -> dict:
 
 # (name, request just over the limit, request at the limit, status, code)
 LIMITS = [
-    ("headers count",
-     lambda: refund({"amount": 20}, {f"x-h{i}": "1" for i in range(MAX_REQUEST_HEADERS)}),
-     lambda: refund({"amount": 20}, {f"x-h{i}": "1" for i in range(MAX_REQUEST_HEADERS - 2)}),
-     431, "too_many_headers"),
-    ("header bytes",
-     lambda: refund({"amount": 20}, {"x-big": "v" * MAX_REQUEST_HEADER_BYTES}),
-     lambda: refund({"amount": 20}, {"x-big": "v" * (MAX_REQUEST_HEADER_BYTES - 2048)}),
-     431, "headers_too_large"),
-    ("query parameters",
-     lambda: refund({"amount": 20}, path="/v1/refunds?" + "&".join(f"p{i}=1" for i in range(MAX_QUERY_PARAMS + 1))),
-     lambda: refund({"amount": 20}, path="/v1/refunds?" + "&".join(f"p{i}=1" for i in range(MAX_QUERY_PARAMS))),
-     431, "too_many_params"),
-    ("JSON keys",
-     lambda: refund({"amount": 20, **{f"k{i}": 1 for i in range(MAX_ARGUMENT_KEYS)}}),
-     lambda: refund({"amount": 20, **{f"k{i}": 1 for i in range(MAX_ARGUMENT_KEYS - 1)}}),
-     413, "too_many_keys"),
-    ("JSON array items",
-     lambda: refund({"amount": 20, "items": [0] * (MAX_ARRAY_ITEMS + 1)}),
-     lambda: refund({"amount": 20, "items": [0] * MAX_ARRAY_ITEMS}),
-     413, "too_many_items"),
-    ("key length",
-     lambda: refund({"amount": 20, "k" * (MAX_KEY_CHARS + 1): 1}),
-     lambda: refund({"amount": 20, "k" * MAX_KEY_CHARS: 1}),
-     413, "key_too_long"),
-    ("string length",
-     lambda: refund({"amount": 20, "note": "x" * (MAX_STRING_CHARS + 1)}),
-     lambda: refund({"amount": 20, "note": "x" * MAX_STRING_CHARS}),
-     413, "string_too_long"),
-    ("JSON depth",
-     lambda: refund(nested(MAX_JSON_DEPTH + 1)),
-     lambda: refund(nested(MAX_JSON_DEPTH - 1)),
-     400, "malformed_body"),
+    (
+        "headers count",
+        lambda: refund({"amount": 20}, {f"x-h{i}": "1" for i in range(MAX_REQUEST_HEADERS)}),
+        lambda: refund({"amount": 20}, {f"x-h{i}": "1" for i in range(MAX_REQUEST_HEADERS - 2)}),
+        431,
+        "too_many_headers",
+    ),
+    (
+        "header bytes",
+        lambda: refund({"amount": 20}, {"x-big": "v" * MAX_REQUEST_HEADER_BYTES}),
+        lambda: refund({"amount": 20}, {"x-big": "v" * (MAX_REQUEST_HEADER_BYTES - 2048)}),
+        431,
+        "headers_too_large",
+    ),
+    (
+        "query parameters",
+        lambda: refund({"amount": 20}, path="/v1/refunds?" + "&".join(f"p{i}=1" for i in range(MAX_QUERY_PARAMS + 1))),
+        lambda: refund({"amount": 20}, path="/v1/refunds?" + "&".join(f"p{i}=1" for i in range(MAX_QUERY_PARAMS))),
+        431,
+        "too_many_params",
+    ),
+    (
+        "JSON keys",
+        lambda: refund({"amount": 20, **{f"k{i}": 1 for i in range(MAX_ARGUMENT_KEYS)}}),
+        lambda: refund({"amount": 20, **{f"k{i}": 1 for i in range(MAX_ARGUMENT_KEYS - 1)}}),
+        413,
+        "too_many_keys",
+    ),
+    (
+        "JSON array items",
+        lambda: refund({"amount": 20, "items": [0] * (MAX_ARRAY_ITEMS + 1)}),
+        lambda: refund({"amount": 20, "items": [0] * MAX_ARRAY_ITEMS}),
+        413,
+        "too_many_items",
+    ),
+    (
+        "key length",
+        lambda: refund({"amount": 20, "k" * (MAX_KEY_CHARS + 1): 1}),
+        lambda: refund({"amount": 20, "k" * MAX_KEY_CHARS: 1}),
+        413,
+        "key_too_long",
+    ),
+    (
+        "string length",
+        lambda: refund({"amount": 20, "note": "x" * (MAX_STRING_CHARS + 1)}),
+        lambda: refund({"amount": 20, "note": "x" * MAX_STRING_CHARS}),
+        413,
+        "string_too_long",
+    ),
+    (
+        "JSON depth",
+        lambda: refund(nested(MAX_JSON_DEPTH + 1)),
+        lambda: refund(nested(MAX_JSON_DEPTH - 1)),
+        400,
+        "malformed_body",
+    ),
 ]
 
 
@@ -98,9 +122,11 @@ def test_lone_surrogates_are_refused_not_a_503():
 
 def test_header_limits_come_before_identity():
     """An oversized header block is refused as such, token or not (like Envoy's own 431)."""
-    response = target.exercise(target.Case(
-        authorization=None, body=b'{"amount": 20}', headers={**JSON, "x-big": "v" * MAX_REQUEST_HEADER_BYTES}
-    ))
+    response = target.exercise(
+        target.Case(
+            authorization=None, body=b'{"amount": 20}', headers={**JSON, "x-big": "v" * MAX_REQUEST_HEADER_BYTES}
+        )
+    )
     assert refusal(response) == (431, "headers_too_large")
 
 
@@ -121,8 +147,11 @@ def test_form_fields_are_limited_like_json_keys(tmp_path: Path):
 
         def submit(fields: int):
             case = target.Case(
-                host="forms.demo", path="/submit", headers={"content-type": "application/x-www-form-urlencoded"},
-                body="&".join(f"f{i}=1" for i in range(fields)).encode(), authorization=f"Bearer {token}",
+                host="forms.demo",
+                path="/submit",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+                body="&".join(f"f{i}=1" for i in range(fields)).encode(),
+                authorization=f"Bearer {token}",
             )
             return MeasuredAuthorizationServicer(service).Check(target.check_request(case, case.authorization), None)
 

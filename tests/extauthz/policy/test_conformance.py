@@ -41,7 +41,9 @@ def assert_agree(engines, document: dict[str, Any]) -> None:
         assert decision == reference, f"{kind} differs from regopy for {document}"
 
 
-def document(tool, args, *, scopes=("*",), tenant="acme", headers=None, calendars=None, chain=(), labels=None, parent_scopes=None):
+def document(
+    tool, args, *, scopes=("*",), tenant="acme", headers=None, calendars=None, chain=(), labels=None, parent_scopes=None
+):
     agent = AgentIdentity("a", tenant, tuple(scopes), tuple(chain), labels or {}, parent_scopes=parent_scopes)
     return {
         "agent": agent.to_input(),
@@ -123,7 +125,21 @@ def conditions(draw):
         "agent": lambda: {"agent": draw(st.sampled_from(agent_keys))},
         "label": lambda: {"label": draw(st.sampled_from(["team", "tier"]))},
     }[kind]()
-    ops = ["eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "matches", "exists", "eq_ref", "contains", "not_contains"]
+    ops = [
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "matches",
+        "exists",
+        "eq_ref",
+        "contains",
+        "not_contains",
+    ]
     op = draw(st.sampled_from(ops))
     if op in {"contains", "not_contains"}:
         return {**subject, op: draw(st.sampled_from(["planner", "t.one", "t.*", "*", "x", 1]))}
@@ -194,7 +210,9 @@ def inputs(draw):
     )
     chain = draw(st.sampled_from([(), ("planner",), ("planner", "root-agent"), ("x", "y", "z")]))
     parent_scopes = draw(st.sampled_from([None, ("*",), ("t.*",), ("t.one",), ()]))
-    labels = draw(st.dictionaries(st.sampled_from(["team", "tier"]), st.sampled_from(["support", "x", "1"]), max_size=2))
+    labels = draw(
+        st.dictionaries(st.sampled_from(["team", "tier"]), st.sampled_from(["support", "x", "1"]), max_size=2)
+    )
     return document(
         draw(st.sampled_from([*TOOLS, "nope"])),
         args,

@@ -148,4 +148,6 @@ def test_bundle_with_edited_data_is_rejected(tmp_path):
 
 def test_default_effect_cannot_need_approval_or_redaction(tmp_path):
     # A default has no approvers and no redaction fields to apply.
-    assert "default_effect" in fails(tmp_path, TOOLS.replace("policy_set: t", "policy_set: t\ndefault_effect: approval_needed"))
+    assert "default_effect" in fails(
+        tmp_path, TOOLS.replace("policy_set: t", "policy_set: t\ndefault_effect: approval_needed")
+    )
