@@ -138,9 +138,18 @@ def open_loop_mix(
 
 
 def run_open_loop_mix(
-    url: str, requests: Sequence[BenchRequest], rate: float, duration_s: float, script_dir: Path
+    url: str,
+    requests: Sequence[BenchRequest],
+    rate: float,
+    duration_s: float,
+    script_dir: Path,
+    *,
+    slack_s: float = RUN_SLACK_S,
 ) -> LoadResult:
-    """:func:`open_loop_mix` in its own process (its own GIL and core); reads its JSON."""
+    """:func:`open_loop_mix` in its own process (its own GIL and core); reads its JSON.
+
+    ``slack_s``: how much longer than ``duration_s`` the run may take (answers still owed
+    when the sending ends, a generator behind schedule) before it counts as hung."""
     spec = script_dir / "mix-requests.json"
     spec.write_text(json.dumps([asdict(r) for r in requests]), encoding="utf-8")
     argv = [sys.executable, "-m", "bench.mixload", "--url", url, "--requests", str(spec)]
@@ -148,10 +157,10 @@ def run_open_loop_mix(
     cwd = Path(__file__).resolve().parent.parent
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration_s + RUN_SLACK_S, check=False, cwd=cwd
+            argv, capture_output=True, text=True, timeout=duration_s + slack_s, check=False, cwd=cwd
         )
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"open-loop generator did not finish within {duration_s + RUN_SLACK_S:g} s") from exc
+        raise BenchError(f"open-loop generator did not finish within {duration_s + slack_s:g} s") from exc
     if done.returncode != 0:
         raise BenchError(f"open-loop generator exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
     return LoadResult(**json.loads(done.stdout))
