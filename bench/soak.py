@@ -70,8 +70,9 @@ CRM_PATH = "/tenants/acme/records/r-1"
 SCOPES = ("payments.refund", "crm.*")
 KINDS = ("allow", "deny", "redact", "approval")
 EXPECTED = {"allow": 200, "deny": 403, "redact": 200, "approval": 202}
-# Memory is "flat" when, after the first (warm-up) minute, RSS grows by less than this.
-FLAT_GROWTH_MB = 10.0
+# Memory is "flat" when, after the first (warm-up) minute, RSS grows by less than this share
+# of what it was then (issue 8's bar: no growth beyond 5 % over 20 minutes).
+FLAT_GROWTH = 0.05
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,14 @@ def growth(rows: list[dict[str, Any]], key: str) -> float:
     return round(rows[-1][key] - rows[0][key], 1) if rows else 0.0
 
 
+def growth_share(rows: list[dict[str, Any]], key: str) -> float:
+    """:func:`growth` as a share of the RSS after the first minute."""
+    return round((rows[-1][key] - rows[0][key]) / rows[0][key], 4) if rows and rows[0][key] else 0.0
+
+
 def summarize(rows: list[dict[str, Any]], chain_ok: bool) -> dict[str, Any]:
     growth_service, growth_envoy = growth(rows, "rss_service_mb"), growth(rows, "rss_envoy_mb")
+    share_service, share_envoy = growth_share(rows, "rss_service_mb"), growth_share(rows, "rss_envoy_mb")
     return {
         "minutes": len(rows),
         "answered": sum(r["answered"] for r in rows),
@@ -235,7 +242,8 @@ def summarize(rows: list[dict[str, Any]], chain_ok: bool) -> dict[str, Any]:
         "logged": sum(r["logged"] for r in rows),
         "lost": sum(max(0, r["lost"]) for r in rows),
         "rss_growth_mb": {"service": growth_service, "envoy": growth_envoy},
-        "memory_flat": max(growth_service, growth_envoy) < FLAT_GROWTH_MB,
+        "rss_growth_share": {"service": share_service, "envoy": share_envoy},
+        "memory_flat": max(share_service, share_envoy) < FLAT_GROWTH,
         "chain_verified": chain_ok,
     }
 

@@ -45,9 +45,11 @@ def _row(minute: int, rss: float, lost: int = 0, fivexx: int = 0) -> dict:
 
 
 def test_summary_flags_lost_entries_5xx_and_memory_growth() -> None:
-    flat = summarize([_row(1, 100.0), _row(2, 101.5)], chain_ok=True)
+    flat = summarize([_row(1, 100.0), _row(2, 104.9)], chain_ok=True)
     assert flat["lost"] == 0 and flat["5xx"] == 0 and flat["memory_flat"] is True
-    assert flat["rss_growth_mb"] == {"service": 1.5, "envoy": 0.0}
+    assert flat["rss_growth_mb"] == {"service": 4.9, "envoy": 0.0}
+    assert flat["rss_growth_share"] == {"service": 0.049, "envoy": 0.0}
+    assert summarize([_row(1, 100.0), _row(2, 105.1)], chain_ok=True)["memory_flat"] is False  # over 5 %
     leaking = summarize([_row(1, 100.0), _row(2, 180.0, lost=3, fivexx=2)], chain_ok=True)
     assert leaking["lost"] == 3 and leaking["5xx"] == 2 and leaking["memory_flat"] is False
     assert "| 2 | 20 | 10 | 5 | 5 | 2 | 0 | 17 | 3 |" in table([_row(1, 100.0), _row(2, 180.0, lost=3, fivexx=2)])
