@@ -288,13 +288,16 @@ def _padded(amount: int, size: int) -> bytes:
     return body
 
 
+# Envoy refuses these itself, before Check, in Aegis's JSON shape (local_reply_config).
+ENVOY_TOO_LARGE = Refused(413, "body_too_large")
+
 SIZE_CASES = [
     # (id, amount, size relative to the limit, chunked, expect)
     ("at-limit-judged-allowed", 20, 0, False, ALLOWED),
     ("at-limit-judged-denied", 900, 0, False, OVER_LIMIT),
-    ("one-byte-over", 20, 1, False, Refused(413, None)),
-    ("far-over", 20, 64 * 1024, False, Refused(413, None)),
-    ("chunked-over", 20, 1, True, Refused(413, None)),
+    ("one-byte-over", 20, 1, False, ENVOY_TOO_LARGE),
+    ("far-over", 20, 64 * 1024, False, ENVOY_TOO_LARGE),
+    ("chunked-over", 20, 1, True, ENVOY_TOO_LARGE),
     ("chunked-at-limit-denied", 900, 0, True, OVER_LIMIT),
 ]
 

@@ -207,6 +207,10 @@ class Reach:
     status: int = 200
 
 
+# Answer codes Envoy gives on its own, without a Check (routes and local_reply_config).
+ENVOY_CODES = (None, "unknown_host", "body_too_large")
+
+
 @dataclass(frozen=True)
 class Refused:
     """Refused by Aegis (or Envoy): this status and answer code; nothing reaches a tool."""
@@ -232,8 +236,11 @@ def check(gw: Gateway, response: RawResponse, expect: Expect, *, log: bool = Tru
         )
     if isinstance(expect, Refused):
         assert (response.status, response.code) == (expect.status, expect.code), response.body[:300]
-        if expect.code not in (None, "unknown_host"):  # Aegis answered (not Envoy on its own)
+        if expect.code not in ENVOY_CODES:  # Aegis answered (not Envoy on its own)
             assert "x-aegis-decision-id" in response.headers
+        elif expect.code == "body_too_large":  # Envoy's own 413 in Aegis's shape (local_reply_config)
+            assert "x-aegis-decision-id" not in response.headers
+            assert response.json()["request_id"] == response.headers["x-request-id"]
     else:
         assert response.status is None or 400 <= response.status < 500, (response.status, response.body[:300])
     assert_nothing_reached(gw)
