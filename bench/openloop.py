@@ -54,6 +54,7 @@ class Connection:
         self.sock.setblocking(False)
         self.buffer = bytearray()
         self.intended = 0.0
+        self.dropped = False
 
     def send(self, raw: bytes, intended: float) -> None:
         self.intended = intended
@@ -103,6 +104,7 @@ class OpenLoop:
         self.busy: set[Connection] = set()
         self.selector = selectors.EpollSelector()
         self.sending = True
+        self.sender_error: BaseException | None = None
         for _ in range(connections):
             self._add_connection()
 
@@ -136,14 +138,21 @@ class OpenLoop:
         self._dispatch(conn, intended)
 
     def sender(self, start: float, count: int, rate: float) -> None:
+        """Sender thread. Whatever happens, it says it is done: the receiving loop waits on
+        ``sending``, so a sender that died silently would leave the run hanging forever."""
         _tighten_timer_slack()
-        for i in range(count):
-            intended = start + i / rate
-            delay = intended - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.send_at(intended)
-        self.sending = False
+        try:
+            for i in range(count):
+                intended = start + i / rate
+                delay = intended - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self.send_at(intended)
+        except BaseException as exc:
+            self.sender_error = exc
+            raise
+        finally:
+            self.sending = False
 
     def _completed(self, conn: Connection, status: int) -> None:
         now = time.monotonic()
@@ -161,12 +170,19 @@ class OpenLoop:
         self._dispatch(conn, intended)
 
     def _drop(self, conn: Connection, error: str) -> None:
-        """A failed connection: count it, replace it, and let a queued request use the new one."""
-        self.tally.errors[error] += 1
-        self.selector.unregister(conn.sock)
-        conn.sock.close()
+        """A failed connection: count it and replace it. Idle connections fail too (the server
+        closed a keep-alive one): it must leave ``idle``, or the sender would pick it again."""
+        self.tally.errors[error] += 1  # also when already dropped: the request sent on it is lost
         with self.lock:
+            if conn.dropped:  # both threads saw it fail
+                return
+            conn.dropped = True
             self.busy.discard(conn)
+            if conn in self.idle:
+                self.idle.remove(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
         self._add_connection()
 
     def _readable(self, conn: Connection) -> None:
@@ -198,6 +214,8 @@ class OpenLoop:
             if not self.sending and self.backlog and not self.busy:
                 self.tally.errors["connect"] += len(self.backlog)  # no connection left to send them on
                 self.backlog.clear()
+        if self.sender_error is not None:
+            raise BenchError(f"the sender thread failed: {self.sender_error!r}")
 
     def close(self) -> None:
         for key in list(self.selector.get_map().values()):

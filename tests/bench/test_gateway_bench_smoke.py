@@ -4,7 +4,9 @@ open-loop generator against a tiny local HTTP server.  No timing assertions."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.gateway import verify
-from bench.openloop import open_loop
+from bench.openloop import OpenLoop, open_loop
 from bench.procs import BenchError
 from bench.report import Measurement, Scenario, compare
 from bench.request import refund_request
@@ -157,3 +159,32 @@ def test_comparison_is_against_direct_at_the_same_load() -> None:
 def test_nearest_rank_percentile() -> None:
     samples = [float(i) for i in range(1, 1001)]
     assert percentile(samples, 50) == 500 and percentile(samples, 99.9) == 999 and percentile(samples, 100) == 1000
+
+
+def test_open_loop_drops_a_connection_the_server_closed_while_idle() -> None:
+    # The 30-minute soak hung: the server closed an idle keep-alive connection, the receiving
+    # loop dropped it but left it in `idle`, the sender took it again, failed, dropped it a
+    # second time (KeyError from the selector) and died — and the run waited for it forever.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        loop = OpenLoop(server.getsockname()[:2], b"GET / HTTP/1.1\r\n\r\n", 2)
+        try:
+            first = loop.idle[0]
+            loop._drop(first, "read")
+            assert first not in loop.idle and len(loop.idle) == 2  # replaced, not reusable
+            loop._drop(first, "read")  # the other thread fails on it too: no exception
+            assert len(loop.idle) == 2 and loop.tally.errors["read"] == 2
+        finally:
+            loop.close()
+
+
+def test_open_loop_reports_a_dead_sender_instead_of_waiting_for_it() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        loop = OpenLoop(server.getsockname()[:2], b"GET / HTTP/1.1\r\n\r\n", 1)
+        try:
+            with pytest.raises(ZeroDivisionError):
+                loop.sender(time.monotonic(), 1, 0.0)  # rate 0: the sender thread dies
+            assert loop.sending is False
+            with pytest.raises(BenchError, match="the sender thread failed"):
+                loop.receive()
+        finally:
+            loop.close()
