@@ -134,9 +134,14 @@ def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) 
     return DlpStack(direct, aegis, token, binary)
 
 
-def full_bootstrap(config: AegisConfig) -> dict[str, Any]:
-    """The generated bootstrap with ext_proc; refuses one without the filter."""
-    bootstrap = render_bootstrap(config, with_ext_proc=True)
+def full_bootstrap(
+    config: AegisConfig, service_endpoints: list[str] | None = None, ext_proc_endpoints: list[str] | None = None
+) -> dict[str, Any]:
+    """The generated bootstrap with ext_proc (on the given replicas' endpoints, default the
+    config's); refuses one without the filter."""
+    bootstrap = render_bootstrap(
+        config, with_ext_proc=True, service_endpoints=service_endpoints, ext_proc_endpoints=ext_proc_endpoints
+    )
     if EXT_PROC_FILTER not in json.dumps(bootstrap):
         raise BenchError("the generated bootstrap has no ext_proc filter")
     return bootstrap

@@ -40,7 +40,6 @@ from bench.opa_envoy_stack import (
     SYSTEMS,
     TENANT,
     ComparisonStack,
-    cpu_seconds,
     generated_policy_memory,
     machine_ticks,
     opa_envoy_binary,
@@ -77,6 +76,7 @@ class Settings:
     connections: int
     rss_checks: int
     envoy_concurrency: int
+    aegis_replicas: int = 1  # service processes behind both Aegis Envoys (a shared Redis when > 1)
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,14 @@ def measure(stack: ComparisonStack, load: Load, name: str, settings: Settings, w
     settled = settle(stack.all_pids, SETTLE_QUIET_CORES, SETTLE_TIMEOUT_S)
     target, pids = stack.target(name), stack.pids[name]
     counters = ext_authz_counters(target) if name != "direct" else {}
-    cpu = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    cpu = {role: total_cpu_seconds(p) for role, p in pids.items()}
     own, (busy, total), start = _own_cpu_seconds(stack), machine_ticks(), time.monotonic()
     if load.mode == "rate":
         result = run_open_loop_mix(target.url, mix(stack.token), load.value, settings.duration_s, workdir)
     else:
         result = run_wrk_mix(target.url, mix(stack.token), load.value, settings.duration_s, workdir)
     wall = time.monotonic() - start
-    cores = {role: round((cpu_seconds(pid) - cpu[role]) / wall, 3) for role, pid in pids.items()}
+    cores = {role: round((total_cpu_seconds(p) - cpu[role]) / wall, 3) for role, p in pids.items()}
     busy1, total1 = machine_ticks()
     cores["machine"] = round((busy1 - busy) / max(1, total1 - total) * (os.cpu_count() or 1), 3)
     cores["others"] = round(max(0.0, cores["machine"] - (_own_cpu_seconds(stack) - own) / wall), 3)
@@ -214,8 +214,9 @@ def warm_up(stack: ComparisonStack, settings: Settings, workdir: Path) -> None:
 def memory(stack: ComparisonStack, group: ProcessGroup, settings: Settings, workdir: Path) -> dict[str, Any]:
     """RSS of both deciders after the runs, and of a fresh Aegis on the 200-rule policy."""
     return {
-        "aegis_service_support_policy": tree_memory(stack.pids["aegis"]["decider"]),
-        "opa_envoy_plugin": tree_memory(stack.pids["opa_envoy"]["decider"]),
+        # With replicas: the first service process (each is alike).
+        "aegis_service_support_policy": tree_memory(stack.pids["aegis"]["decider"][0]),
+        "opa_envoy_plugin": tree_memory(stack.pids["opa_envoy"]["decider"][0]),
         "aegis_service_generated_policy": generated_policy_memory(group, workdir, RSS_RULES, settings.rss_checks),
     }
 
@@ -224,7 +225,7 @@ def run_all(settings: Settings, workdir: Path, progress: Callable[[str], None]) 
     """Start, verify, warm up, run :func:`plan`, measure memory; everything is always stopped."""
     with ProcessGroup(workdir) as group:
         progress("starting upstream, Envoy direct, Aegis (+ its two Envoys), opa-envoy-plugin and its Envoy")
-        stack = start_comparison_stack(group, workdir, settings.envoy_concurrency)
+        stack = start_comparison_stack(group, workdir, settings.envoy_concurrency, settings.aegis_replicas)
         verification = verify(stack)
         progress("verified: every system allows the refund and the CRM read, and answers 202/403/403/401")
         warm_up(stack, settings, workdir)
@@ -294,6 +295,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--rss-checks", type=int, help=f"Checks sent to the {RSS_RULES}-rule service")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads per Envoy (default 1)")
+    parser.add_argument(
+        "--aegis-replicas", type=int, default=1, help="aegis serve processes behind Aegis's Envoys (default 1)"
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     if not 1 <= duration <= DURATION_S:
@@ -306,7 +310,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         parser.error("--rates and --connections must be positive")
     warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP_S if args.quick else WARMUP_S)
     checks = args.rss_checks if args.rss_checks is not None else (QUICK_RSS_CHECKS if args.quick else RSS_CHECKS)
-    settings = Settings(duration, warmup, rates, args.connections, max(1, checks), args.envoy_concurrency)
+    settings = Settings(
+        duration, warmup, rates, args.connections, max(1, checks), args.envoy_concurrency, args.aegis_replicas
+    )
     return args, settings
 
 

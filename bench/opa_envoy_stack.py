@@ -7,6 +7,9 @@
   front of ``aegis serve`` with the repo's policies: the like-for-like with OPA-Envoy.
 * ``aegis_dlp``: Envoy with the full generated bootstrap (ext_authz → ext_proc → router) in
   front of the same service process: the CRM read's response is redacted.
+* With ``aegis_replicas`` N > 1, N ``aegis serve`` processes (the listeners ``aegis up
+  --replicas N`` gives them, a shared Redis, one override-token key) are the endpoints of
+  both Aegis Envoys: the way Aegis uses more than one core, as OPA's Go runtime does.
 * ``opa_envoy``: Envoy with the *same* generated bootstrap as ``aegis`` — same listener,
   ext_authz filter (body sent as bytes, fail closed, 1 s timeout, retry policy), gRPC
   cluster options — whose gRPC cluster points to ``opa-envoy-plugin`` instead, without the
@@ -38,6 +41,7 @@ from bench.policygen import TENANT as POLICY_TENANT
 from bench.policygen import Call, allowed_call, sample_calls, write_policy_dir
 from bench.policygen import scopes as policy_scopes
 from bench.procs import BenchError, Child, ProcessGroup, wait_ready
+from bench.replicas import replica_config, start_redis
 from bench.stack import (
     REPO,
     TOOL_HOST,
@@ -45,7 +49,6 @@ from bench.stack import (
     direct_bootstrap,
     loopback,
     start_envoy,
-    start_service,
     upstream_bootstrap,
     write_aegis_config,
 )
@@ -53,7 +56,7 @@ from bench.ticket import ticket_json
 from extauthz.config import AegisConfig
 from extauthz.devtokens import load_signing_key, mint_token
 from extauthz.envoyconfig import GRPC_CLUSTER, render_bootstrap
-from extauthz.supervisor import envoy_binary
+from extauthz.supervisor import Replica, envoy_binary, replicas_of
 
 POLICY_DIR = REPO / "bench" / "opa_envoy"
 POLICY_FILE = POLICY_DIR / "policy.rego"
@@ -164,8 +167,9 @@ class ComparisonStack:
     token: str
     envoy_binary: str
     config: AegisConfig
-    # target name → {"envoy": pid, "decider": pid}; the decider is the service or the plugin.
-    pids: dict[str, dict[str, int]] = field(default_factory=dict)
+    # target name → {"envoy": (pid,), "decider": (pid, …)}; the decider is the service
+    # process(es) or the plugin.
+    pids: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
     all_pids: tuple[int, ...] = ()  # every process started, upstream included
 
     def target(self, name: str) -> Target:
@@ -177,10 +181,31 @@ def _pid(group: ProcessGroup, name: str) -> int:
     return next(c.process.pid for c in group.children if c.name == name)
 
 
-def start_comparison_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) -> ComparisonStack:
+def start_services(group: ProcessGroup, config: AegisConfig, replicas: list[Replica]) -> tuple[int, ...]:
+    """``aegis serve`` once per replica, each once ready (the first creates the shared keys)."""
+    pids = []
+    for replica in replicas:
+        name = "aegis-service" if replica.index == 0 else f"aegis-service-{replica.index}"
+        argv = [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)]
+        child = group.spawn(name, argv, cwd=REPO, env=replica.env)
+        wait_ready(child, f"http://{replica.http}/readyz", lambda r: r.status_code == 200)
+        pids.append(child.process.pid)
+    return tuple(pids)
+
+
+def start_comparison_stack(
+    group: ProcessGroup, workdir: Path, envoy_concurrency: int, aegis_replicas: int = 1
+) -> ComparisonStack:
     """Start everything once ready; ``group`` stops it all when its ``with`` block ends."""
     upstream = Target("upstream", loopback(), loopback())
-    config = write_aegis_config(workdir, upstream.listen, hosts=(TOOL_HOST, CRM_HOST))
+    hosts = (TOOL_HOST, CRM_HOST)
+    if aegis_replicas > 1:
+        redis_url = f"redis://127.0.0.1:{start_redis(group)}/0"
+        config = replica_config(workdir, upstream.listen, redis_url, aegis_replicas, set(), hosts=hosts)
+    else:
+        config = write_aegis_config(workdir, upstream.listen, hosts=hosts)
+    replicas = replicas_of(config, aegis_replicas)
+    grpc_endpoints, proc_endpoints = [r.grpc for r in replicas], [r.ext_proc for r in replicas]
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
     aegis_dlp = Target("aegis_dlp", loopback(), loopback())
@@ -193,20 +218,20 @@ def start_comparison_stack(group: ProcessGroup, workdir: Path, envoy_concurrency
     try:
         envoy(upstream, upstream_bootstrap(upstream.listen, upstream.admin, {CRM_TENANT_PATH: ticket_json()}), 1)
         envoy(direct, direct_bootstrap(config, direct.listen, direct.admin, workdir / "direct.log"))
-        start_service(group, config)
-        envoy(aegis, render_bootstrap(config, with_ext_proc=False))
-        envoy(aegis_dlp, full_bootstrap(_moved(config, aegis_dlp, workdir / "aegis_dlp.log")))
+        services = start_services(group, config, replicas)
+        envoy(aegis, render_bootstrap(config, with_ext_proc=False, service_endpoints=grpc_endpoints))
+        moved = _moved(config, aegis_dlp, workdir / "aegis_dlp.log")
+        envoy(aegis_dlp, full_bootstrap(moved, grpc_endpoints, proc_endpoints))
         opa_grpc, _ = start_opa_envoy_plugin(group, workdir, config)
         envoy(opa, opa_envoy_bootstrap(config, opa, workdir / "opa_envoy.log", opa_grpc))
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=SCOPES, ttl_s=TOKEN_TTL_S)
-    service, plugin = _pid(group, "aegis-service"), _pid(group, "opa-envoy-plugin")
     pids = {
-        "direct": {"envoy": _pid(group, "direct")},
-        "aegis": {"envoy": _pid(group, "aegis"), "decider": service},
-        "aegis_dlp": {"envoy": _pid(group, "aegis_dlp"), "decider": service},
-        "opa_envoy": {"envoy": _pid(group, "opa_envoy"), "decider": plugin},
+        "direct": {"envoy": (_pid(group, "direct"),)},
+        "aegis": {"envoy": (_pid(group, "aegis"),), "decider": services},
+        "aegis_dlp": {"envoy": (_pid(group, "aegis_dlp"),), "decider": services},
+        "opa_envoy": {"envoy": (_pid(group, "opa_envoy"),), "decider": (_pid(group, "opa-envoy-plugin"),)},
     }
     every = tuple(c.process.pid for c in group.children)
     return ComparisonStack(upstream, direct, aegis, aegis_dlp, opa, token, binary, config, pids, every)

@@ -6,10 +6,11 @@ which then stops them in order (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -56,12 +57,19 @@ class ProcessGroup:
     ) -> None:
         self.stop_all()
 
-    def spawn(self, name: str, argv: list[str], cwd: Path | None = None) -> Child:
-        """Start ``argv`` with stdout and stderr to ``<log_dir>/<name>.log``."""
+    def spawn(self, name: str, argv: list[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Child:
+        """Start ``argv`` with stdout and stderr to ``<log_dir>/<name>.log``; ``env`` is added
+        to this process's environment."""
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         child = Child(name, process, log)
         self.children.append(child)

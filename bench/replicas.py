@@ -102,11 +102,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def replica_config(directory: Path, upstream: str, redis_url: str, replicas: int, taken: set[int]) -> AegisConfig:
+def replica_config(
+    directory: Path,
+    upstream: str,
+    redis_url: str,
+    replicas: int,
+    taken: set[int],
+    hosts: tuple[str, ...] = (TOOL_HOST,),
+) -> AegisConfig:
     """The benchmark's aegis.yaml (``bench.stack.write_aegis_config``) moved to a Redis store, with
     one override-token key for all replicas and service ports that leave room for ``replicas``."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = write_aegis_config(directory, upstream).path
+    path = write_aegis_config(directory, upstream, hosts=hosts).path
     raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     raw["service"] = replica_service_ports(replicas, taken)
     raw["store"] = redis_url

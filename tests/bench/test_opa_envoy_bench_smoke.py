@@ -141,12 +141,14 @@ def _needs(binary: Path | str | None, what: str) -> None:
 
 
 @pytest.mark.e2e
-def test_tiny_run_measures_both_systems(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_tiny_run_measures_both_systems(tmp_path: Path, replicas: int) -> None:
     _needs(REPO / ".tools" / "bin" / "opa-envoy-plugin", "opa-envoy-plugin (run scripts/install-opa-envoy.sh)")
     _needs(shutil.which("wrk"), "wrk (apt-get install wrk)")
     out = tmp_path / "result.json"
     argv = [sys.executable, "-m", "bench.opa_envoy", "--duration", "1", "--warmup", "0", "--rates", "40"]
     argv += ["--connections", "2", "--rss-checks", "30", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    argv += ["--aegis-replicas", str(replicas)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.read_text())
@@ -170,4 +172,11 @@ def test_tiny_run_measures_both_systems(tmp_path: Path) -> None:
     generated = memory["aegis_service_generated_policy"]
     assert generated["rules"] == 200 and generated["checks"] == 30 and generated["check_codes"].get("0", 0) > 0
     assert result["versions"]["opa_envoy_plugin"].endswith("-envoy")
+    assert result["settings"]["aegis_replicas"] == replicas
+    # Every Aegis service process took its share of the Checks (Envoy balances over them).
+    work = tmp_path / "work"
+    logs = [work / "aegis-service.log", *sorted(work.glob("aegis-service-[0-9].log"))]
+    assert len(logs) == replicas
+    for log in logs:
+        assert log.read_text().count('"msg":"decision"') > 10, log.name
     assert "| Envoy → OPA-Envoy |" in done.stdout
