@@ -156,9 +156,7 @@ def run_open_loop_mix(
     argv += ["--rate", f"{rate:g}", "--duration", f"{duration_s:g}"]
     cwd = Path(__file__).resolve().parent.parent
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration_s + slack_s, check=False, cwd=cwd
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + slack_s, check=False, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"open-loop generator did not finish within {duration_s + slack_s:g} s") from exc
     if done.returncode != 0:

@@ -28,10 +28,16 @@ from extauthz.telemetry import Metrics
 from extauthz.tracing import Tracing, trace_carrier
 
 _MODE = processing_mode_pb2.ProcessingMode
-# A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
+# The static mode skips response headers, so ext_authz's local replies (403, 202, 401, 429,
+# 503) open no ext_proc stream; the answer to the request headers says which phases this call
+# needs.  A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
 _SKIP_ALL = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE)
-_SKIP_REQUEST_BODY = _MODE(
-    request_body_mode=_MODE.NONE, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
+_REQUEST_BODY_ONLY = _MODE(
+    request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE
+)
+_RESPONSE_ONLY = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED)
+_BOTH_BODIES = _MODE(
+    request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
 )
 _SKIP_RESPONSE_BODY = _MODE(response_body_mode=_MODE.NONE)
 _STREAM_RESPONSE_BODY = _MODE(response_body_mode=_MODE.STREAMED)
@@ -165,7 +171,7 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                     return
             elif kind == "response_headers":
                 if exchange is None:
-                    # A local reply (ext_authz denied, or Envoy refused the request): nothing to redact.
+                    # A response without request headers (not sent by the configured mode): nothing to redact.
                     yield pb.ProcessingResponse(
                         response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY
                     )
@@ -208,12 +214,10 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
                 yield _continue(kind)
 
 
-def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode | None:
-    if not exchange.wants_response and not exchange.wants_request_body:
-        return _SKIP_ALL
-    if not exchange.wants_request_body:
-        return _SKIP_REQUEST_BODY
-    return None
+def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode:
+    if exchange.wants_request_body:
+        return _BOTH_BODIES if exchange.wants_response else _REQUEST_BODY_ONLY
+    return _RESPONSE_ONLY if exchange.wants_response else _SKIP_ALL
 
 
 def _continue(kind: str | None) -> pb.ProcessingResponse:

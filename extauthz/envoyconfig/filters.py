@@ -72,22 +72,24 @@ def ext_authz_filter(config: AegisConfig) -> Resource:
 def _ext_proc_config() -> Resource:
     """ext_proc: buffered bodies both ways, fed the ext_authz metadata (redaction obligations).
 
-    ``allow_mode_override`` lets the service skip body phases per call (nothing to redact).
-    ext_proc also sees ext_authz's local replies, so its own failure status is 503 as well.
+    ``allow_mode_override`` lets the service choose the phases per call (nothing to redact:
+    none); the static mode has no response phase, so ext_authz's local replies open no stream.
     """
     return _any(
         "extensions.filters.http.ext_proc.v3.ExternalProcessor",
         failure_mode_allow=False,
-        # ext_proc also runs on ext_authz's local replies (503, 413): when the service is down,
-        # its own failure would otherwise turn them into a 500.
+        # One failure shape for the agent: ext_proc's own errors are a 503 like ext_authz's.
         status_on_error={"code": "ServiceUnavailable"},
         grpc_service=grpc_service(EXT_PROC_CLUSTER),
         message_timeout=GRPC_TIMEOUT,
         processing_mode={
             "request_header_mode": "SEND",
-            "response_header_mode": "SEND",
             "request_body_mode": "BUFFERED",
-            "response_body_mode": "BUFFERED",
+            # No response phase by default, so ext_authz's local replies (403, 202, 401, 503)
+            # open no ext_proc stream; calls that need the response turn it on in the answer
+            # to their request headers (mode_override).
+            "response_header_mode": "SKIP",
+            "response_body_mode": "NONE",
         },
         allow_mode_override=True,
         metadata_options={
@@ -102,7 +104,7 @@ def ext_proc_filter() -> Resource:
 
     Check sets the marker on allowed calls with nothing to redact or meter and removes any
     agent-sent copy otherwise, so a clean call costs no gRPC stream; local replies (denials)
-    carry no marker from Check but have no body worth redacting either.
+    carry no marker but open no stream either (no response phase in the static mode).
     """
     skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
     header = _extension("clean", "type.matcher.v3.HttpRequestHeaderMatchInput", header_name=HEADER_CLEAN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -236,16 +237,33 @@ def test_parent_agent_header_must_match_the_delegation_chain(gateway):
     assert forged.json()["rule"] == "parent-header-without-chain"
 
 
-def test_clean_calls_skip_ext_proc_and_sanitized_calls_use_it(gateway):
+def ext_proc_streams(gw) -> int:
     import httpx
 
-    def streams() -> int:
-        text = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
-        return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+    text = httpx.get(f"http://{gw.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
+    return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
 
+
+def test_clean_calls_skip_ext_proc_and_sanitized_calls_use_it(gateway):
+    streams = functools.partial(ext_proc_streams, gateway)
     before = streams()
     assert refund(gateway, 5).status_code == 200  # nothing to redact: no ext_proc stream
     assert streams() == before
     crm = gateway.call("GET", "crm.demo", "/tenants/acme/records/r-1", headers={"x-aegis-purpose": "support"})
     assert crm.status_code == 200
     assert streams() == before + 1
+
+
+def test_local_replies_open_no_ext_proc_stream(gateway):
+    # 403, 202 and 401 are ext_authz local replies: with no response phase in the static
+    # ext_proc mode, Envoy opens no stream for them (each would cost a gRPC stream, and
+    # grpc.aio leaks native memory per cancelled server stream).
+    before = ext_proc_streams(gateway)
+    assert refund(gateway, 900).status_code == 403
+    assert refund(gateway, 120).status_code == 202
+    assert refund(gateway, 20, auth=False).status_code == 401
+    assert ext_proc_streams(gateway) == before
+    # The probe is live: a call with a redacted response does open one.
+    crm = gateway.call("GET", "crm.demo", "/tenants/acme/records/r-1", headers={"x-aegis-purpose": "support"})
+    assert crm.status_code == 200
+    assert ext_proc_streams(gateway) == before + 1

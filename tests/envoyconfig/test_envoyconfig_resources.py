@@ -126,13 +126,13 @@ def test_ext_proc_is_skipped_for_calls_check_marked_clean() -> None:
     assert action.endswith("SkipFilter")
 
 
-def test_ext_proc_buffers_bodies_and_receives_the_ext_authz_metadata() -> None:
+def test_ext_proc_buffers_bodies_skips_local_replies_and_receives_the_ext_authz_metadata() -> None:
     typed = ec.ext_proc_filter()["typed_config"]["extension_config"]["typed_config"]
     assert typed["processing_mode"] == {
         "request_header_mode": "SEND",
-        "response_header_mode": "SEND",
         "request_body_mode": "BUFFERED",
-        "response_body_mode": "BUFFERED",
+        "response_header_mode": "SKIP",
+        "response_body_mode": "NONE",
     }
     assert typed["allow_mode_override"] is True
     assert typed["failure_mode_allow"] is False

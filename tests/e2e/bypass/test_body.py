@@ -230,11 +230,16 @@ FRAMING_CASES = [
     (
         "transfer-encoding-chunked-identity",
         lambda t: _head("Transfer-Encoding: chunked, identity\r\n", t) + b"0\r\n\r\n",
-        Closed(),
+        Closed(501),
         None,
     ),
-    ("transfer-encoding-obfuscated", lambda t: _head("Transfer-Encoding: xchunked\r\n", t) + JSON_900, Closed(), None),
-    ("transfer-encoding-identity", lambda t: _head("Transfer-Encoding: identity\r\n", t) + JSON_900, Closed(), None),
+    (
+        "transfer-encoding-obfuscated",
+        lambda t: _head("Transfer-Encoding: xchunked\r\n", t) + JSON_900,
+        Closed(501),
+        None,
+    ),
+    ("transfer-encoding-identity", lambda t: _head("Transfer-Encoding: identity\r\n", t) + JSON_900, Closed(501), None),
     (
         "expect-100-continue",
         lambda t: build(

@@ -221,7 +221,10 @@ class Refused:
 
 @dataclass(frozen=True)
 class Closed:
-    """Refused by Envoy's HTTP codec: no answer at all or a 4xx; nothing reaches a tool."""
+    """Refused by Envoy's HTTP codec: ``status`` if given (501 for a transfer coding it does
+    not implement, RFC 9112 §6.1), else no answer at all or a 4xx; nothing reaches a tool."""
+
+    status: int | None = None
 
 
 Expect = Reach | Refused | Closed
@@ -241,6 +244,8 @@ def check(gw: Gateway, response: RawResponse, expect: Expect, *, log: bool = Tru
         elif expect.code == "body_too_large":  # Envoy's own 413 in Aegis's shape (local_reply_config)
             assert "x-aegis-decision-id" not in response.headers
             assert response.json()["request_id"] == response.headers["x-request-id"]
+    elif expect.status is not None:
+        assert response.status == expect.status, (response.status, response.body[:300])
     else:
         assert response.status is None or 400 <= response.status < 500, (response.status, response.body[:300])
     assert_nothing_reached(gw)
