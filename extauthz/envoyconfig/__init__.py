@@ -35,7 +35,13 @@ from extauthz.envoyconfig._base import (
     Resource,
 )
 from extauthz.envoyconfig.clusters import admin_cluster, grpc_cluster, otel_collector_cluster, upstream_cluster
-from extauthz.envoyconfig.filters import ext_authz_filter, ext_proc_filter, grpc_service, http_filters
+from extauthz.envoyconfig.filters import (
+    ext_authz_filter,
+    ext_proc_filter,
+    grpc_service,
+    http_filters,
+    layered_runtime,
+)
 from extauthz.envoyconfig.listeners import admin, listener, metrics_listener, overload_manager
 from extauthz.envoyconfig.observability import access_log, access_log_format, access_log_path, tracing_provider
 from extauthz.errors import ConfigError
@@ -73,6 +79,7 @@ def render_bootstrap(
         "admin": admin(config),
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": overload_manager(),
+        "layered_runtime": layered_runtime(),
     }
 
 
@@ -137,6 +144,7 @@ __all__ = [
     "grpc_cluster",
     "grpc_service",
     "http_filters",
+    "layered_runtime",
     "listener",
     "metrics_listener",
     "otel_collector_cluster",

@@ -7,10 +7,12 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
+from faults_support import wait_until
 from helpers import copy_policy_dir, start_gateway
 
 from extauthz.demo import business_hours_now
@@ -237,11 +239,33 @@ def test_parent_agent_header_must_match_the_delegation_chain(gateway):
     assert forged.json()["rule"] == "parent-header-without-chain"
 
 
-def ext_proc_streams(gw) -> int:
+def envoy_counter(gw, suffix: str) -> int:
+    """The sum of Envoy's stats whose name ends with ``suffix``."""
     import httpx
 
-    text = httpx.get(f"http://{gw.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
+    text = httpx.get(f"http://{gw.config.envoy.admin}/stats", params={"filter": re.escape(suffix) + "$"}).text
     return sum(int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line)
+
+
+def ext_proc_streams(gw) -> int:
+    return envoy_counter(gw, "ext_proc.streams_started")
+
+
+def test_envoy_ends_ext_proc_streams_without_resetting_them(gateway):
+    # Envoy resets (RST_STREAM) every ext_proc stream it is done with unless the runtime flag
+    # for graceful close is on; each reset costs the grpc.aio server native memory for good.
+    from extauthz.envoyconfig import EXT_PROC_CLUSTER
+
+    resets = functools.partial(envoy_counter, gateway, f"cluster.{EXT_PROC_CLUSTER}.upstream_rq_tx_reset")
+    before, started = resets(), ext_proc_streams(gateway)
+    for _ in range(5):
+        crm = gateway.call("GET", "crm.demo", "/tenants/acme/records/r-1", headers={"x-aegis-purpose": "support"})
+        assert crm.status_code == 200 and "[REDACTED" in crm.text
+    assert ext_proc_streams(gateway) == started + 5
+    # Read the resets once Envoy has closed all five streams, however it closed them.
+    closed = functools.partial(envoy_counter, gateway, "ext_proc.streams_closed")
+    wait_until(lambda: closed() >= started + 5, timeout=5, what="Envoy to close the ext_proc streams")
+    assert resets() == before
 
 
 def test_clean_calls_skip_ext_proc_and_sanitized_calls_use_it(gateway):
