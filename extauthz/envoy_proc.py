@@ -32,9 +32,6 @@ _MODE = processing_mode_pb2.ProcessingMode
 # 503) open no ext_proc stream; the answer to the request headers says which phases this call
 # needs.  A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
 _SKIP_ALL = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE)
-_REQUEST_BODY_ONLY = _MODE(
-    request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE
-)
 _RESPONSE_ONLY = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED)
 _BOTH_BODIES = _MODE(
     request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
@@ -216,8 +213,11 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
 
 
 def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode:
+    # Rule obligations apply to both bodies, so a call that redacts its request always
+    # redacts its response too; a request-only mode would also hold a bodiless request's
+    # stream open waiting for a body that never comes.
     if exchange.wants_request_body:
-        return _BOTH_BODIES if exchange.wants_response else _REQUEST_BODY_ONLY
+        return _BOTH_BODIES
     return _RESPONSE_ONLY if exchange.wants_response else _SKIP_ALL
 
 
