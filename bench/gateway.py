@@ -2,8 +2,9 @@
 
 ``python -m bench.gateway [--quick] [--out bench/out/gateway.json]``
 
-Starts on free loopback ports a fixed-response upstream, Envoy direct (no ext_authz) and
-Envoy → Aegis → upstream (see ``bench.stack``); checks that the allowed refund gets a 200 from
+Starts on free loopback ports a fixed-response upstream, Envoy direct (no ext_authz),
+Envoy → a no-op Python Check → upstream (the floor: ``bench.noop_authz``) and Envoy → Aegis →
+upstream (see ``bench.stack``); checks that the allowed refund gets a 200 from
 the upstream through both and that Aegis really decides (403 for a refund of 900, 401 without
 a token); then drives each with wrk (closed loop, fixed connections) and with the open-loop
 generator (fixed rate), prints a table with the ratios against direct, and writes JSON.
@@ -31,7 +32,7 @@ import httpx
 
 from bench.openloop import run_open_loop
 from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
-from bench.report import Comparison, Measurement, Scenario, compare, table
+from bench.report import COMPARED, Comparison, Measurement, Scenario, compare, floor_split, table
 from bench.request import DENIED_AMOUNT, BenchRequest, refund_request
 from bench.result import LoadResult
 from bench.stack import TOOL_HOST, UPSTREAM_BODY, BenchStack, Target, start_bench_stack
@@ -58,8 +59,8 @@ class Settings:
 
 def plan() -> list[Scenario]:
     """Runs in order; each load level runs its targets back to back, so they share conditions."""
-    runs = [Scenario(t, "connections", c) for c in CONNECTIONS for t in ("upstream", "direct", "aegis")]
-    runs += [Scenario(t, "rate", r) for r in RATES for t in ("direct", "aegis")]
+    runs = [Scenario(t, "connections", c) for c in CONNECTIONS for t in ("upstream", "direct", "floor", "aegis")]
+    runs += [Scenario(t, "rate", r) for r in RATES for t in ("direct", "floor", "aegis")]
     return runs
 
 
@@ -97,6 +98,8 @@ def verify(stack: BenchStack) -> None:
     allowed = refund_request(TOOL_HOST, stack.token)
     _expect(stack.upstream, allowed, 200, "the refund", UPSTREAM_BODY)
     _expect(stack.direct, allowed, 200, "the allowed refund", UPSTREAM_BODY)
+    if stack.floor is not None:  # the no-op Check lets everything through
+        _expect_eventually(stack.floor, allowed, "the refund (no-op Check)")
     _expect_eventually(stack.aegis, allowed, "the allowed refund")
     _expect(stack.aegis, refund_request(TOOL_HOST, stack.token, DENIED_AMOUNT), 403, "a refund of 900")
     _expect(stack.aegis, refund_request(TOOL_HOST, None), 401, "a refund without a token")
@@ -129,9 +132,9 @@ def _load(target: Target, scenario: Scenario, token: str, settings: Settings, wo
 
 
 def measure(stack: BenchStack, scenario: Scenario, settings: Settings, workdir: Path) -> Measurement:
-    """One run of ``scenario``; for aegis, also Envoy's ext_authz counters over the run."""
+    """One run of ``scenario``; behind ext_authz, also Envoy's ext_authz counters over the run."""
     target: Target = getattr(stack, scenario.target)
-    if scenario.target != "aegis":
+    if scenario.target not in COMPARED:
         return Measurement(scenario, _load(target, scenario, stack.token, settings, workdir))
     before = ext_authz_counters(target)
     result = _load(target, scenario, stack.token, settings, workdir)
@@ -141,7 +144,9 @@ def measure(stack: BenchStack, scenario: Scenario, settings: Settings, workdir: 
 def warm_up(stack: BenchStack, settings: Settings, workdir: Path) -> None:
     """A short wrk run per target, not recorded: connections open, first-call costs paid."""
     request = refund_request(TOOL_HOST, stack.token)
-    for target in (stack.upstream, stack.direct, stack.aegis):
+    for target in (stack.upstream, stack.direct, stack.floor, stack.aegis):
+        if target is None:
+            continue
         run_wrk(target.url, request, WARMUP_CONNECTIONS, settings.warmup_s, workdir)
 
 
@@ -153,11 +158,11 @@ def run_all(
     Returns the measurements and the versions of the tools involved.
     """
     with ProcessGroup(workdir) as group:
-        progress("starting upstream, Envoy direct, the Aegis service and Envoy → Aegis")
+        progress("starting upstream, Envoy direct, the no-op Check and its Envoy, the Aegis service and its Envoy")
         stack = start_bench_stack(group, workdir, settings.envoy_concurrency)
         versions = {"envoy": _version([stack.envoy_binary, "--version"]), "wrk": _version([wrk_binary(), "-v"])}
         verify(stack)
-        progress("verified: direct 200, Aegis 200 (allowed), 403 (amount 900), 401 (no token)")
+        progress("verified: direct and floor 200, Aegis 200 (allowed), 403 (amount 900), 401 (no token)")
         warm_up(stack, settings, workdir)
         measurements = []
         for scenario in plan():
@@ -207,6 +212,7 @@ def report(
         **context,
         "measurements": [m.to_json() for m in measurements],
         "comparisons": [c.to_json() for c in comparisons],
+        "aegis_over_floor": floor_split(comparisons),
     }
 
 
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     comparisons = compare(measurements)
     print(table(measurements, comparisons))
+    split = floor_split(comparisons)
+    print("\n".join(["", *split]))
     context = {"versions": versions, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report(measurements, comparisons, settings, context), indent=2) + "\n")

@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from bench.stack import (
     Target,
     direct_bootstrap,
     loopback,
+    moved_config,
     start_envoy,
     upstream_bootstrap,
     write_aegis_config,
@@ -121,15 +122,9 @@ def plugin_config(grpc_addr: str) -> dict[str, Any]:
     }
 
 
-def _moved(config: AegisConfig, target: Target, access_log: Path) -> AegisConfig:
-    """``config`` with Envoy on ``target``'s ports and its own access log."""
-    envoy = replace(config.envoy, listen=target.listen, admin=target.admin, access_log=str(access_log))
-    return replace(config, envoy=envoy)
-
-
 def opa_envoy_bootstrap(config: AegisConfig, target: Target, access_log: Path, opa_grpc: str) -> dict[str, Any]:
     """The bootstrap ``aegis`` runs, on other ports, with the gRPC cluster on the plugin."""
-    moved = _moved(config, target, access_log)
+    moved = moved_config(config, target, access_log)
     bootstrap = render_bootstrap(moved, service_endpoints=[opa_grpc], with_ext_proc=False)
     clusters = bootstrap["static_resources"]["clusters"]
     (grpc,) = [c for c in clusters if c["name"] == GRPC_CLUSTER]
@@ -220,7 +215,7 @@ def start_comparison_stack(
         envoy(direct, direct_bootstrap(config, direct.listen, direct.admin, workdir / "direct.log"))
         services = start_services(group, config, replicas)
         envoy(aegis, render_bootstrap(config, with_ext_proc=False, service_endpoints=grpc_endpoints))
-        moved = _moved(config, aegis_dlp, workdir / "aegis_dlp.log")
+        moved = moved_config(config, aegis_dlp, workdir / "aegis_dlp.log")
         envoy(aegis_dlp, full_bootstrap(moved, grpc_endpoints, proc_endpoints))
         opa_grpc, _ = start_opa_envoy_plugin(group, workdir, config)
         envoy(opa, opa_envoy_bootstrap(config, opa, workdir / "opa_envoy.log", opa_grpc))

@@ -8,7 +8,14 @@ from typing import Any
 
 from bench.result import LoadResult
 
-TARGET_LABELS = {"upstream": "upstream alone", "direct": "Envoy direct", "aegis": "Envoy → Aegis"}
+TARGET_LABELS = {
+    "upstream": "upstream alone",
+    "direct": "Envoy direct",
+    "floor": "Envoy → no-op Python Check",
+    "aegis": "Envoy → Aegis",
+}
+# Targets compared against Envoy direct at the same load.
+COMPARED = ("floor", "aegis")
 MODE_LABELS = {"connections": "wrk", "rate": "open loop"}
 
 
@@ -51,8 +58,9 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Aegis against Envoy direct at the same load."""
+    """A target with ext_authz (Aegis, or the no-op floor) against Envoy direct at the same load."""
 
+    target: str
     mode: str
     load: int
     throughput_ratio: float
@@ -65,16 +73,17 @@ class Comparison:
 
 
 def compare(measurements: Sequence[Measurement]) -> list[Comparison]:
-    """One comparison per aegis run that has a direct run at the same mode and load."""
+    """One comparison per floor or aegis run that has a direct run at the same mode and load."""
     direct = {(m.scenario.mode, m.scenario.load): m.result for m in measurements if m.scenario.target == "direct"}
     out = []
     for m in measurements:
         base = direct.get((m.scenario.mode, m.scenario.load))
-        if m.scenario.target != "aegis" or base is None or base.rps <= 0:
+        if m.scenario.target not in COMPARED or base is None or base.rps <= 0:
             continue
         a, d = m.result.latency_us, base.latency_us
         out.append(
             Comparison(
+                target=m.scenario.target,
                 mode=m.scenario.mode,
                 load=m.scenario.load,
                 throughput_ratio=m.result.rps / base.rps,
@@ -91,8 +100,8 @@ def _ms(us: float) -> str:
 
 
 def table(measurements: Sequence[Measurement], comparisons: Sequence[Comparison]) -> str:
-    """A Markdown table: one row per run, Aegis rows with the ratios against direct."""
-    by_load = {(c.mode, c.load): c for c in comparisons}
+    """A Markdown table: one row per run, floor and Aegis rows with the ratios against direct."""
+    by_run = {(c.target, c.mode, c.load): c for c in comparisons}
     header = (
         "| scenario | load | RPS | P50 ms | P99 ms | P99.9 ms | errors | RPS vs direct | +P50 ms | +P99 ms |\n"
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
@@ -102,10 +111,28 @@ def table(measurements: Sequence[Measurement], comparisons: Sequence[Comparison]
         r, s = m.result, m.scenario
         cells = [s.label, s.load_label, f"{r.rps:,.0f}", _ms(r.latency_us["p50"]), _ms(r.latency_us["p99"])]
         cells += [_ms(r.latency_us["p999"]), str(r.error_count) + ("" if m.valid else " ⚠")]
-        c = by_load.get((s.mode, s.load)) if s.target == "aegis" else None
+        c = by_run.get((s.target, s.mode, s.load))
         if c is None:
             cells += ["", "", ""]
         else:
             cells += [f"{c.throughput_ratio:.2f}x", f"{c.added_p50_ms:+.2f}", f"{c.added_p99_ms:+.2f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def floor_split(comparisons: Sequence[Comparison]) -> list[str]:
+    """Per load, Aegis's added latency split into the no-op floor's and Aegis's own work."""
+    floor = {(c.mode, c.load): c for c in comparisons if c.target == "floor"}
+    lines = []
+    for c in comparisons:
+        f = floor.get((c.mode, c.load))
+        if c.target != "aegis" or f is None:
+            continue
+        load = f"{c.load} conn" if c.mode == "connections" else f"{c.load} RPS"
+        lines.append(
+            f"{load}: Aegis adds {c.added_p50_ms:+.2f} ms P50 / {c.added_p99_ms:+.2f} ms P99 over Envoy direct; "
+            f"the no-op Python Check adds {f.added_p50_ms:+.2f} / {f.added_p99_ms:+.2f}, so Aegis's own work is "
+            f"{c.added_p50_ms - f.added_p50_ms:+.2f} / {c.added_p99_ms - f.added_p99_ms:+.2f} ms; "
+            f"RPS vs direct {f.throughput_ratio:.2f}x (floor) and {c.throughput_ratio:.2f}x (Aegis)"
+        )
+    return lines

@@ -8,8 +8,10 @@
   ``aegis.yaml``, minus the ext_authz filter, its per-route overrides and the Aegis gRPC
   cluster (:func:`strip_authz`).  Same listener, HCM options and access-log format as
   ``aegis`` (its own log file).
-* ``aegis``: the full generated bootstrap (ext_authz → router; ext_proc left out until its
-  servicer exists) in front of ``python -m extauthz.cli serve`` with the repo's policies.
+* ``floor``: the same generated bootstrap in front of ``python -m bench.noop_authz``, a Check
+  that answers OK without deciding anything: what a Python gRPC ext_authz costs by itself.
+* ``aegis``: the full generated bootstrap (ext_authz → router; ext_proc is measured by
+  ``bench.dlp_gateway``) in front of ``python -m extauthz.cli serve`` with the repo's policies.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class BenchStack:
     token: str
     service_http: str
     envoy_binary: str
+    floor: Target | None = None  # Envoy → a no-op Python Check (bench.noop_authz)
 
 
 # --- configs ------------------------------------------------------------------------------
@@ -131,10 +134,23 @@ def _strip_hcm(hcm: dict[str, Any]) -> None:
             vhost.pop("typed_per_filter_config", None)
 
 
+def moved_config(config: AegisConfig, target: Target, access_log: Path) -> AegisConfig:
+    """``config`` with Envoy on ``target``'s ports and its own access log."""
+    envoy = replace(config.envoy, listen=target.listen, admin=target.admin, access_log=str(access_log))
+    return replace(config, envoy=envoy)
+
+
 def direct_bootstrap(config: AegisConfig, listen: str, admin: str, access_log: Path) -> dict[str, Any]:
     """The generated bootstrap on other ports and its own access log, without authorisation."""
-    moved = replace(config, envoy=replace(config.envoy, listen=listen, admin=admin, access_log=str(access_log)))
+    moved = moved_config(config, Target("direct", listen, admin), access_log)
     return strip_authz(render_bootstrap(moved, with_ext_proc=False))
+
+
+def floor_bootstrap(config: AegisConfig, target: Target, access_log: Path, noop_grpc: str) -> dict[str, Any]:
+    """The generated bootstrap (ext_authz → router) on ``target``'s ports, Check on ``noop_grpc``."""
+    return render_bootstrap(
+        moved_config(config, target, access_log), service_endpoints=[noop_grpc], with_ext_proc=False
+    )
 
 
 def _fixed_route(prefix: str, body: str) -> dict[str, Any]:
@@ -200,7 +216,8 @@ def start_service(group: ProcessGroup, config: AegisConfig) -> None:
 
 
 def start_bench_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) -> BenchStack:
-    """Start upstream, direct Envoy, the Aegis service and the Aegis Envoy, each once ready.
+    """Start upstream, direct Envoy, the Aegis service and its Envoy, the no-op Check and its
+    Envoy, each once ready.
 
     The processes belong to ``group``, which stops them when its own ``with`` block ends.
     """
@@ -208,6 +225,7 @@ def start_bench_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int
     config = write_aegis_config(workdir, upstream.listen)
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
+    floor = Target("floor", loopback(), loopback())
     binary = envoy_binary(config)
     try:
         start_envoy(group, "upstream", upstream_bootstrap(upstream.listen, upstream.admin), upstream.admin, binary, 1)
@@ -216,7 +234,11 @@ def start_bench_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int
         start_service(group, config)
         aegis_boot = render_bootstrap(config, with_ext_proc=False)
         start_envoy(group, "aegis", aegis_boot, aegis.admin, binary, envoy_concurrency)
+        noop_grpc = loopback()
+        group.spawn("noop-authz", [sys.executable, "-m", "bench.noop_authz", noop_grpc], cwd=REPO)
+        floor_boot = floor_bootstrap(config, floor, workdir / "floor-access.log", noop_grpc)
+        start_envoy(group, "floor", floor_boot, floor.admin, binary, envoy_concurrency)
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=SCOPES, ttl_s=TOKEN_TTL_S)
-    return BenchStack(upstream, direct, aegis, token, config.service.http, binary)
+    return BenchStack(upstream, direct, aegis, token, config.service.http, binary, floor)

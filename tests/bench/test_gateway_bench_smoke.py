@@ -12,15 +12,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from bench.gateway import verify
+from bench.gateway import ext_authz_counters, verify
 from bench.openloop import OpenLoop, open_loop
-from bench.procs import BenchError
-from bench.report import Measurement, Scenario, compare
+from bench.procs import BenchError, ProcessGroup
+from bench.report import Measurement, Scenario, compare, floor_split
 from bench.request import refund_request
 from bench.result import LoadResult, percentile
-from bench.stack import TOOL_HOST, UPSTREAM_BODY, BenchStack, Target, strip_authz, write_aegis_config
+from bench.stack import (
+    TOOL_HOST,
+    UPSTREAM_BODY,
+    BenchStack,
+    Target,
+    start_bench_stack,
+    strip_authz,
+    write_aegis_config,
+)
 from bench.wrk import lua_script, lua_string, parse_wrk_output
 from extauthz.envoyconfig import EXT_AUTHZ_FILTER, GRPC_CLUSTER, render_bootstrap
 
@@ -152,8 +161,31 @@ def _measurement(target: str, rps: float, p50: float, p99: float) -> Measurement
 
 def test_comparison_is_against_direct_at_the_same_load() -> None:
     (c,) = compare([_measurement("direct", 2000, 300, 900), _measurement("aegis", 500, 1300, 2900)])
-    assert c.throughput_ratio == pytest.approx(0.25)
+    assert c.target == "aegis" and c.throughput_ratio == pytest.approx(0.25)
     assert c.added_p50_ms == pytest.approx(1.0) and c.added_p99_ms == pytest.approx(2.0)
+
+
+def test_aegis_latency_splits_into_the_floor_and_its_own_work() -> None:
+    runs = [_measurement("direct", 2000, 300, 900), _measurement("floor", 1000, 800, 1900)]
+    floor, aegis = compare([*runs, _measurement("aegis", 500, 1300, 2900)])
+    assert (floor.target, floor.throughput_ratio, floor.added_p50_ms) == ("floor", 0.5, pytest.approx(0.5))
+    (line,) = floor_split([floor, aegis])
+    assert "Aegis adds +1.00 ms P50 / +2.00 ms P99" in line
+    assert "no-op Python Check adds +0.50 / +1.00" in line and "own work is +0.50 / +1.00 ms" in line
+
+
+def test_floor_target_is_a_real_check_that_lets_everything_through(tmp_path: Path) -> None:
+    with ProcessGroup(tmp_path) as group:
+        stack = start_bench_stack(group, tmp_path, envoy_concurrency=1)
+        verify(stack)  # direct, floor and Aegis answer as they should (Aegis denies 900)
+        assert stack.floor is not None
+        before = ext_authz_counters(stack.floor).get("ok", 0)
+        denied_by_aegis = refund_request(TOOL_HOST, None, 900.0)  # no token, over the limit
+        response = httpx.post(
+            stack.floor.url + denied_by_aegis.path, content=denied_by_aegis.body, headers=denied_by_aegis.headers
+        )
+        assert response.status_code == 200 and response.text == UPSTREAM_BODY
+        assert ext_authz_counters(stack.floor).get("ok", 0) == before + 1  # it went through a Check
 
 
 def test_nearest_rank_percentile() -> None:
