@@ -5,7 +5,7 @@
 Starts on free loopback ports a fixed-response upstream, Envoy direct (no ext_authz),
 Envoy → a no-op Python Check → upstream (the floor: ``bench.noop_authz``) and Envoy → Aegis →
 upstream (see ``bench.stack``); checks that the allowed refund gets a 200 from
-the upstream through both and that Aegis really decides (403 for a refund of 900, 401 without
+the upstream through all three and that Aegis really decides (403 for a refund of 900, 401 without
 a token); then drives each with wrk (closed loop, fixed connections) and with the open-loop
 generator (fixed rate), prints a table with the ratios against direct, and writes JSON.
 Every process it started is stopped on exit, Ctrl-C and SIGTERM included.
