@@ -4,8 +4,10 @@
 
 Starts on free loopback ports a fixed-response upstream (small JSON for the refund, a ~2 KB
 support ticket with 11 PII items for the Slack post and the CRM read), Envoy direct (no
-ext_authz, no ext_proc) and Envoy → Aegis with the **full** generated bootstrap
-(ext_authz → ext_proc → router; the service serves ext_proc on ``service.ext_proc``).
+ext_authz, no ext_proc), Envoy → Aegis with the **full** generated bootstrap
+(ext_authz → ext_proc → router; the service serves ext_proc on ``service.ext_proc``) and the
+floor: the same bootstrap in front of ``bench.noop_authz``, a Check and an ext_proc that ask
+for the same phases as Aegis and change nothing (for the two redacted calls).
 Verifies that direct returns the ticket as is and Aegis redacts it, then drives, back to
 back at 1 and 32 connections (wrk), three calls through both:
 
@@ -45,11 +47,13 @@ from bench.request import BenchRequest, refund_request
 from bench.result import LoadResult
 from bench.stack import (
     POLICIES,
+    REPO,
     TOOL_HOST,
     UPSTREAM_BODY,
     Target,
     direct_bootstrap,
     loopback,
+    moved_config,
     start_envoy,
     start_service,
     upstream_bootstrap,
@@ -80,6 +84,13 @@ class DlpStack:
     aegis: Target
     token: str
     binary: str
+    floor: Target | None = None  # Envoy → no-op Check + no-op ext_proc (bench.noop_authz)
+
+    def target(self, name: str) -> Target:
+        found = {"direct": self.direct, "aegis": self.aegis, "floor": self.floor}[name]
+        if found is None:
+            raise BenchError(f"no {name} target in this stack")
+        return found
 
 
 # --- setup --------------------------------------------------------------------------------
@@ -118,6 +129,7 @@ def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) 
     )
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
+    floor = Target("floor", loopback(), loopback())
     binary = envoy_binary(config)
     bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
     try:
@@ -128,10 +140,16 @@ def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) 
         start_envoy(group, "direct", direct_boot, direct.admin, binary, envoy_concurrency)
         start_service(group, config)
         start_envoy(group, "aegis", full_bootstrap(config), aegis.admin, binary, envoy_concurrency)
+        noop_check, noop_proc = loopback(), loopback()
+        group.spawn("noop-authz", [sys.executable, "-m", "bench.noop_authz", noop_check, noop_proc], cwd=REPO)
+        floor_boot = full_bootstrap(
+            moved_config(config, floor, workdir / "floor-access.log"), [noop_check], [noop_proc]
+        )
+        start_envoy(group, "floor", floor_boot, floor.admin, binary, envoy_concurrency)
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=1800)
-    return DlpStack(direct, aegis, token, binary)
+    return DlpStack(direct, aegis, token, binary, floor)
 
 
 def full_bootstrap(
@@ -156,17 +174,18 @@ def _send(target: Target, request: BenchRequest) -> httpx.Response:
     )
 
 
-def _service_redactions(stack: DlpStack, request: BenchRequest) -> httpx.Response:
+def send_once_ready(target: Target, request: BenchRequest) -> httpx.Response:
+    """The first 200, or the last answer after VERIFY_TIMEOUT_S (Envoy health-checks first)."""
     deadline = time.monotonic() + VERIFY_TIMEOUT_S
     while True:
-        response = _send(stack.aegis, request)
+        response = _send(target, request)
         if response.status_code == 200 or time.monotonic() > deadline:
             return response
         time.sleep(0.2)
 
 
 def verify(stack: DlpStack) -> dict[str, Any]:
-    """Direct returns the upstream bodies as they are; Aegis allows, and redacts the ticket."""
+    """Direct and the floor return the upstream bodies as they are; Aegis allows, and redacts the ticket."""
     plain, signed = requests(None), requests(stack.token)
     expected = {"refund": UPSTREAM_BODY, "slack": ticket_json(), "crm": ticket_json()}
     seen: dict[str, Any] = {}
@@ -177,7 +196,7 @@ def verify(stack: DlpStack) -> dict[str, Any]:
                 f"refusing to measure: direct answered {direct.status_code} {direct.text[:200]!r} to {name}"
             )
         before = ext_counters(stack.aegis, "ext_proc.")
-        aegis = _service_redactions(stack, signed[name])
+        aegis = send_once_ready(stack.aegis, signed[name])
         if aegis.status_code != 200:
             raise BenchError(f"refusing to measure: Aegis answered {aegis.status_code} {aegis.text[:300]!r} to {name}")
         redacted = aegis.text != expected[name] and "[REDACTED:" in aegis.text
@@ -187,6 +206,10 @@ def verify(stack: DlpStack) -> dict[str, Any]:
             "response_bytes": len(aegis.content),
             "ext_proc": _delta(before, ext_counters(stack.aegis, "ext_proc.")),
         }
+        if stack.floor is not None and "floor" in targets_for(name):
+            floor = send_once_ready(stack.floor, signed[name])
+            if floor.status_code != 200 or floor.text != expected[name]:
+                raise BenchError(f"refusing to measure: the floor answered {floor.status_code} {floor.text[:200]!r}")
     return seen
 
 
@@ -226,7 +249,7 @@ class Run:
 
 
 def measure(stack: DlpStack, call: str, target_name: str, connections: int, duration_s: float, workdir: Path) -> Run:
-    target = stack.direct if target_name == "direct" else stack.aegis
+    target = stack.target(target_name)
     request = requests(None if target_name == "direct" else stack.token)[call]
     if target_name == "direct":
         return Run(call, target_name, connections, run_wrk(target.url, request, connections, duration_s, workdir))
@@ -236,10 +259,16 @@ def measure(stack: DlpStack, call: str, target_name: str, connections: int, dura
     return Run(call, target_name, connections, result, _delta(before, after))
 
 
+def targets_for(call: str) -> tuple[str, ...]:
+    """The floor stands in for the redacted calls only (Aegis skips ext_proc for the refund)."""
+    return ("direct", "aegis") if call == "refund" else ("direct", "floor", "aegis")
+
+
 def warm_up(stack: DlpStack, workdir: Path) -> None:
     for call in CALLS:
-        for target, token in ((stack.direct, None), (stack.aegis, stack.token)):
-            run_wrk(target.url, requests(token)[call], 8, WARMUP_S, workdir)
+        for name in targets_for(call):
+            token = None if name == "direct" else stack.token
+            run_wrk(stack.target(name).url, requests(token)[call], 8, WARMUP_S, workdir)
 
 
 def run_all(
@@ -254,7 +283,7 @@ def run_all(
         runs = []
         for connections in CONNECTIONS:
             for call in CALLS:
-                for target in ("direct", "aegis"):
+                for target in targets_for(call):
                     progress(f"{call} {target} {connections} conn, {duration_s:g} s")
                     runs.append(measure(stack, call, target, connections, duration_s, workdir))
         return runs, verified
@@ -270,15 +299,16 @@ CALL_LABELS = {
 }
 
 
-def comparisons(runs: list[Run]) -> dict[tuple[str, int], dict[str, float]]:
+def comparisons(runs: list[Run]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(target, call, connections) → the run against Envoy direct, for Aegis and the floor."""
     direct = {(r.call, r.connections): r.result for r in runs if r.target == "direct"}
     out = {}
     for run in runs:
         base = direct.get((run.call, run.connections))
-        if run.target != "aegis" or base is None or base.rps <= 0:
+        if run.target == "direct" or base is None or base.rps <= 0:
             continue
         a, d = run.result.latency_us, base.latency_us
-        out[(run.call, run.connections)] = {
+        out[(run.target, run.call, run.connections)] = {
             "throughput_ratio": round(run.result.rps / base.rps, 3),
             "added_p50_ms": round((a["p50"] - d["p50"]) / 1000, 3),
             "added_p99_ms": round((a["p99"] - d["p99"]) / 1000, 3),
@@ -292,7 +322,10 @@ def _per_request(run: Run, name: str) -> str:
     return f"{run.counters.get(name, 0) / run.result.requests:.2f}"
 
 
-def table(runs: list[Run], compared: dict[tuple[str, int], dict[str, float]]) -> str:
+TARGET_LABELS = {"direct": "Envoy direct", "floor": "Envoy → no-op Check + ext_proc", "aegis": "Envoy → Aegis"}
+
+
+def table(runs: list[Run], compared: dict[tuple[str, str, int], dict[str, float]]) -> str:
     rows = [
         "| call | target | conn | RPS | P50 ms | P99 ms | P99.9 ms | errors | RPS vs direct | +P50 ms | +P99 ms "
         "| ext_proc msgs/req |",
@@ -302,12 +335,12 @@ def table(runs: list[Run], compared: dict[tuple[str, int], dict[str, float]]) ->
         lat = run.result.latency_us
         cells = [
             CALL_LABELS[run.call],
-            "Envoy direct" if run.target == "direct" else "Envoy → Aegis",
+            TARGET_LABELS[run.target],
             str(run.connections),
         ]
         cells += [f"{run.result.rps:,.0f}"] + [f"{lat[k] / 1000:.2f}" for k in ("p50", "p99", "p999")]
         cells.append(str(run.result.error_count) + ("" if run.valid else " ⚠"))
-        c = compared.get((run.call, run.connections)) if run.target == "aegis" else None
+        c = compared.get((run.target, run.call, run.connections))
         cells += (
             ["", "", ""]
             if c is None
@@ -358,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": os.getloadavg(),
         "verified": verified,
         "runs": [r.to_json() for r in runs],
-        "comparisons": [{"call": k[0], "connections": k[1], **v} for k, v in compared.items()],
+        "comparisons": [{"target": k[0], "call": k[1], "connections": k[2], **v} for k, v in compared.items()],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,25 +1,38 @@
-"""A Check that decides nothing: the floor a Python gRPC ext_authz service costs here.
+"""A Check (and an ext_proc) that decide nothing: the floor a Python gRPC service costs here.
 
-``python -m bench.noop_authz 127.0.0.1:PORT`` serves ``Authorization/Check``, answering OK
-to every request, on the server Aegis's Check runs on (sync grpcio, the same worker pool,
-gRPC health for Envoy's active check).  ``bench.gateway`` measures it behind the generated
-Envoy bootstrap in the same run as Aegis, so Aegis's added latency splits into the Python
-gRPC round trip (this floor) and Aegis's own work (the rest).
+``python -m bench.noop_authz CHECK_ADDR [EXT_PROC_ADDR]`` serves ``Authorization/Check``,
+answering OK to every request, on the server Aegis's Check runs on (sync grpcio, the same
+worker pool, gRPC health for Envoy's active check); with ``EXT_PROC_ADDR`` also
+``ExternalProcessor/Process`` on grpc.aio in its own thread, as Aegis serves it, asking for
+both bodies and changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway`` measure them
+behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added latency
+splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+from collections.abc import AsyncIterator
 from concurrent import futures
 
 import grpc
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as proc_pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.server import AUTHZ_SERVICE, GRPC_WORKERS
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+_MODE = processing_mode_pb2.ProcessingMode
+# The phases Aegis asks for on a call that redacts both bodies (extauthz.envoy_proc).
+_BOTH_BODIES = _MODE(
+    request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
+)
 
 
 class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -27,6 +40,39 @@ class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         return _OK
+
+
+class PassEverything(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    """Every phase Aegis's redaction asks for, answered with "no change"; closed after the
+    response body, as Aegis closes it."""
+
+    async def Process(
+        self, requests: AsyncIterator[proc_pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[proc_pb.ProcessingResponse]:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "request_headers":
+                yield proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse(), mode_override=_BOTH_BODIES)
+            elif kind == "request_body":
+                yield proc_pb.ProcessingResponse(request_body=proc_pb.BodyResponse())
+            elif kind == "response_headers":
+                yield proc_pb.ProcessingResponse(response_headers=proc_pb.HeadersResponse())
+            elif kind == "response_body":
+                yield proc_pb.ProcessingResponse(response_body=proc_pb.BodyResponse())
+                return
+            elif kind == "request_trailers":
+                yield proc_pb.ProcessingResponse(request_trailers=proc_pb.TrailersResponse())
+            else:
+                yield proc_pb.ProcessingResponse(response_trailers=proc_pb.TrailersResponse())
+
+
+async def _serve_ext_proc(address: str) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(PassEverything(), server)
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"bench.noop_authz: cannot listen on {address}")
+    await server.start()
+    await server.wait_for_termination()
 
 
 def serve(address: str) -> None:
@@ -46,6 +92,11 @@ def serve(address: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m bench.noop_authz HOST:PORT")
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit("usage: python -m bench.noop_authz CHECK_HOST:PORT [EXT_PROC_HOST:PORT]")
+    if len(sys.argv) == 3:
+        ext_proc = sys.argv[2]
+        threading.Thread(
+            target=lambda: asyncio.run(_serve_ext_proc(ext_proc)), name="noop-ext-proc", daemon=True
+        ).start()
     serve(sys.argv[1])

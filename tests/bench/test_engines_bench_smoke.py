@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from bench.dlp_gateway import CRM_PATH, SLACK_PATH, bench_policy_dir, comparisons, full_bootstrap, requests, table
+from bench.dlp_gateway import (
+    CRM_PATH,
+    SLACK_PATH,
+    bench_policy_dir,
+    comparisons,
+    ext_counters,
+    full_bootstrap,
+    requests,
+    send_once_ready,
+    start_dlp_stack,
+    table,
+)
 from bench.dlp_gateway import Run as DlpRun
 from bench.engines import decisions, policy_inputs
 from bench.policygen import TOOL_COUNT, allowed_call, policy_set, sample_calls, write_policy_dir
+from bench.procs import ProcessGroup
 from bench.result import LoadResult
 from bench.stack import direct_bootstrap, upstream_bootstrap, write_aegis_config
 from bench.ticket import ticket_json
@@ -76,6 +88,29 @@ def test_comparisons_use_the_same_call_and_load() -> None:
         return LoadResult(100, 1.0, rps, {}, {"p50": p50, "p90": p50, "p99": 2 * p50, "p999": 3 * p50})
 
     runs = [DlpRun("slack", "direct", 1, result(1000, 300)), DlpRun("slack", "aegis", 1, result(250, 1300))]
+    runs.append(DlpRun("slack", "floor", 1, result(500, 800)))
     compared = comparisons(runs)
-    assert compared[("slack", 1)] == {"throughput_ratio": 0.25, "added_p50_ms": 1.0, "added_p99_ms": 2.0}
-    assert "0.25x" in table(runs, compared)
+    assert compared[("aegis", "slack", 1)] == {"throughput_ratio": 0.25, "added_p50_ms": 1.0, "added_p99_ms": 2.0}
+    assert compared[("floor", "slack", 1)] == {"throughput_ratio": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 1.0}
+    rendered = table(runs, compared)
+    assert "0.25x" in rendered and "| Envoy → no-op Check + ext_proc | 1 |" in rendered and "0.50x" in rendered
+
+
+def test_the_dlp_floor_makes_the_same_round_trips_as_aegis_and_changes_nothing(tmp_path: Path) -> None:
+    with ProcessGroup(tmp_path) as group:
+        stack = start_dlp_stack(group, tmp_path, envoy_concurrency=1)
+        assert stack.floor is not None
+        for call, messages in (("slack", 4), ("crm", 3)):
+            request = requests(stack.token)[call]
+            sent: dict[str, int] = {}
+            for name in ("floor", "aegis"):
+                target = stack.target(name)
+                before = ext_counters(target, "ext_proc.").get("ext_proc.stream_msgs_sent", 0)
+                response = send_once_ready(target, request)
+                assert response.status_code == 200, (name, call, response.text)
+                sent[name] = ext_counters(target, "ext_proc.")["ext_proc.stream_msgs_sent"] - before
+                redacted = "[REDACTED" in response.text
+                assert redacted == (name == "aegis"), (name, call)  # the floor changes nothing
+                if name == "floor":
+                    assert response.text == ticket_json()
+            assert sent == {"floor": messages, "aegis": messages}, call
