@@ -56,7 +56,6 @@ from bench.stack import (
     UPSTREAM_BODY,
     Target,
     direct_bootstrap,
-    free_port,
     loopback,
     start_envoy,
     upstream_bootstrap,
@@ -67,6 +66,7 @@ from bench.wrk import run_wrk, wrk_binary
 from extauthz.config import AegisConfig, load_config
 from extauthz.devtokens import mint_token
 from extauthz.envoyconfig import GRPC_CLUSTER
+from extauthz.ports import free_loopback_port
 from extauthz.supervisor import REPLICA_PORT_STEP, Stack, envoy_binary, replicas_of, start_stack
 
 DEFAULT_OUT = Path("bench/out/replicas.json")
@@ -85,7 +85,7 @@ def replica_service_ports(replicas: int, taken: set[int]) -> dict[str, str]:
     """grpc/http/ext_proc addresses whose ``+ REPLICA_PORT_STEP·i`` ports (i < replicas) are free
     and collide with nothing in ``taken`` (which is updated)."""
     for _ in range(200):
-        base = [free_port() for _ in range(3)]
+        base = [free_loopback_port() for _ in range(3)]
         ports = {p + REPLICA_PORT_STEP * i for p in base for i in range(replicas)}
         if len(ports) == 3 * replicas and not ports & taken and all(_port_free(p) for p in ports):
             taken.update(ports)
@@ -129,7 +129,7 @@ def replica_config(
 
 def start_redis(group: ProcessGroup) -> int:
     """Debian's redis-server on a free loopback port, no persistence; its port once it answers."""
-    port = free_port()
+    port = free_loopback_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     child = group.spawn("redis", argv)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)

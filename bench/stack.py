@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import copy
-import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from bench.procs import BenchError, ProcessGroup, wait_ready
 from extauthz.config import AegisConfig, load_config
 from extauthz.devtokens import generate_keypair, mint_token
 from extauthz.envoyconfig import EXT_AUTHZ_FILTER, EXT_PROC_FILTER, GRPC_CLUSTER, render_bootstrap
+from extauthz.ports import free_loopback_port
 from extauthz.supervisor import envoy_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,15 +46,8 @@ _T = "type.googleapis.com/envoy."
 _HCM = "envoy.filters.network.http_connection_manager"
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def loopback() -> str:
-    return f"127.0.0.1:{free_port()}"
+    return f"127.0.0.1:{free_loopback_port()}"
 
 
 @dataclass(frozen=True)

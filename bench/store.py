@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -19,15 +18,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from extauthz.ports import free_loopback_port
 from extauthz.store import PendingApproval, Store
 from extauthz.store.redis import RedisStore
 from extauthz.store.sqlite import SqliteStore
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _approval(now: float) -> PendingApproval:
@@ -80,7 +74,7 @@ def main() -> None:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not installed")
-    port = _port()
+    port = free_loopback_port()
     redis = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import yaml
 
 from extauthz.config import AegisConfig, load_config
 from extauthz.devtokens import mint_token
+from extauthz.ports import free_loopback_port
 from extauthz.supervisor import Stack, start_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,9 +22,7 @@ POLICIES = REPO / "policies"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_loopback_port()
 
 
 def write_config(directory: Path, overrides: dict[str, Any] | None = None, *, policy_dir: Path | None = None) -> Path:

@@ -11,17 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 from extauthz.config import AegisConfig, IdentityConfig, PolicyConfig
 from extauthz.demo_tools import CRM_RECORD, RECEIVED_LIMIT, DemoToolServer, crm, start_demo_tools
 from extauthz.errors import ConfigError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_config(upstreams: dict[str, str]) -> AegisConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ import httpx
 
 from extauthz.errors import PolicyError
 from extauthz.policy.bundle import Bundle, write_bundle
+from extauthz.ports import free_loopback_port
 
 _READY_TIMEOUT_S = 15.0
 _PROJECT_OPA = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "opa"
@@ -34,12 +34,6 @@ def find_opa() -> str:
     raise PolicyError("the opa binary is not installed (run scripts/install-opa.sh, or set AEGIS_OPA)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def local_opa(bundle: Bundle) -> Iterator[str]:
     """Run OPA serving ``bundle``; yields its base URL."""
@@ -47,7 +41,7 @@ def local_opa(bundle: Bundle) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="aegis-opa-") as tmp:
         path = Path(tmp) / "bundle.tar.gz"
         write_bundle(bundle, path)
-        port = _free_port()
+        port = free_loopback_port()
         url = f"http://127.0.0.1:{port}"
         log = Path(tmp) / "opa.log"
         with log.open("wb") as out:

@@ -8,7 +8,6 @@ service is a clean 503 (with and without ext_proc), and the access log carries t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -28,19 +27,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.config import AegisConfig, EnvoyConfig, IdentityConfig, PolicyConfig, ServiceConfig
 from extauthz.envoyconfig import render_bootstrap_yaml
+from extauthz.ports import free_loopback_port as free_port
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
 from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc  # isort: skip
 
 pytestmark = pytest.mark.e2e
 MAX_BODY = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
