@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NATIVE_STAMP := $(VENV)/.native-built
+NATIVE_SOURCES := dlp/native/Cargo.toml dlp/native/Cargo.lock dlp/native/pyproject.toml $(wildcard dlp/native/src/*.rs)
 
 .PHONY: demo test install test-deps lint typecheck pytest bench clean
 
@@ -16,7 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --force-reinstall --no-deps opentelemetry-proto==1.45.2
 	touch $(STAMP)
 
-install: $(STAMP)
+# The DLP core (dlp/native, Rust): built in place so a source change rebuilds only what changed.
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
+	@command -v cargo >/dev/null || { echo "make: cargo not found: the DLP core (dlp/native) is Rust; install it with rustup" >&2; exit 1; }
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --quiet --release -m dlp/native/Cargo.toml
+	touch $(NATIVE_STAMP)
+
+install: $(STAMP) $(NATIVE_STAMP)
 
 ## demo: install into .venv, start Envoy + Aegis + demo tools, play the support scenario
 demo: install
@@ -43,4 +51,4 @@ bench: install
 	$(BIN)/python -m bench.gateway
 
 clean:
-	rm -rf $(VENV) .tools .aegis .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .aegis .pytest_cache .mypy_cache .ruff_cache dlp/native/target

@@ -408,3 +408,15 @@ def _compute_hint(k: str, parent: str) -> KeyHint:
     if found is None and (k.endswith("id") or k.endswith("number") or k.endswith("no")) and len(k) > 2:
         negative = True
     return KeyHint(found, negative, version)
+
+
+def native_tables() -> dict[str, object]:
+    """What the compiled core (dlp/native/src/context.rs) reads: the window, the shifts, and
+    what each keyword (in ``KEYWORDS`` order, the engine's keyword indexes) says per detector."""
+    return {
+        "window": WINDOW,
+        "positive_boost": POSITIVE_BOOST,
+        "negative_penalty": NEGATIVE_PENALTY,
+        "key_match_confidence": KEY_MATCH_CONFIDENCE,
+        "says": {detector: list(says) for detector, says in _SAYS.items()},
+    }

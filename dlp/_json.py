@@ -26,6 +26,7 @@ import orjson
 from dlp._context import NO_HINT, KeyHint, key_hint
 from dlp._errors import DuplicateKey, InvalidJson
 from dlp._modes import OWN_TOKEN, mask, replacement
+from dlp._native import native_json
 from dlp._paths import PathItem, format_path
 from dlp._plan import BY_DETECTOR, NAMED, Plan
 from dlp._scan import Span, scan_segments
@@ -294,6 +295,9 @@ def redact_text(text: str, plan: Plan, prefix: str = "") -> tuple[str, list[Reda
     with the duplicate-key hook parses again and decides.  Text orjson refuses goes to the
     stdlib parser too, for its precise error (or its wider range, e.g. lone surrogates).
     """
+    native = native_json(text, plan, prefix)
+    if native is not None:
+        return native
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:

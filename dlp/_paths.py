@@ -105,21 +105,22 @@ def compile_field(source: str) -> FieldRule:
 _PIECES: dict[PathItem, str] = {}
 
 
-def _piece(item: PathItem) -> str:
-    piece = _PIECES.get(item)
-    if piece is None:
+def piece(item: PathItem) -> str:
+    """One item of a formatted path: ``.name``, ``['odd key']`` or ``[3]``."""
+    text = _PIECES.get(item)
+    if text is None:
         if isinstance(item, int):
-            piece = f"[{item}]"
+            text = f"[{item}]"
         elif item.isidentifier():
-            piece = f".{item}"
+            text = f".{item}"
         else:
-            piece = "[" + repr(item) + "]"
+            text = "[" + repr(item) + "]"
         if len(_PIECES) > 4096:
             _PIECES.clear()
-        _PIECES[item] = piece
-    return piece
+        _PIECES[item] = text
+    return text
 
 
 def format_path(path: Sequence[PathItem]) -> str:
     """``("customer", "emails", 0)`` → ``$.customer.emails[0]`` (for ``Redaction.location``)."""
-    return "$" + "".join(map(_piece, path))
+    return "$" + "".join(map(piece, path))

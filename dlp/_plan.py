@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dlp._context import KeyHint, key_hint, normalize_key
 from dlp._obligations import Obligations
@@ -40,6 +41,8 @@ class Plan:
     hash_key: bytes | None
     # parent key → key → KeyEntry: documents repeat their keys, so each is looked at once per plan.
     key_entries: dict[str, dict[str, KeyEntry]] = field(default_factory=dict, compare=False, repr=False)
+    # The compiled core's view of this plan (dlp._native), made on first use.
+    native: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def entries_under(self, parent: str) -> dict[str, KeyEntry]:
         """The (growing) table of :class:`KeyEntry` for keys held under ``parent``."""

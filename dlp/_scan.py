@@ -216,10 +216,7 @@ def scan(
     limits = resolve_thresholds(thresholds)
     if not text or not wanted:
         return []
-    view, index = detection_view(text)
-    found = _scan_joined(view, (0,), (NO_HINT,), wanted, limits)
-    if index is not None:
-        found = [(t, *original_span(index, s, e), c) for t, s, e, c in found]
+    (found,) = scan_segments([text], [NO_HINT], wanted, limits)
     return [Finding(t, s, e, round(c, 2)) for t, s, e, c in found]
 
 
@@ -233,6 +230,11 @@ def scan_segments(
     out: list[list[Span]] = [[] for _ in values]
     if not values or not wanted:
         return out
+    from dlp import _native  # here: _native builds on the modules that import this one
+
+    native = _native.core()
+    if native is not None:
+        return _native.scan_segments(native, list(values), list(hints), wanted, dict(limits))
     joined = SEPARATOR.join(values)
     indexes: list[list[int] | None] | None = None
     if detection_view(joined)[1] is not None:  # some value needs its detection view (rare)

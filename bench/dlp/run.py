@@ -11,7 +11,9 @@ first sight of a value costs what a repeat does; the fresh-values row shows it.
 
 ``--baseline DIR`` also measures another version of the library in a subprocess (a directory
 holding a ``dlp`` package, e.g. ``git archive <rev> dlp | tar -x -C DIR``), alternating with this
-one in four chunks, so before/after are measured in the same run on the same machine.  ``--latency-only``
+one in four chunks, so before/after are measured in the same run on the same machine.
+``--baseline python`` measures this package's pure-Python path (``AEGIS_DLP_NATIVE=0``) the same way:
+the compiled core against the implementation it must agree with.  ``--latency-only``
 prints only the latency JSON (what the baseline subprocess runs).
 
 Presidio (``presidio-analyzer``) runs in the same process on the same corpus and payload with
@@ -226,9 +228,13 @@ def summarized(latencies: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def baseline_latency(directory: Path, n: int) -> dict[str, Any]:
-    """:func:`latency` of the ``dlp`` package in ``directory``, measured in a subprocess (raw samples)."""
-    env = {**os.environ, "DLP_BENCH_LIBRARY": str(directory.resolve())}
+def baseline_latency(baseline: str, n: int) -> dict[str, Any]:
+    """:func:`latency` of the ``dlp`` package in directory ``baseline`` (or of this one's pure-Python
+    path when ``baseline`` is ``python``), measured in a subprocess (raw samples)."""
+    if baseline == "python":
+        env = {**os.environ, "AEGIS_DLP_NATIVE": "0"}
+    else:
+        env = {**os.environ, "DLP_BENCH_LIBRARY": str(Path(baseline).resolve())}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--latency-only", "--calls", str(n)],
         env=env,
@@ -266,12 +272,14 @@ def main() -> int:
     ap.add_argument("--no-presidio", action="store_true")
     ap.add_argument("--write", action="store_true", help="write bench/dlp/RESULTS.md")
     ap.add_argument("--out", type=Path, help="write the results as JSON (e.g. bench/results/dlp.json)")
-    ap.add_argument("--baseline", type=Path, help="directory holding another dlp package to measure too")
+    ap.add_argument(
+        "--baseline", help="directory holding another dlp package to measure too, or 'python' (AEGIS_DLP_NATIVE=0)"
+    )
     ap.add_argument("--latency-only", action="store_true", help="print the latency JSON only")
     args = ap.parse_args()
 
     if args.latency_only:
-        print(json.dumps({"dlp_file": dlp.__file__, **latency(args.calls)}))
+        print(json.dumps({"dlp_file": dlp.__file__, "engine": dlp.ENGINE, **latency(args.calls)}))
         return 0
     # With a baseline, the two alternate in four chunks, so both see the same machine.
     chunks = 4 if args.baseline else 1
@@ -310,6 +318,7 @@ def main() -> int:
         "latency_us": lat,
         "engine_pass_gateway_ticket_p50_us": engine_us,
         "presidio_analyze_gateway_ticket_us": pres_lat,
+        "baseline": args.baseline,
         "baseline_latency_us": baseline,
         "presidio": presidio_note,
     }
@@ -318,6 +327,9 @@ def main() -> int:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
 
     red = lat["redact_gateway_ticket"]
+    baseline_name = (
+        "none" if not args.baseline else f"{baseline['engine']}, same package" if args.baseline == "python" else args.baseline
+    )
     lines = [
         "# dlp benchmark results",
         "",
@@ -341,7 +353,7 @@ def main() -> int:
         "",
         "## Speed (µs per call, P50 / P99)",
         "",
-        "| measure | dlp | baseline (--baseline) | presidio | presidio / dlp |",
+        f"| measure | dlp ({dlp.ENGINE}) | baseline ({baseline_name}) | presidio | presidio / dlp |",
         "|---|---|---|---|---|",
         f"| corpus throughput (MB/s) | {mbs:.2f} | | "
         + (f"{size / 1e6 / pres[1]:.3f} | {mbs / (size / 1e6 / pres[1]):.1f}x |" if pres else "n/a | |"),
