@@ -4,5 +4,11 @@
 
 pub mod types;
 
+pub mod checks;
+pub mod dates;
+pub mod validate;
+
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_validate;
