@@ -107,3 +107,29 @@ _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 def ipv4_ok(value: str) -> bool:
     """``ipaddress.IPv4Address(value)`` would succeed: four decimal octets ≤ 255, no leading zeros."""
     return _IPV4.fullmatch(value) is not None
+
+
+# --- Export for the compiled core (dlp/native) -----------------------------------------------
+
+
+def native_tables() -> dict[str, object]:
+    """The data behind these checks, JSON-serialisable, for ``dlp/native`` (``validate.rs``).
+
+    * ``ssn_blocklist``: the nine-digit numbers stdnum rejects beyond the area/group/serial rules;
+    * ``iban_countries``: per country code (every two-character code of ``[A-Z0-9]`` that stdnum's
+      registry knows), the BBAN structure regex and whether stdnum also runs a country module's
+      ``validate`` (the compiled core asks the caller for that verdict);
+    * ``ipv4``: the IPv4 regex, which the core implements by hand and checks it is unchanged.
+    """
+    alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    countries: dict[str, dict[str, object]] = {}
+    for a in alnum:
+        for b in alnum:
+            structure, module = _iban_country(a + b)
+            if structure is not None:
+                countries[a + b] = {"structure": structure.pattern, "module": module is not None}
+    return {
+        "ssn_blocklist": sorted(_SSN_BLOCKLIST),
+        "iban_countries": countries,
+        "ipv4": _IPV4.pattern,
+    }

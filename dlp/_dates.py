@@ -77,3 +77,9 @@ def parse_date(value: str, kind: str) -> dt.date | None:
     if month is None:
         return None
     return _make(nums[1], month, nums[0])
+
+
+def native_tables() -> dict[str, object]:
+    """The data of ``parse_date`` for ``dlp/native`` (``validate.rs``): month names, the year floor,
+    and the two regexes the compiled core implements by hand (it checks they are unchanged)."""
+    return {"months": dict(_MONTHS), "min_year": MIN_YEAR, "numbers": _NUMBERS.pattern, "word": _WORD.pattern}

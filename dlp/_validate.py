@@ -384,3 +384,81 @@ _MAX_BASE: dict[tuple[str, str], float] = {
 def max_base(detector: str, kind: str) -> float:
     """The highest base confidence the validator of ``detector`` returns for pattern ``kind``."""
     return _MAX_BASE[detector, kind]
+
+
+# --- Export for the compiled core (dlp/native) -----------------------------------------------
+
+
+def _unicode_tables() -> dict[str, list[list[int]]]:
+    """``str.isalpha``/``isdigit``/``isalnum`` of every non-ASCII character, as inclusive code point ranges.
+
+    The validators look at the characters around a candidate with these Unicode-aware methods
+    (``_embedded``, ``ip_address``); the compiled core needs the same answers.  Only alphanumeric
+    characters can be alphabetic or digits, and ``re``'s Unicode ``\\w`` is exactly ``isalnum``
+    (or ``_``), so the runs of ``\\w`` bound the per-character work (~30 ms once).
+    """
+    import array
+
+    points = array.array("I", range(0x80, 0xD800))
+    points.extend(range(0xE000, 0x110000))  # every non-ASCII character but the surrogates
+    everything = points.tobytes().decode("utf-32-le" if array.array("I", [1]).tobytes()[0] else "utf-32-be")
+    out: dict[str, list[list[int]]] = {"alnum": [], "alpha": [], "digit": []}
+
+    def add(name: str, lo: int, hi: int) -> None:
+        ranges = out[name]
+        if ranges and ranges[-1][1] == lo - 1:
+            ranges[-1][1] = hi
+        else:
+            ranges.append([lo, hi])
+
+    gap = 0xD800 - 0x80  # index in ``everything`` of U+E000
+
+    def add_span(name: str, a: int, b: int) -> None:  # the characters everything[a:b]
+        if a < gap < b:
+            add_span(name, a, gap)
+            add_span(name, gap, b)
+        elif a < b:
+            shift = 0x80 if a < gap else 0x80 + 0x800
+            add(name, a + shift, b - 1 + shift)
+
+    for m in re.finditer(r"\w+", everything):
+        run, at = m.group(0), m.start()
+        for name, pred in (("alnum", str.isalnum), ("alpha", str.isalpha), ("digit", str.isdigit)):
+            if pred(run):  # the whole run (the common case: a script's letters)
+                add_span(name, at, m.end())
+            else:
+                for i, ch in enumerate(run):
+                    if pred(ch):
+                        add_span(name, at + i, at + i + 1)
+    return out
+
+
+def native_tables() -> dict[str, object]:
+    """The validators' data, JSON-serialisable, for ``dlp/native`` (``validate.rs``, ``ValidateTables``).
+
+    Everything the Python validators read is exported from the objects they use (the IIN table,
+    the SSN blocklist and IBAN registry derived from stdnum, the month names, the Unicode
+    character classes of this Python); the regexes the compiled core implements by hand are
+    exported too, so it refuses to start if one of them changed here without it.
+    """
+    import unicodedata
+
+    from dlp import _checks, _dates
+
+    return {
+        "iin": [[lo, hi, plen, sorted(lengths)] for lo, hi, plen, lengths in _IIN],
+        "file_tlds": sorted(_FILE_TLDS),
+        "domain": _DOMAIN.pattern,
+        "ssn_base": dict(_SSN_BASE),
+        "hexcolon": "".join(sorted(_HEXCOLON)),
+        "secret_base": dict(_SECRET_BASE),
+        "placeholders": sorted(_PLACEHOLDERS),
+        "key_end": _KEY_END.pattern,
+        "key_body": _KEY_BODY.pattern,
+        "max_key_block": MAX_KEY_BLOCK,
+        "max_base": [[d, k, b] for (d, k), b in _MAX_BASE.items()],
+        "checks": _checks.native_tables(),
+        "dates": _dates.native_tables(),
+        "unicode_version": unicodedata.unidata_version,
+        "unicode": _unicode_tables(),
+    }

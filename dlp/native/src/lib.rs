@@ -47,5 +47,11 @@ pub fn build(tables_json: &str) -> Result<scan::Scanner, String> {
     scan::Scanner::new(engine, validators, phones, context, patterns, &tables.own_token)
 }
 
+pub mod checks;
+pub mod dates;
+pub mod validate;
+
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_validate;

@@ -273,5 +273,6 @@ fn aegis_dlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Core>()?;
     m.add_class::<NativePlan>()?;
+    crate::py_validate::register(m)?;
     Ok(())
 }
