@@ -2,7 +2,11 @@
 //! configured from tables that the Python package exports from its own sources of truth
 //! (the pattern table, phonenumbers' metadata, stdnum's IBAN registry).
 
+pub mod normalize;
+pub mod phone;
 pub mod types;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_phone;
