@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
@@ -114,7 +115,11 @@ def _lengths(desc: object) -> frozenset[int] | None:
     return frozenset(lengths) if lengths else None
 
 
-def _compile(md: PhoneMetadata) -> _Plan:
+def _plan_data(md: PhoneMetadata) -> dict[str, Any]:
+    """Everything of ``md`` that a plan reads, as plain data (pattern strings, sorted lengths).
+
+    ``_compile`` builds the plan from this and nothing else, and ``native_tables`` exports it,
+    so the compiled core reads exactly what this module reads."""
     descs = [getattr(md, f) for f in _TYPE_FIELDS]
     if not md.same_mobile_and_fixed_line_pattern:  # else mobile is never consulted on its own
         descs.append(md.mobile)
@@ -123,21 +128,46 @@ def _compile(md: PhoneMetadata) -> _Plan:
         pattern = getattr(d, "national_number_pattern", None)
         if pattern:
             by_lengths.setdefault(_lengths(d), []).append(pattern)
-    types = tuple(
-        _Desc(lengths, re.compile("|".join(f"(?:{p})" for p in patterns))) for lengths, patterns in by_lengths.items()
-    )
     gd = md.general_desc
     gp = getattr(gd, "national_number_pattern", None)
+    return {
+        "country_code": md.country_code or 0,
+        "general": {"lengths": _sorted(_lengths(gd)), "pattern": gp} if gp else None,
+        "lengths": sorted(gd.possible_length or ()) if gd is not None else [],
+        "local_lengths": sorted(gd.possible_length_local_only or ()) if gd is not None else [],
+        "types": [
+            {"lengths": _sorted(lengths), "pattern": "|".join(f"(?:{p})" for p in patterns)}
+            for lengths, patterns in by_lengths.items()
+        ],
+        "national_prefix": md.national_prefix_for_parsing or None,
+        "transform": md.national_prefix_transform_rule or None,
+        "idd": md.international_prefix,
+        "leading_digits": md.leading_digits,
+    }
+
+
+def _sorted(lengths: frozenset[int] | None) -> list[int] | None:
+    return sorted(lengths) if lengths is not None else None
+
+
+def _desc(data: dict[str, Any]) -> _Desc:
+    lengths = data["lengths"]
+    return _Desc(frozenset(lengths) if lengths is not None else None, re.compile(data["pattern"]))
+
+
+def _compile(md: PhoneMetadata) -> _Plan:
+    data = _plan_data(md)
+    national_prefix, idd, leading_digits = data["national_prefix"], data["idd"], data["leading_digits"]
     return _Plan(
-        country_code=md.country_code or 0,
-        general=_Desc(_lengths(gd), re.compile(gp)) if gp else None,
-        lengths=tuple(sorted(gd.possible_length or ())) if gd is not None else (),
-        local_lengths=frozenset(gd.possible_length_local_only or ()) if gd is not None else frozenset(),
-        types=types,
-        national_prefix=re.compile(md.national_prefix_for_parsing) if md.national_prefix_for_parsing else None,
-        transform=md.national_prefix_transform_rule or None,
-        idd=re.compile(md.international_prefix) if md.international_prefix is not None else None,
-        leading_digits=re.compile(md.leading_digits) if md.leading_digits is not None else None,
+        country_code=data["country_code"],
+        general=_desc(data["general"]) if data["general"] is not None else None,
+        lengths=tuple(data["lengths"]),
+        local_lengths=frozenset(data["local_lengths"]),
+        types=tuple(_desc(d) for d in data["types"]),
+        national_prefix=re.compile(national_prefix) if national_prefix else None,
+        transform=data["transform"],
+        idd=re.compile(idd) if idd is not None else None,
+        leading_digits=re.compile(leading_digits) if leading_digits is not None else None,
     )
 
 
@@ -280,3 +310,33 @@ def region_of(country_code: int) -> str:
     """``region_code_for_country_code``: the main region of a country code (``ZZ`` when unknown)."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     return regions[0] if regions else "ZZ"
+
+
+def native_tables() -> dict[str, Any]:
+    """The numbering plans as plain data, for the compiled core (dlp/native/src/phone.rs).
+
+    Every plan this module can reach: each region of ``COUNTRY_CODE_TO_REGION_CODE`` (what
+    ``metadata_for_region`` answers for it; ``valid_national`` of any other region is False) and
+    each non-geographic entity (``001``) by country code, each as ``_plan_data`` gives it; the
+    country codes with their regions in phonenumbers' order; and this module's limits."""
+    regions: dict[str, Any] = {}
+    non_geo: dict[str, Any] = {}
+    for cc, rs in COUNTRY_CODE_TO_REGION_CODE.items():
+        for r in rs:
+            if r == _NON_GEO:
+                md = PhoneMetadata.metadata_for_nongeo_region(cc, None)
+                if md is not None:
+                    non_geo[str(cc)] = _plan_data(md)
+            elif r not in regions:
+                md = PhoneMetadata.metadata_for_region(r, None)
+                if md is not None:
+                    regions[r] = _plan_data(md)
+    return {
+        "min_nsn": _MIN_NSN,
+        "max_nsn": _MAX_NSN,
+        "max_cc": _MAX_CC,
+        "non_geo_region": _NON_GEO,
+        "country_codes": [[cc, list(rs)] for cc, rs in COUNTRY_CODE_TO_REGION_CODE.items()],
+        "regions": regions,
+        "non_geo": non_geo,
+    }

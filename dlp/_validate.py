@@ -15,15 +15,18 @@ hundredth does.
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable
+from typing import Any
 
 from dlp._checks import iban_ok, ipv4_ok, luhn_ok, ssn_ok
 from dlp._dates import parse_date
-from dlp._phone import valid_international, valid_national
+from dlp._phone import native_tables, valid_international, valid_national
 
 Validated = tuple[float, int, int] | None
 Validator = Callable[[str, int, int, str], Validated]
@@ -120,6 +123,43 @@ def phone(text: str, start: int, end: int, kind: str) -> Validated:
         return None
     # A national-pattern match always has two digit groups or more (it is formatted); bare digits not.
     return (0.6 if kind == "national" else 0.35), start, end
+
+
+def phone_native_tables() -> dict[str, Any]:
+    """What ``phone`` reads, as plain data for the compiled core (dlp/native/src/phone.rs): the
+    numbering plans (``_phone.native_tables``), the regions tried for national numbers, and the
+    characters ``str.isdigit`` / ``isalpha`` / ``isalnum`` accept (``_embedded`` and the
+    digit-group rule look at the characters around a candidate, which may be any)."""
+    return {
+        **native_tables(),
+        "regions_no_trunk": list(PHONE_REGIONS_NO_TRUNK),
+        "regions_trunk_0": list(PHONE_REGIONS_TRUNK_0),
+        "char_classes": char_class_ranges(),
+    }
+
+
+def char_class_ranges() -> dict[str, list[tuple[int, int]]]:
+    """``{"isalnum" | "isalpha" | "isdigit": [(first, last), ...]}``: the code points (surrogates
+    aside: a str from UTF-8 has none) for which the ``str`` method is True, as sorted inclusive
+    ranges, from this Python's Unicode database."""
+    every = array.array("I", itertools.chain(range(0xD800), range(0xE000, 0x110000))).tobytes()
+    text = every.decode("utf-32-le")
+    # ``[^\W_]`` is str.isalnum in ``re`` (C speed); isalpha and isdigit are subsets of it.
+    alnum = "".join(m.group() for m in re.finditer(r"[^\W_]+", text))
+    out = {}
+    for name, chars in (
+        ("isalnum", alnum),
+        ("isalpha", filter(str.isalpha, alnum)),
+        ("isdigit", filter(str.isdigit, alnum)),
+    ):
+        ranges: list[list[int]] = []
+        for cp in map(ord, chars):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+        out[name] = [(a, b) for a, b in ranges]
+    return out
 
 
 # --- SSN -------------------------------------------------------------------------------------

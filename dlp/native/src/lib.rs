@@ -55,3 +55,4 @@ pub mod validate;
 mod py;
 #[cfg(feature = "python")]
 mod py_validate;
+mod py_phone;

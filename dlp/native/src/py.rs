@@ -274,5 +274,6 @@ fn aegis_dlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<NativePlan>()?;
     crate::py_validate::register(m)?;
+    crate::py_phone::register(m)?;
     Ok(())
 }
