@@ -2,7 +2,10 @@
 //! configured from tables that the Python package exports from its own sources of truth
 //! (the pattern table, phonenumbers' metadata, stdnum's IBAN registry).
 
+pub mod engine;
 pub mod types;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(feature = "python")]
+mod py_engine;

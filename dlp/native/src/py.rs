@@ -5,5 +5,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn aegis_dlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
+    crate::py_engine::register(m)?;
     Ok(())
 }
