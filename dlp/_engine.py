@@ -203,3 +203,29 @@ def _order(c: Candidate) -> tuple[int, int, int]:
 def candidates(text: str, *, scanner: Scanner | None = None) -> list[Candidate]:
     """Every candidate in ``text``, sorted by start then longest first (see :func:`scan_text`)."""
     return scan_text(text, scanner=scanner)[0]
+
+
+def native_tables() -> dict[str, object]:
+    """The pattern table and the context keywords, JSON-ready, for the compiled engine (dlp/native).
+
+    Each pattern carries its fields as declared in ``_patterns`` plus ``left_bytes``: the ASCII
+    code points its ``left_class`` matches under Python ``re`` (the compiled engine checks that it
+    reads the class the same way).  ``keywords`` are ``_context.KEYWORDS`` in order (hit index).
+    """
+    patterns = []
+    for p, left in zip(PATTERNS, _LEFT, strict=True):
+        patterns.append(
+            {
+                "detector": p.detector,
+                "kind": p.kind,
+                "regex": p.regex,
+                "caseless": p.caseless,
+                "extend": p.extend,
+                "all_ends": p.all_ends,
+                "value_after_anchor": p.value_after_anchor,
+                "left_class": p.left_class,
+                "left_max": p.left_max,
+                "left_bytes": None if left is None else [c for c in range(128) if left.fullmatch(chr(c))],
+            }
+        )
+    return {"patterns": patterns, "keywords": list(KEYWORDS)}

@@ -3,7 +3,9 @@
 //! truth (the pattern table, the keyword lists, phonenumbers' metadata, stdnum's IBAN registry).
 //! The Python implementation stays the reference; tests/dlp/native checks they agree.
 
+pub mod checks;
 pub mod context;
+pub mod dates;
 pub mod engine;
 pub mod json;
 pub mod normalize;
@@ -47,12 +49,11 @@ pub fn build(tables_json: &str) -> Result<scan::Scanner, String> {
     scan::Scanner::new(engine, validators, phones, context, patterns, &tables.own_token)
 }
 
-pub mod checks;
-pub mod dates;
-pub mod validate;
-
 #[cfg(feature = "python")]
 mod py;
 #[cfg(feature = "python")]
-mod py_validate;
+mod py_engine;
+#[cfg(feature = "python")]
 mod py_phone;
+#[cfg(feature = "python")]
+mod py_validate;

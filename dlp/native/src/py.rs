@@ -275,5 +275,6 @@ fn aegis_dlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlan>()?;
     crate::py_validate::register(m)?;
     crate::py_phone::register(m)?;
+    crate::py_engine::register(m)?;
     Ok(())
 }
