@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from dlp._engine import ENGINE
+from dlp import _native
+from dlp._engine import ENGINE as _PYTHON_ENGINE
 from dlp._errors import (
     BinaryBody,
     DlpError,
@@ -67,3 +68,16 @@ __all__ = [
     "redact",
     "scan",
 ]
+
+
+def __getattr__(name: str) -> str:
+    # ``ENGINE``: what scans — the compiled core (dlp/native), or Python with Hyperscan (``re``
+    # where Hyperscan has no wheel).  Computed on first use: building the core reads every
+    # numbering plan of phonenumbers (~0.3 s), which a program that only imports dlp should not pay.
+    if name == "ENGINE":
+        return "native" if _native.core() is not None else _PYTHON_ENGINE
+    raise AttributeError(f"module 'dlp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "ENGINE"])

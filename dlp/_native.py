@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from dlp import _context, _dates, _engine, _paths, _phone, _validate
+from dlp import _context, _dates, _engine, _paths, _validate
 from dlp._context import KeyHint
 from dlp._modes import OWN_TOKEN, replacement
 from dlp._patterns import PATTERNS
@@ -38,7 +38,7 @@ def tables() -> dict[str, Any]:
     return {
         "engine": _engine.native_tables(),
         "validate": _validate.native_tables(),
-        "phone": _phone.native_tables(),
+        "phone": _validate.phone_native_tables(),
         "context": _context.native_tables(),
         "patterns": [(p.detector, p.kind) for p in PATTERNS],
         "own_token": OWN_TOKEN.pattern,
@@ -86,7 +86,7 @@ def _native_plan(plan: Plan) -> Any:
             text = json.dumps(json.loads(value)) if number else value
             return replacement(type_, text, mode, key)
 
-        cached = plan.native["plan"] = _ext.NativePlan(  # type: ignore[union-attr]  # core() checked it
+        cached = plan.native["plan"] = _ext.NativePlan(  # core() checked that the extension is there
             sorted(plan.text_detectors),
             plan.limits,
             mode == "mask",

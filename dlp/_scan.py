@@ -234,7 +234,10 @@ def scan_segments(
 
     native = _native.core()
     if native is not None:
-        return _native.scan_segments(native, list(values), list(hints), wanted, dict(limits))
+        try:
+            return _native.scan_segments(native, list(values), list(hints), wanted, dict(limits))
+        except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): a Python str holds it, UTF-8 cannot
+            pass
     joined = SEPARATOR.join(values)
     indexes: list[list[int] | None] | None = None
     if detection_view(joined)[1] is not None:  # some value needs its detection view (rare)

@@ -24,9 +24,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from dlp import _phone
 from dlp._checks import iban_ok, ipv4_ok, luhn_ok, ssn_ok
 from dlp._dates import parse_date
-from dlp._phone import native_tables, valid_international, valid_national
+from dlp._phone import valid_international, valid_national
 
 Validated = tuple[float, int, int] | None
 Validator = Callable[[str, int, int, str], Validated]
@@ -131,7 +132,7 @@ def phone_native_tables() -> dict[str, Any]:
     characters ``str.isdigit`` / ``isalpha`` / ``isalnum`` accept (``_embedded`` and the
     digit-group rule look at the characters around a candidate, which may be any)."""
     return {
-        **native_tables(),
+        **_phone.native_tables(),
         "regions_no_trunk": list(PHONE_REGIONS_NO_TRUNK),
         "regions_trunk_0": list(PHONE_REGIONS_TRUNK_0),
         "char_classes": char_class_ranges(),

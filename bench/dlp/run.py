@@ -327,9 +327,12 @@ def main() -> int:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
 
     red = lat["redact_gateway_ticket"]
-    baseline_name = (
-        "none" if not args.baseline else f"{baseline['engine']}, same package" if args.baseline == "python" else args.baseline
-    )
+    if not args.baseline or baseline is None:
+        baseline_name = "none"
+    elif args.baseline == "python":
+        baseline_name = f"{baseline['engine']}, same package"
+    else:
+        baseline_name = args.baseline
     lines = [
         "# dlp benchmark results",
         "",

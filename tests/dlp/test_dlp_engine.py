@@ -1,4 +1,5 @@
-"""The multi-pattern engine: Hyperscan and the ``re`` fallback agree on what ``scan`` reports."""
+"""The multi-pattern engine: the compiled core runs here, and in the Python path Hyperscan and the
+``re`` fallback agree on what ``scan`` reports."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import pytest
 from test_dlp_detectors import NEGATIVES, POSITIVES
 
 import dlp
-from dlp import _engine
+from dlp import _engine, _native
 
 
-def test_engine_is_hyperscan_here() -> None:
-    assert dlp.ENGINE in ("hyperscan", "re")
+def test_engine_is_the_compiled_core_here() -> None:
+    assert dlp.ENGINE == "native"  # `make install` builds it; without it dlp runs in Python
+    assert _engine.ENGINE == "hyperscan"  # the Python path's engine
 
 
 @pytest.mark.parametrize("text", [p[0] for p in POSITIVES] + NEGATIVES)
 def test_fallback_agrees(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "core", lambda: None)
     expected = dlp.scan(text)
     monkeypatch.setattr(_engine, "_scan_raw", _engine.scan_re)
     assert dlp.scan(text) == expected
