@@ -943,9 +943,252 @@ fn ssn_ok_chars(digits: &[char], blocklist: &[Vec<u8>]) -> Option<bool> {
     )
 }
 
+// The glue shares one `Validators` between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Validators>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cut-down `native_tables()` (the real one comes from Python; the parity test uses it).
+    fn validators() -> Validators {
+        let json = r#"{
+            "iin": [[4, 4, 1, [13, 16, 19]], [51, 55, 2, [16]], [34, 34, 2, [15]], [37, 37, 2, [15]]],
+            "file_tlds": ["png", "json"],
+            "domain": "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{1,63}",
+            "ssn_base": {"dashed": 0.65, "spaced": 0.45, "bare": 0.3},
+            "hexcolon": "0123456789:ABCDEFabcdef",
+            "secret_base": {"aws_key_id": 0.95, "private_key": 0.99, "assignment": 0.8},
+            "placeholders": ["changeme", "password"],
+            "key_end": "-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----",
+            "key_body": "[A-Za-z0-9+/=\\s:,\\-]{0,16384}",
+            "max_key_block": 16384,
+            "max_base": [["SSN", "dashed", 0.65], ["CREDIT_CARD", "card", 0.85]],
+            "checks": {
+                "ssn_blocklist": ["078051120"],
+                "iban_countries": {
+                    "GB": {"structure": "[A-Z]{4}[0-9]{6}[0-9]{8}", "module": false},
+                    "BE": {"structure": "[0-9]{3}[0-9]{7}[0-9]{2}", "module": true}
+                },
+                "ipv4": "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+            },
+            "dates": {"months": {"mar": 3, "m\u00e4r": 3}, "min_year": 1900, "numbers": "\\d{1,4}", "word": "[a-z\u00e4A-Z\u00c4]{3,}"},
+            "unicode_version": "14.0.0",
+            "unicode": {"alnum": [[233, 233], [1633, 1633]], "alpha": [[233, 233]], "digit": [[1633, 1633]]}
+        }"#;
+        Validators::from_json(json).unwrap()
+    }
+
+    const TODAY: Date = Date {
+        year: 2026,
+        month: 5,
+        day: 17,
+    };
+
+    fn run(v: &Validators, d: Detector, kind: &str, text: &str, value: &str) -> Validated {
+        let start = text.find(value).unwrap();
+        v.validate(d, kind, text, start, start + value.len(), TODAY)
+    }
+
+    #[test]
+    fn cards() {
+        let v = validators();
+        let t = "card 4111 1111 1111 1111 ok";
+        assert_eq!(
+            run(&v, Detector::CreditCard, "card", t, "4111 1111 1111 1111"),
+            Some((0.85, 5, 24))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "x 4111111111111111",
+                "4111111111111111"
+            ),
+            Some((0.8, 2, 18))
+        );
+        // The card starts after the first separator.
+        let t = "7 4111 1111 1111 1111";
+        assert_eq!(
+            run(&v, Detector::CreditCard, "card", t, t),
+            Some((0.85, 2, 21))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "ORD-4111111111111111",
+                "4111111111111111"
+            ),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "é.4111111111111111",
+                "4111111111111111"
+            ),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "4111111111111112",
+                "4111111111111112"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn ssns() {
+        let v = validators();
+        assert_eq!(
+            run(
+                &v,
+                Detector::Ssn,
+                "dashed",
+                "SSN 123-45-6789.",
+                "123-45-6789"
+            ),
+            Some((0.65, 4, 15))
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "dashed", "078-05-1120", "078-05-1120"),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Ssn,
+                "dashed",
+                "123-45-6789-\u{661}",
+                "123-45-6789"
+            ),
+            None
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "bare", "123456789", "123456789"),
+            Some((0.3, 0, 9))
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "nope", "123456789", "123456789"),
+            None
+        );
+        assert_eq!(v.max_base(Detector::Ssn, "dashed"), 0.65);
+        assert!(v.max_base(Detector::Ssn, "nope").is_nan());
+    }
+
+    #[test]
+    fn others() {
+        let v = validators();
+        assert_eq!(
+            run(
+                &v,
+                Detector::Email,
+                "email",
+                "x ..a@example.com",
+                "..a@example.com"
+            ),
+            Some((0.9, 4, 17))
+        );
+        assert_eq!(
+            run(&v, Detector::Email, "email", "logo@2x.PNG", "logo@2x.PNG"),
+            None
+        );
+        let t = "GB82 WEST 1234 5698 7654 32";
+        assert_eq!(run(&v, Detector::Iban, "iban", t, t), Some((0.95, 0, 27)));
+        let t = "gb82west12345698765432";
+        assert_eq!(run(&v, Detector::Iban, "iban", t, t), Some((0.75, 0, 22)));
+        let be = "BE32123456789002";
+        assert_eq!(run(&v, Detector::Iban, "iban", be, be), None); // no country module check
+        let mut v2 = validators();
+        v2.set_iban_module_check(Some(Box::new(|c| c == "BE32123456789002")));
+        assert_eq!(
+            run(&v2, Detector::Iban, "iban", be, be),
+            Some((0.95, 0, 16))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "ip 10.0.0.1", "10.0.0.1"),
+            Some((0.85, 3, 11))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "127.0.0.1", "127.0.0.1"),
+            Some((0.3, 0, 9))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "1.2.3.4.\u{661}", "1.2.3.4"),
+            None
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v6", "at fe80::1. ok", "fe80::1."),
+            Some((0.4, 3, 10))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::IpAddress,
+                "v6",
+                "2001:db8::1:2",
+                "2001:db8::1:2"
+            ),
+            Some((0.85, 0, 13))
+        );
+        let t = "3. März 1990";
+        assert_eq!(
+            run(&v, Detector::DateOfBirth, "text_dmy", t, t),
+            Some((0.2, 0, 13))
+        );
+        assert_eq!(
+            run(&v, Detector::DateOfBirth, "iso", "2030-01-01", "2030-01-01"),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Secret,
+                "assignment",
+                "pwd=changeme;",
+                "changeme;"
+            ),
+            None
+        );
+        let t = "pwd=s3cr3t-v4lue;";
+        assert_eq!(
+            run(&v, Detector::Secret, "assignment", t, "s3cr3t-v4lue;"),
+            Some((0.8, 4, 16))
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY----- x";
+        let begin = "-----BEGIN PRIVATE KEY-----";
+        assert_eq!(
+            run(&v, Detector::Secret, "private_key", key, begin),
+            Some((0.99, 0, key.len() - 2))
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n=: x!";
+        assert_eq!(
+            run(&v, Detector::Secret, "private_key", key, begin),
+            Some((0.99, 0, key.len() - 1))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Phone,
+                "intl",
+                "+1 212 555 0100",
+                "+1 212 555 0100"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn domains() {
