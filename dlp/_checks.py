@@ -86,9 +86,16 @@ def iban_ok(compact: str) -> bool:
     """``stdnum.iban.is_valid`` for an upper-case ASCII alphanumeric string."""
     if len(compact) < 5 or not iban_mod97_ok(compact):
         return False
-    structure, module = _iban_country(compact[:2])
+    structure, _ = _iban_country(compact[:2])
     if structure is None or not structure.fullmatch(compact[4:]):
         return False
+    return iban_country_module_ok(compact)
+
+
+def iban_country_module_ok(compact: str) -> bool:
+    """The country's own stdnum check of an IBAN, where stdnum has one (BE, ES, ME, NO…); the
+    compiled core calls this back for those countries."""
+    _, module = _iban_country(compact[:2])
     if module is not None:
         try:
             module.validate(compact)  # type: ignore[attr-defined]  # a stdnum country module

@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from dlp import _context, _dates, _engine, _paths, _validate
+from dlp import _checks, _context, _dates, _engine, _paths, _validate
 from dlp._context import KeyHint
 from dlp._modes import OWN_TOKEN, replacement
 from dlp._patterns import PATTERNS
@@ -50,7 +50,7 @@ def core() -> Any | None:
     """The compiled core, or None when it is switched off or not installed."""
     if _ext is None or os.environ.get("AEGIS_DLP_NATIVE", "1") == "0":
         return None
-    return _ext.Core(json.dumps(tables()))
+    return _ext.Core(json.dumps(tables()), _checks.iban_country_module_ok)
 
 
 def _hint(h: KeyHint) -> tuple[str | None, bool, bool]:

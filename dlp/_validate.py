@@ -21,10 +21,12 @@ import binascii
 import ipaddress
 import itertools
 import re
+import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from dlp import _phone
+from dlp import _checks, _dates, _phone
 from dlp._checks import iban_ok, ipv4_ok, luhn_ok, ssn_ok
 from dlp._dates import parse_date
 from dlp._phone import valid_international, valid_national
@@ -436,13 +438,11 @@ def _unicode_tables() -> dict[str, list[list[int]]]:
     The validators look at the characters around a candidate with these Unicode-aware methods
     (``_embedded``, ``ip_address``); the compiled core needs the same answers.  Only alphanumeric
     characters can be alphabetic or digits, and ``re``'s Unicode ``\\w`` is exactly ``isalnum``
-    (or ``_``), so the runs of ``\\w`` bound the per-character work (~30 ms once).
+    (or ``_``), so the runs of ``\\w`` bound the per-character work (~50 ms, once at start-up).
     """
-    import array
-
     points = array.array("I", range(0x80, 0xD800))
     points.extend(range(0xE000, 0x110000))  # every non-ASCII character but the surrogates
-    everything = points.tobytes().decode("utf-32-le" if array.array("I", [1]).tobytes()[0] else "utf-32-be")
+    everything = points.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
     out: dict[str, list[list[int]]] = {"alnum": [], "alpha": [], "digit": []}
 
     def add(name: str, lo: int, hi: int) -> None:
@@ -482,10 +482,6 @@ def native_tables() -> dict[str, object]:
     character classes of this Python); the regexes the compiled core implements by hand are
     exported too, so it refuses to start if one of them changed here without it.
     """
-    import unicodedata
-
-    from dlp import _checks, _dates
-
     return {
         "iin": [[lo, hi, plen, sorted(lengths)] for lo, hi, plen, lengths in _IIN],
         "file_tlds": sorted(_FILE_TLDS),

@@ -20,7 +20,10 @@ impl CharClass {
         ranges.sort_unstable();
         for w in ranges.windows(2) {
             if w[0].1 >= w[1].0 {
-                return Err(format!("overlapping character ranges {:?} {:?}", w[0], w[1]));
+                return Err(format!(
+                    "overlapping character ranges {:?} {:?}",
+                    w[0], w[1]
+                ));
             }
         }
         if ranges.iter().any(|&(lo, hi)| lo > hi || lo < 0x80) {
@@ -57,7 +60,11 @@ pub struct PyChars {
 
 impl PyChars {
     pub fn new(t: UnicodeTables) -> Result<PyChars, String> {
-        Ok(PyChars { alnum: CharClass::new(t.alnum)?, alpha: CharClass::new(t.alpha)?, digit: CharClass::new(t.digit)? })
+        Ok(PyChars {
+            alnum: CharClass::new(t.alnum)?,
+            alpha: CharClass::new(t.alpha)?,
+            digit: CharClass::new(t.digit)?,
+        })
     }
 
     #[inline]
@@ -212,7 +219,9 @@ impl Structure {
             Structure::Parts(parts) => {
                 let mut at = 0;
                 for &(class, count) in parts {
-                    let Some(chunk) = bban.get(at..at + count) else { return false };
+                    let Some(chunk) = bban.get(at..at + count) else {
+                        return false;
+                    };
                     let ok = match class {
                         BbanClass::Digit => chunk.iter().all(u8::is_ascii_digit),
                         BbanClass::Upper => chunk.iter().all(u8::is_ascii_uppercase),
@@ -269,11 +278,22 @@ impl Iban {
         let mut by_cc: Vec<Option<IbanCountry>> = (0..36 * 36).map(|_| None).collect();
         for (cc, t) in countries {
             let b = cc.as_bytes();
-            let idx = match (b.len(), b.first().copied().and_then(cc_index), b.get(1).copied().and_then(cc_index)) {
+            let idx = match (
+                b.len(),
+                b.first().copied().and_then(cc_index),
+                b.get(1).copied().and_then(cc_index),
+            ) {
                 (2, Some(x), Some(y)) => x * 36 + y,
-                _ => return Err(format!("IBAN country code {cc:?} is not two characters of [A-Z0-9]")),
+                _ => {
+                    return Err(format!(
+                        "IBAN country code {cc:?} is not two characters of [A-Z0-9]"
+                    ))
+                }
             };
-            by_cc[idx] = Some(IbanCountry { structure: Structure::parse(&t.structure)?, module: t.module });
+            by_cc[idx] = Some(IbanCountry {
+                structure: Structure::parse(&t.structure)?,
+                module: t.module,
+            });
         }
         Ok(Iban { by_cc, module })
     }
@@ -295,7 +315,9 @@ impl Iban {
             (Some(x), Some(y)) => self.by_cc[x * 36 + y].as_ref(),
             _ => None,
         };
-        let Some(country) = country else { return Some(false) };
+        let Some(country) = country else {
+            return Some(false);
+        };
         if !country.structure.fullmatch(&compact[4..]) {
             return Some(false);
         }
@@ -345,7 +367,9 @@ fn parse_ipv4(value: &[u8]) -> Option<u32> {
         if part.len() > 1 && part[0] == b'0' {
             return None;
         }
-        let v = part.iter().fold(0u32, |acc, &b| acc * 10 + (b - b'0') as u32);
+        let v = part
+            .iter()
+            .fold(0u32, |acc, &b| acc * 10 + (b - b'0') as u32);
         if v > 255 {
             return None;
         }
@@ -378,7 +402,7 @@ pub fn parse_ipv6(value: &str) -> Option<u128> {
     const MAX_PARTS: usize = 9; // _HEXTET_COUNT + 1
     let n_colon = addr.bytes().filter(|&b| b == b':').count();
     let n = n_colon + 1;
-    if n < 3 || n > MAX_PARTS {
+    if !(3..=MAX_PARTS).contains(&n) {
         return None; // "at least 3 parts" / "at most 8 colons" (an IPv4 tail only adds a part)
     }
     #[derive(Clone, Copy)]
@@ -405,8 +429,8 @@ pub fn parse_ipv6(value: &str) -> Option<u128> {
     }
     let empty = |p: Part| matches!(p, Part::Text(""));
     let mut skip_index = None;
-    for i in 1..len - 1 {
-        if empty(parts[i]) {
+    for (i, &p) in parts.iter().enumerate().take(len - 1).skip(1) {
+        if empty(p) {
             if skip_index.is_some() {
                 return None; // at most one '::'
             }
@@ -461,7 +485,11 @@ pub fn parse_ipv6(value: &str) -> Option<u128> {
         ip = (ip << 16) | hextet(p)?;
     }
     // Python shifts an unbounded int; at most 8 hextets are ever placed, so no bit is lost.
-    ip = if parts_skipped >= 8 { 0 } else { ip << (16 * parts_skipped) };
+    ip = if parts_skipped >= 8 {
+        0
+    } else {
+        ip << (16 * parts_skipped)
+    };
     for &p in &parts[len - parts_lo..len] {
         ip = (ip << 16) | hextet(p)?;
     }
@@ -480,7 +508,11 @@ pub fn urlsafe_b64decode(s: &str, out: impl FnMut(u8)) -> bool {
 
 /// `urlsafe_b64decode` of the string whose bytes `bytes` yields; `non_ascii`: it has a non-ASCII
 /// character (Python's `str.encode("ascii")` then raises before decoding).
-pub fn urlsafe_b64decode_bytes(bytes: impl Iterator<Item = u8>, non_ascii: bool, mut out: impl FnMut(u8)) -> bool {
+pub fn urlsafe_b64decode_bytes(
+    bytes: impl Iterator<Item = u8>,
+    non_ascii: bool,
+    mut out: impl FnMut(u8),
+) -> bool {
     if non_ascii {
         return false;
     }
@@ -558,8 +590,14 @@ mod tests {
         assert_eq!(parse_ipv6("::"), Some(0));
         assert_eq!(parse_ipv6("1::"), Some(1u128 << 112));
         assert_eq!(parse_ipv6("::ffff:1.2.3.4"), Some(0xffff_0102_0304));
-        assert_eq!(parse_ipv6("1:2:3:4:5:6:7:8"), Some(0x0001_0002_0003_0004_0005_0006_0007_0008));
-        assert_eq!(parse_ipv6("1:2:3:4:5:6:7::"), Some(0x0001_0002_0003_0004_0005_0006_0007_0000));
+        assert_eq!(
+            parse_ipv6("1:2:3:4:5:6:7:8"),
+            Some(0x0001_0002_0003_0004_0005_0006_0007_0008)
+        );
+        assert_eq!(
+            parse_ipv6("1:2:3:4:5:6:7::"),
+            Some(0x0001_0002_0003_0004_0005_0006_0007_0000)
+        );
         assert_eq!(parse_ipv6("1:2:3:4:5:6:7:8::"), None);
         assert_eq!(parse_ipv6(":1::2"), None);
         assert_eq!(parse_ipv6("1::2::3"), None);

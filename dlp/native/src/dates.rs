@@ -83,7 +83,10 @@ impl Dates {
             }
             // (A key of another length never equals `word[:3].lower()` for a _WORD match.)
         }
-        Ok(Dates { months, min_year: t.min_year })
+        Ok(Dates {
+            months,
+            min_year: t.min_year,
+        })
     }
 
     /// `_dates._make(year, month, day)` with `today` as `_current_date()`.
@@ -91,10 +94,18 @@ impl Dates {
     pub fn make(&self, year: u32, month: u32, day: u32, today: Date) -> Option<Date> {
         let mut year = year as i32;
         if year < 100 {
-            year += if year <= today.year.rem_euclid(100) { 2000 } else { 1900 };
+            year += if year <= today.year.rem_euclid(100) {
+                2000
+            } else {
+                1900
+            };
         }
         // datetime.date(year, month, day): MINYEAR 1 ..= MAXYEAR 9999.
-        if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        if !(1..=9999).contains(&year)
+            || !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+        {
             return None;
         }
         let value = Date { year, month, day };
@@ -138,7 +149,8 @@ impl Dates {
                 if count != 3 {
                     return None;
                 }
-                self.make(nums[2], nums[1], nums[0], today).or_else(|| self.make(nums[2], nums[0], nums[1], today))
+                self.make(nums[2], nums[1], nums[0], today)
+                    .or_else(|| self.make(nums[2], nums[0], nums[1], today))
             }
             DateKind::Text => {
                 // _WORD.search(value.replace(" of ", " ").replace(" OF ", " ")): the replacements
@@ -221,18 +233,64 @@ mod tests {
         .unwrap()
     }
 
-    const TODAY: Date = Date { year: 2026, month: 5, day: 17 };
+    const TODAY: Date = Date {
+        year: 2026,
+        month: 5,
+        day: 17,
+    };
 
     #[test]
     fn parses() {
         let d = dates();
-        assert_eq!(d.parse_date("1985-03-04", DateKind::Iso, TODAY), Some(Date { year: 1985, month: 3, day: 4 }));
-        assert_eq!(d.parse_date("13/04/85", DateKind::Dmy, TODAY), Some(Date { year: 1985, month: 4, day: 13 }));
-        assert_eq!(d.parse_date("04/13/85", DateKind::Dmy, TODAY), Some(Date { year: 1985, month: 4, day: 13 }));
-        assert_eq!(d.parse_date("01/01/26", DateKind::Dmy, TODAY), Some(Date { year: 2026, month: 1, day: 1 }));
-        assert_eq!(d.parse_date("01/01/27", DateKind::Dmy, TODAY), Some(Date { year: 1927, month: 1, day: 1 }));
+        assert_eq!(
+            d.parse_date("1985-03-04", DateKind::Iso, TODAY),
+            Some(Date {
+                year: 1985,
+                month: 3,
+                day: 4
+            })
+        );
+        assert_eq!(
+            d.parse_date("13/04/85", DateKind::Dmy, TODAY),
+            Some(Date {
+                year: 1985,
+                month: 4,
+                day: 13
+            })
+        );
+        assert_eq!(
+            d.parse_date("04/13/85", DateKind::Dmy, TODAY),
+            Some(Date {
+                year: 1985,
+                month: 4,
+                day: 13
+            })
+        );
+        assert_eq!(
+            d.parse_date("01/01/26", DateKind::Dmy, TODAY),
+            Some(Date {
+                year: 2026,
+                month: 1,
+                day: 1
+            })
+        );
+        assert_eq!(
+            d.parse_date("01/01/27", DateKind::Dmy, TODAY),
+            Some(Date {
+                year: 1927,
+                month: 1,
+                day: 1
+            })
+        );
         assert_eq!(d.parse_date("18/05/26", DateKind::Dmy, TODAY), None); // tomorrow
-        assert_eq!(d.parse_date("3. März 1990", DateKind::Text, TODAY), Some(Date { year: 1990, month: 3, day: 3 }));
+        assert_eq!(
+            d.parse_date("3. März 1990", DateKind::Text, TODAY),
+            Some(Date {
+                year: 1990,
+                month: 3,
+                day: 3
+            })
+        );
         assert_eq!(d.parse_date("29 Feb 1991", DateKind::Text, TODAY), None);
         assert_eq!(d.parse_date("2030-01-01", DateKind::Iso, TODAY), None);
     }

@@ -30,11 +30,13 @@ pub struct Tables {
     pub own_token: String,
 }
 
-/// Build the scanner from the tables' JSON text.
-pub fn build(tables_json: &str) -> Result<scan::Scanner, String> {
+/// Build the scanner from the tables' JSON text; `iban_module_check` is stdnum's country
+/// module check for the countries that have one (see `validate`).
+pub fn build(tables_json: &str, iban_module_check: Option<checks::IbanModuleCheck>) -> Result<scan::Scanner, String> {
     let tables: Tables = serde_json::from_str(tables_json).map_err(|e| format!("native tables: {e}"))?;
     let engine = engine::Engine::new(&tables.engine)?;
-    let validators = validate::Validators::new(tables.validate)?;
+    let mut validators = validate::Validators::new(tables.validate)?;
+    validators.set_iban_module_check(iban_module_check);
     let phones = phone::Phones::new(tables.phone)?;
     let patterns = tables
         .patterns

@@ -205,9 +205,16 @@ fn char_offset(s: &str, byte: usize) -> usize {
 
 #[pymethods]
 impl Core {
+    /// `iban_module_check(compact) -> bool`: stdnum's country module check (BE, ES, ME, NO…).
+    /// An exception in it counts as a rejection.
     #[new]
-    fn new(tables_json: &str) -> PyResult<Self> {
-        let scanner = crate::build(tables_json).map_err(PyValueError::new_err)?;
+    fn new(tables_json: &str, iban_module_check: Py<PyAny>) -> PyResult<Self> {
+        let check: crate::checks::IbanModuleCheck = Box::new(move |compact: &str| {
+            Python::attach(|py| {
+                iban_module_check.call1(py, (compact,)).and_then(|r| r.extract::<bool>(py)).unwrap_or(false)
+            })
+        });
+        let scanner = crate::build(tables_json, Some(check)).map_err(PyValueError::new_err)?;
         Ok(Core { scanner })
     }
 

@@ -9,7 +9,9 @@ use crate::types::{Date, Detector};
 use crate::validate;
 
 fn detector(name: &str) -> PyResult<Detector> {
-    Detector::from_name(name).ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown detector {name:?}")))
+    Detector::from_name(name).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!("unknown detector {name:?}"))
+    })
 }
 
 fn date((year, month, day): (i32, u32, u32)) -> Date {
@@ -21,7 +23,10 @@ fn byte_at(text: &str, i: usize) -> Option<usize> {
     if text.is_ascii() {
         return (i <= text.len()).then_some(i);
     }
-    text.char_indices().map(|(b, _)| b).chain(std::iter::once(text.len())).nth(i)
+    text.char_indices()
+        .map(|(b, _)| b)
+        .chain(std::iter::once(text.len()))
+        .nth(i)
 }
 
 fn char_at(text: &str, b: usize) -> usize {
@@ -44,10 +49,15 @@ impl PyValidators {
     #[new]
     #[pyo3(signature = (tables_json, iban_module_check=None))]
     fn new(tables_json: &str, iban_module_check: Option<Py<PyAny>>) -> PyResult<Self> {
-        let mut inner = validate::Validators::from_json(tables_json).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let mut inner = validate::Validators::from_json(tables_json)
+            .map_err(pyo3::exceptions::PyValueError::new_err)?;
         if let Some(cb) = iban_module_check {
             inner.set_iban_module_check(Some(Box::new(move |compact: &str| {
-                Python::attach(|py| cb.call1(py, (compact,)).and_then(|r| r.bind(py).extract::<bool>()).unwrap_or(false))
+                Python::attach(|py| {
+                    cb.call1(py, (compact,))
+                        .and_then(|r| r.bind(py).extract::<bool>())
+                        .unwrap_or(false)
+                })
             })));
         }
         Ok(PyValidators { inner })
@@ -66,15 +76,33 @@ impl PyValidators {
     ) -> PyResult<Option<(f64, usize, usize)>> {
         let d = detector(detector_name)?;
         let (Some(bs), Some(be)) = (byte_at(text, start), byte_at(text, end)) else {
-            return Err(pyo3::exceptions::PyIndexError::new_err("offsets past the end of the text"));
+            return Err(pyo3::exceptions::PyIndexError::new_err(
+                "offsets past the end of the text",
+            ));
         };
-        Ok(self.inner.validate(d, kind, text, bs, be, date(today)).map(|(c, s, e)| (c, char_at(text, s), char_at(text, e))))
+        Ok(self
+            .inner
+            .validate(d, kind, text, bs, be, date(today))
+            .map(|(c, s, e)| (c, char_at(text, s), char_at(text, e))))
     }
 
     /// Nanoseconds per `validate` call, over `n` calls in Rust (character offsets in).
-    fn bench(&self, detector_name: &str, kind: &str, text: &str, start: usize, end: usize, today: (i32, u32, u32), n: usize) -> PyResult<f64> {
+    #[allow(clippy::too_many_arguments)]
+    fn bench(
+        &self,
+        detector_name: &str,
+        kind: &str,
+        text: &str,
+        start: usize,
+        end: usize,
+        today: (i32, u32, u32),
+        n: usize,
+    ) -> PyResult<f64> {
         let d = detector(detector_name)?;
-        let (bs, be) = (byte_at(text, start).unwrap_or(0), byte_at(text, end).unwrap_or(0));
+        let (bs, be) = (
+            byte_at(text, start).unwrap_or(0),
+            byte_at(text, end).unwrap_or(0),
+        );
         let today = date(today);
         let t = std::time::Instant::now();
         for _ in 0..n {
@@ -97,7 +125,9 @@ impl PyValidators {
     /// Per character of `s`: bit 0 isalnum, bit 1 isalpha, bit 2 isdigit.
     fn char_classes(&self, s: &str) -> Vec<u8> {
         let c = self.inner.py_chars();
-        s.chars().map(|ch| c.isalnum(ch) as u8 | (c.isalpha(ch) as u8) << 1 | (c.isdigit(ch) as u8) << 2).collect()
+        s.chars()
+            .map(|ch| c.isalnum(ch) as u8 | (c.isalpha(ch) as u8) << 1 | (c.isdigit(ch) as u8) << 2)
+            .collect()
     }
 
     fn in_iin_range(&self, digits: &str) -> bool {
@@ -108,8 +138,15 @@ impl PyValidators {
         self.inner.iban_ok(compact)
     }
 
-    fn parse_date(&self, value: &str, kind: &str, today: (i32, u32, u32)) -> Option<(i32, u32, u32)> {
-        self.inner.parse_date(value, kind, date(today)).map(|d| (d.year, d.month, d.day))
+    fn parse_date(
+        &self,
+        value: &str,
+        kind: &str,
+        today: (i32, u32, u32),
+    ) -> Option<(i32, u32, u32)> {
+        self.inner
+            .parse_date(value, kind, date(today))
+            .map(|d| (d.year, d.month, d.day))
     }
 }
 

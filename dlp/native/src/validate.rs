@@ -73,16 +73,30 @@ const IPV4: &str = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0
 /// keyed by (its length, its value), to the set of allowed card lengths (bit n = length n).
 struct IinTable {
     prefix_lengths: Vec<usize>, // _IIN_PREFIX_LENGTHS, ascending
-    entries: Vec<((u8, u64), u64)>, // sorted by key
+    /// Keys of 1 to 4 characters: `direct[len][value]`.
+    direct: [Vec<u64>; 5],
+    /// Longer keys, sorted.
+    entries: Vec<((u8, u64), u64)>,
+    /// Every allowed card length of any prefix: a length outside it matches no prefix.
+    any_length: u64,
 }
+
+const DIRECT_MAX: usize = 4;
 
 impl IinTable {
     fn new(iin: &[(u64, u64, usize, Vec<usize>)]) -> Result<IinTable, String> {
         let mut map: HashMap<(u8, u64), u64> = HashMap::new();
         let mut plens = Vec::new();
         for &(lo, hi, plen, ref lengths) in iin {
-            if plen == 0 || plen > 18 || hi > 999_999_999_999_999_999 || hi < lo || hi - lo > 10_000_000 {
-                return Err(format!("IIN entry ({lo}, {hi}, {plen}) out of the supported range"));
+            if plen == 0
+                || plen > 18
+                || hi > 999_999_999_999_999_999
+                || hi < lo
+                || hi - lo > 10_000_000
+            {
+                return Err(format!(
+                    "IIN entry ({lo}, {hi}, {plen}) out of the supported range"
+                ));
             }
             let mut mask = 0u64;
             for &n in lengths {
@@ -99,14 +113,69 @@ impl IinTable {
         }
         plens.sort_unstable();
         plens.dedup();
-        let mut entries: Vec<_> = map.into_iter().collect();
+        let mut direct: [Vec<u64>; 5] = Default::default();
+        for (len, table) in direct.iter_mut().enumerate().skip(1) {
+            *table = vec![0; 10usize.pow(len as u32)];
+        }
+        let mut entries = Vec::new();
+        for ((len, value), mask) in map {
+            if (len as usize) <= DIRECT_MAX {
+                direct[len as usize][value as usize] = mask;
+            } else {
+                entries.push(((len, value), mask));
+            }
+        }
         entries.sort_unstable();
-        Ok(IinTable { prefix_lengths: plens, entries })
+        let any_length = iin
+            .iter()
+            .flat_map(|(_, _, _, lengths)| lengths)
+            .fold(0u64, |m, &n| m | 1 << n);
+        Ok(IinTable {
+            prefix_lengths: plens,
+            direct,
+            entries,
+            any_length,
+        })
+    }
+
+    #[inline]
+    fn lengths(&self, len: u8, value: u64) -> u64 {
+        if (len as usize) <= DIRECT_MAX {
+            self.direct[len as usize]
+                .get(value as usize)
+                .copied()
+                .unwrap_or(0)
+        } else {
+            self.entries
+                .binary_search_by(|(k, _)| k.cmp(&(len, value)))
+                .map_or(0, |i| self.entries[i].1)
+        }
+    }
+
+    /// `in_iin_range(digits)` for a string of ASCII digits.
+    #[inline]
+    fn contains_ascii(&self, digits: &[u8]) -> bool {
+        let n = digits.len();
+        if n >= 64 || self.any_length >> n & 1 == 0 {
+            return false; // no prefix allows that length
+        }
+        for &plen in &self.prefix_lengths {
+            let prefix = &digits[..plen.min(n)];
+            let value = prefix
+                .iter()
+                .fold(0u64, |acc, &b| acc * 10 + (b - b'0') as u64);
+            if self.lengths(prefix.len() as u8, value) >> n & 1 == 1 {
+                return true;
+            }
+        }
+        false
     }
 
     /// `in_iin_range(digits)` where `digits` yields the characters of the digit string.
-    #[inline]
     fn contains<I: Iterator<Item = char> + Clone>(&self, digits: I, n: usize) -> bool {
+        if n >= 64 || self.any_length >> n & 1 == 0 {
+            return false;
+        }
         for &plen in &self.prefix_lengths {
             // digits[:plen] must be a key: ASCII digits only (keys are decimal strings).
             let mut len = 0u8;
@@ -120,16 +189,25 @@ impl IinTable {
                 value = value * 10 + (c as u8 - b'0') as u64;
                 len += 1;
             }
-            if !ok {
-                continue;
-            }
-            if let Ok(i) = self.entries.binary_search_by(|(k, _)| k.cmp(&(len, value))) {
-                if n < 64 && self.entries[i].1 >> n & 1 == 1 {
-                    return true;
-                }
+            if ok && self.lengths(len, value) >> n & 1 == 1 {
+                return true;
             }
         }
         false
+    }
+}
+
+/// Base confidences by pattern kind (a handful: a scan beats hashing the kind).
+struct Bases(Vec<(String, f64)>);
+
+impl Bases {
+    fn new(map: HashMap<String, f64>) -> Bases {
+        Bases(map.into_iter().collect())
+    }
+
+    #[inline]
+    fn get(&self, kind: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == kind).map(|&(_, b)| b)
     }
 }
 
@@ -138,10 +216,10 @@ pub struct Validators {
     chars: PyChars,
     iin: IinTable,
     file_tlds: Vec<String>,
-    ssn_base: HashMap<String, f64>,
+    ssn_base: Bases,
     ssn_blocklist: Vec<Vec<u8>>,
     hexcolon: Vec<char>,
-    secret_base: HashMap<String, f64>,
+    secret_base: Bases,
     placeholders: Vec<String>,
     key_end: regex::Regex,
     max_key_block: usize,
@@ -159,32 +237,55 @@ const EMBED_AFTER_ALPHA: &[char] = &['-', '_'];
 impl Validators {
     pub fn new(t: ValidateTables) -> Result<Validators, String> {
         if t.domain != DOMAIN {
-            return Err(format!("dlp._validate._DOMAIN changed ({:?}); validate.rs implements {DOMAIN:?}", t.domain));
+            return Err(format!(
+                "dlp._validate._DOMAIN changed ({:?}); validate.rs implements {DOMAIN:?}",
+                t.domain
+            ));
         }
         if t.key_body != KEY_BODY {
-            return Err(format!("dlp._validate._KEY_BODY changed ({:?}); validate.rs implements {KEY_BODY:?}", t.key_body));
+            return Err(format!(
+                "dlp._validate._KEY_BODY changed ({:?}); validate.rs implements {KEY_BODY:?}",
+                t.key_body
+            ));
         }
         if t.checks.ipv4 != IPV4 {
-            return Err(format!("dlp._checks._IPV4 changed ({:?}); checks.rs implements {IPV4:?}", t.checks.ipv4));
+            return Err(format!(
+                "dlp._checks._IPV4 changed ({:?}); checks.rs implements {IPV4:?}",
+                t.checks.ipv4
+            ));
         }
         if t.placeholders.iter().any(|p| !p.is_ascii()) {
             return Err("secret placeholders must be ASCII".into());
         }
-        let key_end = regex::Regex::new(&t.key_end).map_err(|e| format!("_KEY_END {:?}: {e}", t.key_end))?;
+        let key_end =
+            regex::Regex::new(&t.key_end).map_err(|e| format!("_KEY_END {:?}: {e}", t.key_end))?;
         Ok(Validators {
             chars: PyChars::new(t.unicode)?,
             iin: IinTable::new(&t.iin)?,
             // `tld.lower() in _FILE_TLDS` (the TLD is ASCII letters): an entry with an upper-case
             // letter can never be equal.
-            file_tlds: t.file_tlds.into_iter().filter(|t| !t.bytes().any(|b| b.is_ascii_uppercase())).collect(),
-            ssn_base: t.ssn_base,
-            ssn_blocklist: t.checks.ssn_blocklist.into_iter().map(String::into_bytes).collect(),
+            file_tlds: t
+                .file_tlds
+                .into_iter()
+                .filter(|t| !t.bytes().any(|b| b.is_ascii_uppercase()))
+                .collect(),
+            ssn_base: Bases::new(t.ssn_base),
+            ssn_blocklist: t
+                .checks
+                .ssn_blocklist
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
             hexcolon: t.hexcolon.chars().collect(),
-            secret_base: t.secret_base,
+            secret_base: Bases::new(t.secret_base),
             placeholders: t.placeholders,
             key_end,
             max_key_block: t.max_key_block,
-            max_base: t.max_base.into_iter().map(|(d, k, b)| ((d, k), b)).collect(),
+            max_base: t
+                .max_base
+                .into_iter()
+                .map(|(d, k, b)| ((d, k), b))
+                .collect(),
             iban: Iban::new(t.checks.iban_countries, None)?,
             dates: Dates::new(t.dates)?,
         })
@@ -192,7 +293,8 @@ impl Validators {
 
     /// `Validators::new` from the JSON text of `dlp._validate.native_tables()`.
     pub fn from_json(json: &str) -> Result<Validators, String> {
-        let tables: ValidateTables = serde_json::from_str(json).map_err(|e| format!("validate tables: {e}"))?;
+        let tables: ValidateTables =
+            serde_json::from_str(json).map_err(|e| format!("validate tables: {e}"))?;
         Validators::new(tables)
     }
 
@@ -205,7 +307,15 @@ impl Validators {
     /// The Python validator of `detector` for pattern `kind`, on the candidate `text[start..end]`.
     /// `today` is `dlp._dates._current_date()`.  PHONE (and NAME, ADDRESS) give `None`: the
     /// caller validates phones with the phone module.
-    pub fn validate(&self, detector: Detector, kind: &str, text: &str, start: usize, end: usize, today: Date) -> Validated {
+    pub fn validate(
+        &self,
+        detector: Detector,
+        kind: &str,
+        text: &str,
+        start: usize,
+        end: usize,
+        today: Date,
+    ) -> Validated {
         if start > end || text.get(start..end).is_none() {
             return None;
         }
@@ -230,7 +340,10 @@ impl Validators {
     pub fn max_base_checked(&self, detector: Detector, kind: &str) -> Option<f64> {
         // A HashMap keyed by (Detector, String) cannot be probed with a &str without allocating:
         // this is called once per pattern at start-up, so a scan is fine.
-        self.max_base.iter().find(|((d, k), _)| *d == detector && k == kind).map(|(_, &b)| b)
+        self.max_base
+            .iter()
+            .find(|((d, k), _)| *d == detector && k == kind)
+            .map(|(_, &b)| b)
     }
 
     /// Python's `str.isalnum`, `isalpha`, `isdigit` of one character (exposed for parity tests).
@@ -305,7 +418,11 @@ impl Validators {
             } else {
                 // value[:3] + value[4:6] + value[7:]
                 let mut buf = [0u8; 64];
-                let parts = [&v[..v.len().min(3)], &v[v.len().min(4)..v.len().min(6)], &v[v.len().min(7)..]];
+                let parts = [
+                    &v[..v.len().min(3)],
+                    &v[v.len().min(4)..v.len().min(6)],
+                    &v[v.len().min(7)..],
+                ];
                 let n: usize = parts.iter().map(|p| p.len()).sum();
                 if n <= buf.len() {
                     let mut at = 0;
@@ -325,14 +442,19 @@ impl Validators {
                 chars
             } else {
                 let n = chars.len();
-                [&chars[..n.min(3)], &chars[n.min(4)..n.min(6)], &chars[n.min(7)..]].concat()
+                [
+                    &chars[..n.min(3)],
+                    &chars[n.min(4)..n.min(6)],
+                    &chars[n.min(7)..],
+                ]
+                .concat()
             };
             ssn_ok_chars(&digits, &self.ssn_blocklist)?
         };
         if !ok {
             return None;
         }
-        let base = *self.ssn_base.get(kind)?;
+        let base = self.ssn_base.get(kind)?;
         Some((base, start, end))
     }
 
@@ -340,38 +462,29 @@ impl Validators {
 
     /// `_card_grouping_ok(value)`.
     fn card_grouping_ok(&self, value: &str) -> bool {
+        let v = value.as_bytes();
+        if value.is_ascii() {
+            if !v.is_empty() && v.iter().all(u8::is_ascii_digit) {
+                return true;
+            }
+            return grouping_ok(
+                v.iter().copied(),
+                b'-',
+                b' ',
+                v.contains(&b'-'),
+                v.contains(&b' '),
+            );
+        }
         if self.chars.str_isdigit(value) {
             return true;
         }
-        let sep = if value.contains('-') { '-' } else { ' ' };
-        if sep == '-' && value.contains(' ') {
-            return false;
-        }
-        let mut count = 0usize;
-        let (mut s0, mut s1, mut s2) = (0usize, 0usize, 0usize);
-        let mut last = 0usize;
-        let mut all_but_last_4 = true;
-        for g in value.split(sep) {
-            let size = g.chars().count();
-            if size == 0 {
-                return false;
-            }
-            if count > 0 && last != 4 {
-                all_but_last_4 = false;
-            }
-            match count {
-                0 => s0 = size,
-                1 => s1 = size,
-                2 => s2 = size,
-                _ => {}
-            }
-            last = size;
-            count += 1;
-        }
-        if count == 3 && s0 == 4 && s1 == 6 {
-            return s2 == 4 || s2 == 5; // Amex 4-6-5, Diners 4-6-4
-        }
-        all_but_last_4 && (1..=4).contains(&last)
+        grouping_ok(
+            value.chars(),
+            '-',
+            ' ',
+            value.contains('-'),
+            value.contains(' '),
+        )
     }
 
     /// `_card_at(text, start, end)`.
@@ -380,12 +493,43 @@ impl Validators {
         if self.embedded(text, start, end) || !self.card_grouping_ok(value) {
             return None;
         }
+        let v = value.as_bytes();
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        let mut ascii_digits = v.len() <= buf.len();
+        if ascii_digits {
+            for &b in v {
+                if b.is_ascii_digit() {
+                    buf[n] = b;
+                    n += 1;
+                } else if b != b' ' && b != b'-' {
+                    ascii_digits = false;
+                    break;
+                }
+            }
+        }
+        if ascii_digits {
+            // The candidates of the card pattern: ASCII digits, spaces and dashes.
+            let digits = &buf[..n];
+            if !self.iin.contains_ascii(digits) || !luhn_ok_ascii(digits) {
+                return None;
+            }
+            return Some((if n == v.len() { 0.8 } else { 0.85 }, start, end));
+        }
         let digits = value.chars().filter(|&c| c != ' ' && c != '-');
         let n = digits.clone().count();
         if !self.iin.contains(digits.clone(), n) || !checks::luhn_ok_chars(digits) {
             return None;
         }
-        Some((if self.chars.str_isdigit(value) { 0.8 } else { 0.85 }, start, end))
+        Some((
+            if self.chars.str_isdigit(value) {
+                0.8
+            } else {
+                0.85
+            },
+            start,
+            end,
+        ))
     }
 
     fn credit_card(&self, text: &str, start: usize, end: usize) -> Validated {
@@ -450,7 +594,11 @@ impl Validators {
             }
             &buf[..n]
         } else {
-            heap = v.iter().filter(|&&b| b != b' ').map(u8::to_ascii_uppercase).collect();
+            heap = v
+                .iter()
+                .filter(|&&b| b != b' ')
+                .map(u8::to_ascii_uppercase)
+                .collect();
             &heap
         };
         if !self.iban.ok(compact)? {
@@ -458,7 +606,8 @@ impl Validators {
         }
         // value[:2].isupper(): a cased character and no lower-case one.
         let head = &v[..v.len().min(2)];
-        let upper = head.iter().any(u8::is_ascii_alphabetic) && !head.iter().any(u8::is_ascii_lowercase);
+        let upper =
+            head.iter().any(u8::is_ascii_alphabetic) && !head.iter().any(u8::is_ascii_lowercase);
         Some((if upper { 0.95 } else { 0.75 }, start, end))
     }
 
@@ -474,7 +623,9 @@ impl Validators {
             let before = text[..start].chars().next_back();
             let mut after = text[end..].chars();
             let (a1, a2) = (after.next(), after.next());
-            if matches!(before, Some('.') | Some('/')) || (a1 == Some('.') && a2.is_some_and(|c| self.chars.isdigit(c))) {
+            if matches!(before, Some('.') | Some('/'))
+                || (a1 == Some('.') && a2.is_some_and(|c| self.chars.isdigit(c)))
+            {
                 return None; // part of a longer dotted sequence (OID, user-agent build)
             }
             let value = &text[start..end];
@@ -488,8 +639,14 @@ impl Validators {
         }
         let value = text[start..end].trim_end_matches('.');
         let end = start + value.len();
-        if text[..start].chars().next_back().is_some_and(|c| self.hexcolon.contains(&c))
-            || text[end..].chars().next().is_some_and(|c| self.hexcolon.contains(&c))
+        if text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| self.hexcolon.contains(&c))
+            || text[end..]
+                .chars()
+                .next()
+                .is_some_and(|c| self.hexcolon.contains(&c))
         {
             return None;
         }
@@ -505,8 +662,20 @@ impl Validators {
 
     // --- DATE_OF_BIRTH -----------------------------------------------------------------------
 
-    fn date_of_birth(&self, text: &str, start: usize, end: usize, kind: &str, today: Date) -> Validated {
-        if self.embedded(text, start, end) || self.dates.parse_date(&text[start..end], DateKind::of(kind), today).is_none() {
+    fn date_of_birth(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        kind: &str,
+        today: Date,
+    ) -> Validated {
+        if self.embedded(text, start, end)
+            || self
+                .dates
+                .parse_date(&text[start..end], DateKind::of(kind), today)
+                .is_none()
+        {
             return None;
         }
         Some((0.2, start, end)) // a date alone is not a birth date: context must raise it
@@ -529,25 +698,42 @@ impl Validators {
                 } else if rest.as_bytes()[..self.max_key_block].is_ascii() {
                     self.max_key_block
                 } else {
-                    rest.char_indices().nth(self.max_key_block).map_or(rest.len(), |(i, _)| i)
+                    rest.char_indices()
+                        .nth(self.max_key_block)
+                        .map_or(rest.len(), |(i, _)| i)
                 };
                 if let Some(m) = self.key_end.find(&rest[..window]) {
                     return Some((0.99, start, end + m.end()));
                 }
                 // _KEY_BODY.match(text, end): at most 16384 characters of an ASCII class.
-                let body = rest.bytes().take(KEY_BODY_MAX).take_while(|&b| is_key_body(b)).count();
+                let body = rest
+                    .bytes()
+                    .take(KEY_BODY_MAX)
+                    .take_while(|&b| is_key_body(b))
+                    .count();
                 Some((0.99, start, end + body))
             }
-            "jwt" => Some((if jwt_header_ok(&text[start..end]) { 0.95 } else { 0.55 }, start, end)),
+            "jwt" => Some((
+                if jwt_header_ok(&text[start..end]) {
+                    0.95
+                } else {
+                    0.55
+                },
+                start,
+                end,
+            )),
             "assignment" => {
                 let value = text[start..end].trim_end_matches(['.', ',', ';']);
                 let end = start + value.len();
-                if char_count_below(value, 8) || distinct_below(value, 4) || self.is_placeholder(value) {
+                if char_count_below(value, 8)
+                    || distinct_below(value, 4)
+                    || self.is_placeholder(value)
+                {
                     return None;
                 }
-                Some((*self.secret_base.get(kind)?, start, end))
+                Some((self.secret_base.get(kind)?, start, end))
             }
-            _ => Some((*self.secret_base.get(kind)?, start, end)),
+            _ => Some((self.secret_base.get(kind)?, start, end)),
         }
     }
 
@@ -555,7 +741,10 @@ impl Validators {
     fn is_placeholder(&self, value: &str) -> bool {
         self.placeholders.iter().any(|p| {
             if value.is_ascii() {
-                return p.len() == value.len() && p.bytes().zip(value.bytes()).all(|(a, b)| a == b.to_ascii_lowercase());
+                return p.len() == value.len()
+                    && p.bytes()
+                        .zip(value.bytes())
+                        .all(|(a, b)| a == b.to_ascii_lowercase());
             }
             // Of all non-ASCII characters only U+212A KELVIN SIGN lower-cases to ASCII ('k'); the
             // others lower-case to something non-ASCII, which no (ASCII) placeholder equals.
@@ -575,11 +764,73 @@ impl Validators {
     }
 }
 
+/// The rest of `_card_grouping_ok` (for a value that is not all digits): one pass over its
+/// characters instead of `value.split(sep)`.
+#[inline]
+fn grouping_ok<T: Copy + PartialEq>(
+    chars: impl Iterator<Item = T>,
+    dash: T,
+    space: T,
+    has_dash: bool,
+    has_space: bool,
+) -> bool {
+    let sep = if has_dash { dash } else { space };
+    if has_dash && has_space {
+        return false;
+    }
+    let mut count = 0usize; // groups finished
+    let (mut s0, mut s1) = (0usize, 0usize);
+    let mut all_but_last_4 = true;
+    let mut size = 0usize;
+    for c in chars {
+        if c != sep {
+            size += 1;
+            continue;
+        }
+        // A group ends (and another follows): it is not the last one.
+        if size == 0 {
+            return false;
+        }
+        if size != 4 {
+            all_but_last_4 = false;
+        }
+        match count {
+            0 => s0 = size,
+            1 => s1 = size,
+            _ => {}
+        }
+        count += 1;
+        size = 0;
+    }
+    // The last group.
+    if size == 0 {
+        return false;
+    }
+    if count == 2 && s0 == 4 && s1 == 6 {
+        return size == 4 || size == 5; // Amex 4-6-5, Diners 4-6-4
+    }
+    all_but_last_4 && (1..=4).contains(&size)
+}
+
+/// `luhn_ok` for ASCII digits.
+#[inline]
+fn luhn_ok_ascii(digits: &[u8]) -> bool {
+    const DOUBLE: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    let mut total = 0u32;
+    for (i, &b) in digits.iter().rev().enumerate() {
+        let d = (b - b'0') as u32;
+        total += if i % 2 == 1 { DOUBLE[d as usize] } else { d };
+    }
+    total.is_multiple_of(10)
+}
+
 /// `_DOMAIN.fullmatch(domain)`: dot-separated labels of letters, digits and inner hyphens (1 to 63),
 /// then a top-level label of 1 to 63 ASCII letters.
 #[inline]
 fn domain_ok(d: &[u8]) -> bool {
-    let Some(dot) = d.iter().rposition(|&b| b == b'.') else { return false };
+    let Some(dot) = d.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
     let tld = &d[dot + 1..];
     if tld.is_empty() || tld.len() > 63 || !tld.iter().all(u8::is_ascii_alphabetic) {
         return false;
@@ -589,14 +840,20 @@ fn domain_ok(d: &[u8]) -> bool {
             && label.len() <= 63
             && label[0].is_ascii_alphanumeric()
             && label[label.len() - 1].is_ascii_alphanumeric()
-            && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 
 /// `[A-Za-z0-9+/=\s:,\-]` with re.ASCII (`\s` is `[ \t\n\r\f\v]`).
 #[inline]
 fn is_key_body(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+        )
 }
 
 /// `len(value) < n` (characters).
@@ -647,17 +904,21 @@ pub fn jwt_header_ok(token: &str) -> bool {
     let mut window = [0u8; 5];
     let mut seen = 0usize;
     let mut found = false;
-    let ok = checks::urlsafe_b64decode_bytes(head.bytes().chain(std::iter::repeat(b'=').take(pads)), !head.is_ascii(), |b| {
-        if first.is_none() {
-            first = Some(b);
-        }
-        window.copy_within(1.., 0);
-        window[4] = b;
-        seen += 1;
-        if seen >= 5 && (&window == b"\"alg\"" || &window == b"\"typ\"") {
-            found = true;
-        }
-    });
+    let ok = checks::urlsafe_b64decode_bytes(
+        head.bytes().chain(std::iter::repeat_n(b'=', pads)),
+        !head.is_ascii(),
+        |b| {
+            if first.is_none() {
+                first = Some(b);
+            }
+            window.copy_within(1.., 0);
+            window[4] = b;
+            seen += 1;
+            if seen >= 5 && (&window == b"\"alg\"" || &window == b"\"typ\"") {
+                found = true;
+            }
+        },
+    );
     ok && first == Some(b'{') && found
 }
 
@@ -673,13 +934,261 @@ fn ssn_ok_chars(digits: &[char], blocklist: &[Vec<u8>]) -> Option<bool> {
             || first == '9'
             || eq(&digits[n.min(3)..n.min(5)], "00")
             || eq(&digits[n.min(5)..], "0000")
-            || blocklist.iter().any(|b| digits.iter().copied().eq(String::from_utf8_lossy(b).chars()))),
+            || blocklist.iter().any(|b| {
+                digits
+                    .iter()
+                    .copied()
+                    .eq(String::from_utf8_lossy(b).chars())
+            })),
     )
 }
+
+// The glue shares one `Validators` between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Validators>();
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cut-down `native_tables()` (the real one comes from Python; the parity test uses it).
+    fn validators() -> Validators {
+        let json = r#"{
+            "iin": [[4, 4, 1, [13, 16, 19]], [51, 55, 2, [16]], [34, 34, 2, [15]], [37, 37, 2, [15]]],
+            "file_tlds": ["png", "json"],
+            "domain": "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{1,63}",
+            "ssn_base": {"dashed": 0.65, "spaced": 0.45, "bare": 0.3},
+            "hexcolon": "0123456789:ABCDEFabcdef",
+            "secret_base": {"aws_key_id": 0.95, "private_key": 0.99, "assignment": 0.8},
+            "placeholders": ["changeme", "password"],
+            "key_end": "-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----",
+            "key_body": "[A-Za-z0-9+/=\\s:,\\-]{0,16384}",
+            "max_key_block": 16384,
+            "max_base": [["SSN", "dashed", 0.65], ["CREDIT_CARD", "card", 0.85]],
+            "checks": {
+                "ssn_blocklist": ["078051120"],
+                "iban_countries": {
+                    "GB": {"structure": "[A-Z]{4}[0-9]{6}[0-9]{8}", "module": false},
+                    "BE": {"structure": "[0-9]{3}[0-9]{7}[0-9]{2}", "module": true}
+                },
+                "ipv4": "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+            },
+            "dates": {"months": {"mar": 3, "m\u00e4r": 3}, "min_year": 1900, "numbers": "\\d{1,4}", "word": "[a-z\u00e4A-Z\u00c4]{3,}"},
+            "unicode_version": "14.0.0",
+            "unicode": {"alnum": [[233, 233], [1633, 1633]], "alpha": [[233, 233]], "digit": [[1633, 1633]]}
+        }"#;
+        Validators::from_json(json).unwrap()
+    }
+
+    const TODAY: Date = Date {
+        year: 2026,
+        month: 5,
+        day: 17,
+    };
+
+    fn run(v: &Validators, d: Detector, kind: &str, text: &str, value: &str) -> Validated {
+        let start = text.find(value).unwrap();
+        v.validate(d, kind, text, start, start + value.len(), TODAY)
+    }
+
+    #[test]
+    fn cards() {
+        let v = validators();
+        let t = "card 4111 1111 1111 1111 ok";
+        assert_eq!(
+            run(&v, Detector::CreditCard, "card", t, "4111 1111 1111 1111"),
+            Some((0.85, 5, 24))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "x 4111111111111111",
+                "4111111111111111"
+            ),
+            Some((0.8, 2, 18))
+        );
+        // The card starts after the first separator.
+        let t = "7 4111 1111 1111 1111";
+        assert_eq!(
+            run(&v, Detector::CreditCard, "card", t, t),
+            Some((0.85, 2, 21))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "ORD-4111111111111111",
+                "4111111111111111"
+            ),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "é.4111111111111111",
+                "4111111111111111"
+            ),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::CreditCard,
+                "card",
+                "4111111111111112",
+                "4111111111111112"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn ssns() {
+        let v = validators();
+        assert_eq!(
+            run(
+                &v,
+                Detector::Ssn,
+                "dashed",
+                "SSN 123-45-6789.",
+                "123-45-6789"
+            ),
+            Some((0.65, 4, 15))
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "dashed", "078-05-1120", "078-05-1120"),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Ssn,
+                "dashed",
+                "123-45-6789-\u{661}",
+                "123-45-6789"
+            ),
+            None
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "bare", "123456789", "123456789"),
+            Some((0.3, 0, 9))
+        );
+        assert_eq!(
+            run(&v, Detector::Ssn, "nope", "123456789", "123456789"),
+            None
+        );
+        assert_eq!(v.max_base(Detector::Ssn, "dashed"), 0.65);
+        assert!(v.max_base(Detector::Ssn, "nope").is_nan());
+    }
+
+    #[test]
+    fn others() {
+        let v = validators();
+        assert_eq!(
+            run(
+                &v,
+                Detector::Email,
+                "email",
+                "x ..a@example.com",
+                "..a@example.com"
+            ),
+            Some((0.9, 4, 17))
+        );
+        assert_eq!(
+            run(&v, Detector::Email, "email", "logo@2x.PNG", "logo@2x.PNG"),
+            None
+        );
+        let t = "GB82 WEST 1234 5698 7654 32";
+        assert_eq!(run(&v, Detector::Iban, "iban", t, t), Some((0.95, 0, 27)));
+        let t = "gb82west12345698765432";
+        assert_eq!(run(&v, Detector::Iban, "iban", t, t), Some((0.75, 0, 22)));
+        let be = "BE32123456789002";
+        assert_eq!(run(&v, Detector::Iban, "iban", be, be), None); // no country module check
+        let mut v2 = validators();
+        v2.set_iban_module_check(Some(Box::new(|c| c == "BE32123456789002")));
+        assert_eq!(
+            run(&v2, Detector::Iban, "iban", be, be),
+            Some((0.95, 0, 16))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "ip 10.0.0.1", "10.0.0.1"),
+            Some((0.85, 3, 11))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "127.0.0.1", "127.0.0.1"),
+            Some((0.3, 0, 9))
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v4", "1.2.3.4.\u{661}", "1.2.3.4"),
+            None
+        );
+        assert_eq!(
+            run(&v, Detector::IpAddress, "v6", "at fe80::1. ok", "fe80::1."),
+            Some((0.4, 3, 10))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::IpAddress,
+                "v6",
+                "2001:db8::1:2",
+                "2001:db8::1:2"
+            ),
+            Some((0.85, 0, 13))
+        );
+        let t = "3. März 1990";
+        assert_eq!(
+            run(&v, Detector::DateOfBirth, "text_dmy", t, t),
+            Some((0.2, 0, 13))
+        );
+        assert_eq!(
+            run(&v, Detector::DateOfBirth, "iso", "2030-01-01", "2030-01-01"),
+            None
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Secret,
+                "assignment",
+                "pwd=changeme;",
+                "changeme;"
+            ),
+            None
+        );
+        let t = "pwd=s3cr3t-v4lue;";
+        assert_eq!(
+            run(&v, Detector::Secret, "assignment", t, "s3cr3t-v4lue;"),
+            Some((0.8, 4, 16))
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY----- x";
+        let begin = "-----BEGIN PRIVATE KEY-----";
+        assert_eq!(
+            run(&v, Detector::Secret, "private_key", key, begin),
+            Some((0.99, 0, key.len() - 2))
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n=: x!";
+        assert_eq!(
+            run(&v, Detector::Secret, "private_key", key, begin),
+            Some((0.99, 0, key.len() - 1))
+        );
+        assert_eq!(
+            run(
+                &v,
+                Detector::Phone,
+                "intl",
+                "+1 212 555 0100",
+                "+1 212 555 0100"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn domains() {
