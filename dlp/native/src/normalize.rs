@@ -12,7 +12,10 @@
 //! NFKC is `unicode-normalization` 0.1.21, whose tables are Unicode 14.0, the version of Python
 //! 3.11's `unicodedata`; tests/dlp/native/test_normalize_parity.py checks every code point.
 
-use unicode_normalization::{is_nfkc, UnicodeNormalization};
+use std::sync::OnceLock;
+
+use unicode_normalization::char::canonical_combining_class;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// `dlp._normalize._CF_RANGES` (Unicode category Cf as of Unicode 14.0), inclusive ranges;
 /// tests/dlp/native/test_normalize_parity.py checks it against `FORMAT_CHARS` on every code point.
@@ -44,17 +47,70 @@ pub const FORMAT_RANGES: &[(u32, u32)] = &[
 #[inline]
 pub fn is_format(c: char) -> bool {
     let cp = c as u32;
-    if cp < 0xAD {
-        return false;
+    if cp < 0x600 {
+        return cp == 0xAD;
     }
     let i = FORMAT_RANGES.partition_point(|&(_, last)| last < cp);
     i < FORMAT_RANGES.len() && FORMAT_RANGES[i].0 <= cp
 }
 
+// Per-character properties: canonical combining class (low 8 bits), NFKC quick-check value,
+// format character.  Looked up in the crate's tables (a long `match` for the quick check, ~25 ns
+// a character), so the BMP is tabulated once, on first use (128 KiB).
+const QC_NO: u16 = 1 << 8;
+const QC_MAYBE: u16 = 2 << 8;
+const FORMAT: u16 = 1 << 10;
+
+fn compute_props(c: char) -> u16 {
+    let qc = match is_nfkc_quick(std::iter::once(c)) {
+        IsNormalized::Yes => 0,
+        IsNormalized::No => QC_NO,
+        IsNormalized::Maybe => QC_MAYBE,
+    };
+    u16::from(canonical_combining_class(c)) | qc | if is_format(c) { FORMAT } else { 0 }
+}
+
+fn bmp_props() -> &'static [u16] {
+    static BMP: OnceLock<Box<[u16]>> = OnceLock::new();
+    BMP.get_or_init(|| (0..0x10000u32).map(|cp| char::from_u32(cp).map_or(0, compute_props)).collect())
+}
+
+#[inline]
+fn props(c: char) -> u16 {
+    let cp = c as usize;
+    if cp < 0x10000 {
+        bmp_props()[cp]
+    } else {
+        compute_props(c)
+    }
+}
+
+/// `FORMAT_CHARS.search(text) is None and unicodedata.is_normalized("NFKC", text)`: the
+/// quick check of UAX #15 (as `unicode_normalization::is_nfkc`), then the full comparison when
+/// it answers "maybe".
+fn is_own_view(text: &str) -> bool {
+    let mut last_cc = 0u16;
+    let mut maybe = false;
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            last_cc = 0;
+            continue;
+        }
+        let p = props(ch);
+        let cc = p & 0xFF;
+        if p & (FORMAT | QC_NO) != 0 || (last_cc > cc && cc != 0) {
+            return false;
+        }
+        maybe |= p & QC_MAYBE != 0;
+        last_cc = cc;
+    }
+    !maybe || text.chars().eq(text.chars().nfkc())
+}
+
 /// `detection_view(text)`: None when Python's index is None (ASCII text, or NFKC text with no
 /// format character: the view is the text); else the view and the byte index described above.
 pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
-    if text.is_ascii() || (!text.chars().any(is_format) && is_nfkc(text)) {
+    if text.is_ascii() || is_own_view(text) {
         return None;
     }
     let mut view = String::with_capacity(text.len());
@@ -64,10 +120,15 @@ pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
         let before = view.len();
         if ch.is_ascii() {
             view.push(ch);
-        } else if is_format(ch) {
-            continue;
         } else {
-            view.extend(std::iter::once(ch).nfkc());
+            let p = props(ch);
+            if p & FORMAT != 0 {
+                continue;
+            } else if p & (QC_NO | QC_MAYBE) == 0 {
+                view.push(ch); // NFKC quick check "yes": the character is its own NFKC
+            } else {
+                view.extend(std::iter::once(ch).nfkc());
+            }
         }
         for _ in before..view.len() {
             index.push(i);
