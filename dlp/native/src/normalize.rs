@@ -55,8 +55,8 @@ pub fn is_format(c: char) -> bool {
 }
 
 // Per-character properties: canonical combining class (low 8 bits), NFKC quick-check value,
-// format character.  Looked up in the crate's tables (a long `match` for the quick check, ~25 ns
-// a character), so the BMP is tabulated once, on first use (128 KiB).
+// format character.  The crate's quick-check lookup is a long `match` (~25 ns a character), so
+// the BMP is tabulated, block by block on first use.
 const QC_NO: u16 = 1 << 8;
 const QC_MAYBE: u16 = 2 << 8;
 const FORMAT: u16 = 1 << 10;
@@ -70,19 +70,58 @@ fn compute_props(c: char) -> u16 {
     u16::from(canonical_combining_class(c)) | qc | if is_format(c) { FORMAT } else { 0 }
 }
 
-fn bmp_props() -> &'static [u16] {
-    static BMP: OnceLock<Box<[u16]>> = OnceLock::new();
-    BMP.get_or_init(|| (0..0x10000u32).map(|cp| char::from_u32(cp).map_or(0, compute_props)).collect())
+/// The properties of 256 BMP code points, and the NFKC of those that are not their own NFKC.
+/// Tabulated on first use of the block (tens of microseconds), not for the whole BMP at once.
+struct Block {
+    props: [u16; 256],
+    /// Sorted low bytes of the folded code points, and where their NFKC ends in `fold_text`
+    /// (it starts where the previous one ends).
+    fold_low: Vec<u8>,
+    fold_ends: Vec<u32>,
+    fold_text: String,
+}
+
+fn block(cp: u32) -> &'static Block {
+    static BLOCKS: [OnceLock<Block>; 256] = [const { OnceLock::new() }; 256];
+    let hi = (cp >> 8) as usize;
+    BLOCKS[hi].get_or_init(|| {
+        let mut b = Block { props: [0; 256], fold_low: Vec::new(), fold_ends: Vec::new(), fold_text: String::new() };
+        for low in 0..256u32 {
+            let Some(c) = char::from_u32((hi as u32) << 8 | low) else { continue };
+            let p = compute_props(c);
+            b.props[low as usize] = p;
+            if p & (QC_NO | QC_MAYBE) != 0 {
+                b.fold_text.extend(std::iter::once(c).nfkc());
+                b.fold_low.push(low as u8);
+                b.fold_ends.push(b.fold_text.len() as u32);
+            }
+        }
+        b
+    })
 }
 
 #[inline]
 fn props(c: char) -> u16 {
-    let cp = c as usize;
+    let cp = c as u32;
     if cp < 0x10000 {
-        bmp_props()[cp]
+        block(cp).props[(cp & 0xFF) as usize]
     } else {
         compute_props(c)
     }
+}
+
+/// Appends the NFKC of `c` on its own (a character whose quick check is not "yes").
+fn push_nfkc(view: &mut String, c: char) {
+    let cp = c as u32;
+    if cp < 0x10000 {
+        let b = block(cp);
+        if let Ok(i) = b.fold_low.binary_search(&((cp & 0xFF) as u8)) {
+            let start = if i == 0 { 0 } else { b.fold_ends[i - 1] as usize };
+            view.push_str(&b.fold_text[start..b.fold_ends[i] as usize]);
+            return;
+        }
+    }
+    view.extend(std::iter::once(c).nfkc());
 }
 
 /// `FORMAT_CHARS.search(text) is None and unicodedata.is_normalized("NFKC", text)`: the
@@ -127,7 +166,7 @@ pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
             } else if p & (QC_NO | QC_MAYBE) == 0 {
                 view.push(ch); // NFKC quick check "yes": the character is its own NFKC
             } else {
-                view.extend(std::iter::once(ch).nfkc());
+                push_nfkc(&mut view, ch);
             }
         }
         for _ in before..view.len() {
