@@ -85,9 +85,16 @@ fn block(cp: u32) -> &'static Block {
     static BLOCKS: [OnceLock<Block>; 256] = [const { OnceLock::new() }; 256];
     let hi = (cp >> 8) as usize;
     BLOCKS[hi].get_or_init(|| {
-        let mut b = Block { props: [0; 256], fold_low: Vec::new(), fold_ends: Vec::new(), fold_text: String::new() };
+        let mut b = Block {
+            props: [0; 256],
+            fold_low: Vec::new(),
+            fold_ends: Vec::new(),
+            fold_text: String::new(),
+        };
         for low in 0..256u32 {
-            let Some(c) = char::from_u32((hi as u32) << 8 | low) else { continue };
+            let Some(c) = char::from_u32((hi as u32) << 8 | low) else {
+                continue;
+            };
             let p = compute_props(c);
             b.props[low as usize] = p;
             if p & (QC_NO | QC_MAYBE) != 0 {
@@ -116,7 +123,11 @@ fn push_nfkc(view: &mut String, c: char) {
     if cp < 0x10000 {
         let b = block(cp);
         if let Ok(i) = b.fold_low.binary_search(&((cp & 0xFF) as u8)) {
-            let start = if i == 0 { 0 } else { b.fold_ends[i - 1] as usize };
+            let start = if i == 0 {
+                0
+            } else {
+                b.fold_ends[i - 1] as usize
+            };
             view.push_str(&b.fold_text[start..b.fold_ends[i] as usize]);
             return;
         }
@@ -182,7 +193,11 @@ pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
 #[inline]
 pub fn original_span(index: &[usize], start: usize, end: usize) -> (usize, usize) {
     // Python's index[end - 1] with end == 0 is the last entry.
-    let last = if end == 0 { index.len() / 2 - 1 } else { end - 1 };
+    let last = if end == 0 {
+        index.len() / 2 - 1
+    } else {
+        end - 1
+    };
     (index[2 * start], index[2 * last + 1])
 }
 
@@ -207,7 +222,10 @@ mod tests {
         assert_eq!(original_span(&index, s, e), (4, text.len()));
         // the span that ends on "3" does not take the zero-width space after it
         let e3 = view.find('3').unwrap() + 1;
-        assert_eq!(&text[original_span(&index, s, e3).0..original_span(&index, s, e3).1], "\u{ff11}\u{ff12}3");
+        assert_eq!(
+            &text[original_span(&index, s, e3).0..original_span(&index, s, e3).1],
+            "\u{ff11}\u{ff12}3"
+        );
     }
 
     #[test]
@@ -224,6 +242,11 @@ mod tests {
         for w in FORMAT_RANGES.windows(2) {
             assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0);
         }
-        assert!(is_format('\u{ad}') && is_format('\u{e007f}') && !is_format('a') && !is_format('\u{2065}'));
+        assert!(
+            is_format('\u{ad}')
+                && is_format('\u{e007f}')
+                && !is_format('a')
+                && !is_format('\u{2065}')
+        );
     }
 }

@@ -142,7 +142,9 @@ impl CharClasses {
         let b1 = before.next();
         let b2 = before.next();
         if let (Some(c1), Some(c2)) = (b1, b2) {
-            if matches!(c1, '-' | '_' | '/' | '#' | '.' | '$' | '€' | '£') && self.isalnum.contains(c2) {
+            if matches!(c1, '-' | '_' | '/' | '#' | '.' | '$' | '€' | '£')
+                && self.isalnum.contains(c2)
+            {
                 return true;
             }
         }
@@ -213,7 +215,9 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
             continue;
         }
         let g = match chars.next() {
-            Some(d @ '1'..='9') if !matches!(chars.peek(), Some('0'..='9')) => d as usize - '0' as usize,
+            Some(d @ '1'..='9') if !matches!(chars.peek(), Some('0'..='9')) => {
+                d as usize - '0' as usize
+            }
             _ => return Err(format!("unsupported transform rule {template:?}")),
         };
         if !literal.is_empty() {
@@ -256,7 +260,11 @@ pub struct Dfa {
 
 impl Dfa {
     pub fn new(p: &str, full: bool) -> Result<Dfa, String> {
-        let pattern = if full { format!("(?:{p})$") } else { format!("(?:{p})") };
+        let pattern = if full {
+            format!("(?:{p})$")
+        } else {
+            format!("(?:{p})")
+        };
         let dfa = dense::Builder::new()
             .configure(
                 dense::DFA::config()
@@ -281,7 +289,11 @@ impl Dfa {
     fn search(&self, s: &str) -> Option<usize> {
         let dfa = &self.dfa;
         let mut state = self.start;
-        let mut last = if dfa.is_match_state(state) { Some(0) } else { None };
+        let mut last = if dfa.is_match_state(state) {
+            Some(0)
+        } else {
+            None
+        };
         for (i, &b) in s.as_bytes().iter().enumerate() {
             state = dfa.next_state(state, b);
             if dfa.is_special_state(state) {
@@ -377,7 +389,9 @@ impl Plan {
                     for piece in pieces {
                         if let Piece::Group(g) = piece {
                             if *g > groups {
-                                return Err(format!("transform rule of {region} names group {g} of {groups}"));
+                                return Err(format!(
+                                    "transform rule of {region} names group {g} of {groups}"
+                                ));
                             }
                         }
                     }
@@ -398,7 +412,11 @@ impl Plan {
             lengths: length_mask(&data.lengths)?,
             max_length: sorted.last().map(|&n| n as usize),
             local_lengths: length_mask(&data.local_lengths)?,
-            type_lengths: data.types.iter().map(|d| mask(&d.lengths)).collect::<Result<_, _>>()?,
+            type_lengths: data
+                .types
+                .iter()
+                .map(|d| mask(&d.lengths))
+                .collect::<Result<_, _>>()?,
             transform,
             data,
             compiled: OnceLock::new(),
@@ -409,15 +427,27 @@ impl Plan {
         let d = &self.data;
         let np = d.national_prefix.as_deref().filter(|p| !p.is_empty());
         Ok(Compiled {
-            general: d.general.as_ref().map(|g| Dfa::new(&g.pattern, true)).transpose()?,
-            types: d.types.iter().map(|t| Dfa::new(&t.pattern, true)).collect::<Result<_, _>>()?,
+            general: d
+                .general
+                .as_ref()
+                .map(|g| Dfa::new(&g.pattern, true))
+                .transpose()?,
+            types: d
+                .types
+                .iter()
+                .map(|t| Dfa::new(&t.pattern, true))
+                .collect::<Result<_, _>>()?,
             national_prefix: np.map(|p| Dfa::new(p, false)).transpose()?,
             national_prefix_groups: match (np, &self.transform) {
                 (Some(p), Some(_)) => Some(compile_python_prefix_regex(p)?),
                 _ => None,
             },
             idd: d.idd.as_deref().map(|p| Dfa::new(p, false)).transpose()?,
-            leading_digits: d.leading_digits.as_deref().map(|p| Dfa::new(p, false)).transpose()?,
+            leading_digits: d
+                .leading_digits
+                .as_deref()
+                .map(|p| Dfa::new(p, false))
+                .transpose()?,
         })
     }
 
@@ -456,12 +486,19 @@ impl Plan {
 
     /// `general_match`: `_match_national_number` against the general description.
     fn general_match(&self, number: &str) -> bool {
-        self.has_general && self.re().general.as_ref().is_some_and(|g| g.is_full_match(number))
+        self.has_general
+            && self
+                .re()
+                .general
+                .as_ref()
+                .is_some_and(|g| g.is_full_match(number))
     }
 
     fn length_ok(&self, number: &str) -> bool {
         let n = number.len();
-        let Some(max) = self.max_length else { return false };
+        let Some(max) = self.max_length else {
+            return false;
+        };
         if in_mask(self.local_lengths, n) {
             return false;
         }
@@ -479,8 +516,12 @@ impl Plan {
             return Cow::Borrowed(number);
         }
         let re = self.re();
-        let Some(np) = &re.national_prefix else { return Cow::Borrowed(number) };
-        let Some(end) = np.match_end(number) else { return Cow::Borrowed(number) };
+        let Some(np) = &re.national_prefix else {
+            return Cow::Borrowed(number);
+        };
+        let Some(end) = np.match_end(number) else {
+            return Cow::Borrowed(number);
+        };
         let stripped: Cow<'a, str> = match (&self.transform, &re.national_prefix_groups) {
             (Some(pieces), Some(groups)) => {
                 let caps = groups.captures(number).expect("the DFA matched");
@@ -497,7 +538,9 @@ impl Plan {
                     for piece in pieces {
                         match piece {
                             Piece::Literal(s) => out.push_str(s),
-                            Piece::Group(g) => out.push_str(caps.get(*g).map_or("", |c| c.as_str())),
+                            Piece::Group(g) => {
+                                out.push_str(caps.get(*g).map_or("", |c| c.as_str()))
+                            }
                         }
                     }
                     out.push_str(&number[m.end()..]);
@@ -558,7 +601,12 @@ struct Shape {
 /// does not hold or there are more than 15 digits.
 fn phone_shape(v: &[u8]) -> Option<Shape> {
     let n = v.len();
-    let mut shape = Shape { digits: [0; 15], len: 0, dots: 0, runs: 0 };
+    let mut shape = Shape {
+        digits: [0; 15],
+        len: 0,
+        dots: 0,
+        runs: 0,
+    };
     let mut i = usize::from(v.first() == Some(&b'+'));
     loop {
         // separators: any number before the first digits, at least one between runs
@@ -650,7 +698,9 @@ impl Phones {
         }
         let mut non_geo_plans = HashMap::new();
         for (cc, data) in non_geo {
-            let cc: u32 = cc.parse().map_err(|_| format!("non-geo country code {cc:?}"))?;
+            let cc: u32 = cc
+                .parse()
+                .map_err(|_| format!("non-geo country code {cc:?}"))?;
             non_geo_plans.insert(cc, plans.len());
             plans.push(Plan::new(&non_geo_region, data)?);
         }
@@ -674,7 +724,9 @@ impl Phones {
             // _lengths_of(cc)
             let mut union: Lengths = Some(0);
             for (_, plan) in &regions {
-                let Some(p) = plan.map(|i| &plans[i]) else { continue };
+                let Some(p) = plan.map(|i| &plans[i]) else {
+                    continue;
+                };
                 if !p.has_general {
                     continue;
                 }
@@ -686,7 +738,10 @@ impl Phones {
                     Some(m) => union = union.map(|u| u | m),
                 }
             }
-            by_cc[cc as usize] = Some(CountryCode { regions, lengths: union });
+            by_cc[cc as usize] = Some(CountryCode {
+                regions,
+                lengths: union,
+            });
         }
         Ok(Phones {
             min_nsn,
@@ -695,8 +750,14 @@ impl Phones {
             non_geo_region,
             plans,
             by_cc,
-            regions_no_trunk: regions_no_trunk.iter().map(|r| by_region.get(r).copied()).collect(),
-            regions_trunk_0: regions_trunk_0.iter().map(|r| by_region.get(r).copied()).collect(),
+            regions_no_trunk: regions_no_trunk
+                .iter()
+                .map(|r| by_region.get(r).copied())
+                .collect(),
+            regions_trunk_0: regions_trunk_0
+                .iter()
+                .map(|r| by_region.get(r).copied())
+                .collect(),
             by_region,
             classes: CharClasses::new(char_classes)?,
         })
@@ -705,7 +766,8 @@ impl Phones {
     /// Compiles every plan now (else each compiles on first use); the first error, if any.
     pub fn compile_all(&self) -> Result<(), String> {
         for p in &self.plans {
-            p.try_compile().map_err(|e| format!("phone plan {}: {e}", p.region))?;
+            p.try_compile()
+                .map_err(|e| format!("phone plan {}: {e}", p.region))?;
         }
         Ok(())
     }
@@ -745,12 +807,16 @@ impl Phones {
 
     /// `region_of(cc)`: the main region of a country code (`ZZ` when unknown).
     pub fn region_of(&self, cc: u32) -> &str {
-        self.cc(cc).and_then(|c| c.regions.first()).map_or("ZZ", |r| r.0.as_str())
+        self.cc(cc)
+            .and_then(|c| c.regions.first())
+            .map_or("ZZ", |r| r.0.as_str())
     }
 
     /// `_valid(country_code, nsn)`.
     fn valid(&self, cc: u32, nsn: &str) -> bool {
-        let Some(info) = self.cc(cc) else { return false };
+        let Some(info) = self.cc(cc) else {
+            return false;
+        };
         if info.regions.is_empty() {
             return false;
         }
@@ -761,7 +827,11 @@ impl Phones {
         if info.regions.len() > 1 {
             region = None;
             for entry in &info.regions {
-                let plan = if entry.0 != self.non_geo_region { entry.1.map(|i| &self.plans[i]) } else { None };
+                let plan = if entry.0 != self.non_geo_region {
+                    entry.1.map(|i| &self.plans[i])
+                } else {
+                    None
+                };
                 let Some(plan) = plan else { continue };
                 if let Some(ld) = &plan.re().leading_digits {
                     if ld.match_end(nsn).is_some() {
@@ -773,8 +843,12 @@ impl Phones {
                 }
             }
         }
-        let Some((name, plan)) = region else { return false };
-        let Some(plan) = plan.map(|i| &self.plans[i]) else { return false };
+        let Some((name, plan)) = region else {
+            return false;
+        };
+        let Some(plan) = plan.map(|i| &self.plans[i]) else {
+            return false;
+        };
         if *name != self.non_geo_region && plan.country_code != cc {
             return false;
         }
@@ -819,7 +893,9 @@ impl Phones {
     /// `valid_national(digits, region)`: `is_valid_number(parse(digits, region))` for ASCII
     /// digits (false for anything that is not ASCII).
     pub fn valid_national(&self, digits: &str, region: &str) -> bool {
-        let Some(&pi) = self.by_region.get(region) else { return false };
+        let Some(&pi) = self.by_region.get(region) else {
+            return false;
+        };
         self.valid_national_plan(digits, &self.plans[pi])
     }
 
@@ -838,14 +914,20 @@ impl Phones {
                     if cc == 0 {
                         return false;
                     }
-                    let target = if self.region_of(cc) != plan.region { self.region_plan(cc) } else { Some(plan) };
+                    let target = if self.region_of(cc) != plan.region {
+                        self.region_plan(cc)
+                    } else {
+                        Some(plan)
+                    };
                     return self.finish(cc, rest, target);
                 }
             }
         }
         if let Some(tail) = digits.strip_prefix(plan.home_cc.as_str()) {
             let potential = plan.strip_national_prefix(tail);
-            if (!plan.general_match(digits) && plan.general_match(&potential)) || plan.too_long(digits) {
+            if (!plan.general_match(digits) && plan.general_match(&potential))
+                || plan.too_long(digits)
+            {
                 return self.finish(plan.country_code, &potential, Some(plan));
             }
         }
@@ -877,11 +959,26 @@ impl Phones {
         }
         let digits = std::str::from_utf8(&shape.digits[..n]).ok()?;
         if kind == "intl" {
-            let number = if v.starts_with(b"00") { &digits[2..] } else { digits };
-            return if self.valid_international(number) { Some((0.9, start, end)) } else { None };
+            let number = if v.starts_with(b"00") {
+                &digits[2..]
+            } else {
+                digits
+            };
+            return if self.valid_international(number) {
+                Some((0.9, start, end))
+            } else {
+                None
+            };
         }
-        let regions = if digits.starts_with('0') { &self.regions_trunk_0 } else { &self.regions_no_trunk };
-        if !regions.iter().any(|r| r.is_some_and(|i| self.valid_national_plan(digits, &self.plans[i]))) {
+        let regions = if digits.starts_with('0') {
+            &self.regions_trunk_0
+        } else {
+            &self.regions_no_trunk
+        };
+        if !regions
+            .iter()
+            .any(|r| r.is_some_and(|i| self.valid_national_plan(digits, &self.plans[i])))
+        {
             return None;
         }
         Some((if kind == "national" { 0.6 } else { 0.35 }, start, end))
@@ -909,7 +1006,10 @@ mod tests {
         assert!(!phone_groups(b"12 34 "));
         assert!(!phone_groups(b"12a34"));
         let s = phone_shape(b"+1 (415) 555.0100").unwrap();
-        assert_eq!((&s.digits[..s.len], s.dots, s.runs), (&b"14155550100"[..], 1, 4));
+        assert_eq!(
+            (&s.digits[..s.len], s.dots, s.runs),
+            (&b"14155550100"[..], 1, 4)
+        );
         assert!(phone_shape(b"1234567890123456").is_none());
         assert!(date_shape(b"2024-01-05"));
         assert!(date_shape(b"1.2.3"));
@@ -920,7 +1020,10 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert!(matches!(parse_template(r"9\1").unwrap()[..], [Piece::Literal(_), Piece::Group(1)]));
+        assert!(matches!(
+            parse_template(r"9\1").unwrap()[..],
+            [Piece::Literal(_), Piece::Group(1)]
+        ));
         assert!(parse_template(r"\0").is_err());
         assert!(parse_template(r"\12").is_err());
         assert!(parse_template(r"\g<1>").is_err());

@@ -113,7 +113,9 @@ def test_every_pattern_behaves_as_python_re() -> None:
             pm = rx.match(t)
             want = (
                 rx.fullmatch(t) is not None,
-                None if pm is None else (pm.end(), [None if pm.start(g) < 0 else pm.span(g) for g in range(1, len(pm.groups()) + 1)]),
+                None
+                if pm is None
+                else (pm.end(), [None if pm.start(g) < 0 else pm.span(g) for g in range(1, len(pm.groups()) + 1)]),
             )
             if (full, None if m is None else (m[0], list(m[1]))) != want:
                 wrong.append((pattern, t))
@@ -252,7 +254,12 @@ def test_every_example_number_in_text() -> None:
     for ex in EXAMPLES:
         for fmt in formats:
             number = phonenumbers.format_number(ex, fmt)
-            variants = [number, number.replace(" ", "-"), number.replace(" ", "."), "00" + number[1:] if number[0] == "+" else number]
+            variants = [
+                number,
+                number.replace(" ", "-"),
+                number.replace(" ", "."),
+                "00" + number[1:] if number[0] == "+" else number,
+            ]
             for value in variants:
                 text = rng.choice(_AROUND) + value + rng.choice(_AFTER)
                 spans = {(k, s, e) for k, s, e in _phone_candidates(text)}
@@ -364,4 +371,6 @@ def test_speed_is_reported() -> None:
         print(f"validate {text[s:e]!r} {kind}: {ns:.0f} ns, {_validate.phone(text, s, e, kind)}")
         assert ns < 50_000
     parse, new, compile_all = native.phone_startup_ns(json.dumps(TABLES))
-    print(f"start-up: JSON {parse / 1e6:.1f} ms, Phones::new {new / 1e6:.1f} ms, compile_all {compile_all / 1e6:.1f} ms")
+    print(
+        f"start-up: JSON {parse / 1e6:.1f} ms, Phones::new {new / 1e6:.1f} ms, compile_all {compile_all / 1e6:.1f} ms"
+    )
