@@ -638,7 +638,7 @@ fn phone_shape(v: &[u8]) -> Option<Shape> {
     }
 }
 
-/// `_PHONE_GROUPS.fullmatch(value)` alone (tests).
+/// `_PHONE_GROUPS.fullmatch(value)` for values of at most 15 digits (tests).
 #[cfg(test)]
 fn phone_groups(v: &[u8]) -> bool {
     let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
