@@ -12,7 +12,10 @@
 //! NFKC is `unicode-normalization` 0.1.21, whose tables are Unicode 14.0, the version of Python
 //! 3.11's `unicodedata`; tests/dlp/native/test_normalize_parity.py checks every code point.
 
-use unicode_normalization::{is_nfkc, UnicodeNormalization};
+use std::sync::OnceLock;
+
+use unicode_normalization::char::canonical_combining_class;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// `dlp._normalize._CF_RANGES` (Unicode category Cf as of Unicode 14.0), inclusive ranges;
 /// tests/dlp/native/test_normalize_parity.py checks it against `FORMAT_CHARS` on every code point.
@@ -44,17 +47,120 @@ pub const FORMAT_RANGES: &[(u32, u32)] = &[
 #[inline]
 pub fn is_format(c: char) -> bool {
     let cp = c as u32;
-    if cp < 0xAD {
-        return false;
+    if cp < 0x600 {
+        return cp == 0xAD;
     }
     let i = FORMAT_RANGES.partition_point(|&(_, last)| last < cp);
     i < FORMAT_RANGES.len() && FORMAT_RANGES[i].0 <= cp
 }
 
+// Per-character properties: canonical combining class (low 8 bits), NFKC quick-check value,
+// format character.  The crate's quick-check lookup is a long `match` (~25 ns a character), so
+// the BMP is tabulated, block by block on first use.
+const QC_NO: u16 = 1 << 8;
+const QC_MAYBE: u16 = 2 << 8;
+const FORMAT: u16 = 1 << 10;
+
+fn compute_props(c: char) -> u16 {
+    let qc = match is_nfkc_quick(std::iter::once(c)) {
+        IsNormalized::Yes => 0,
+        IsNormalized::No => QC_NO,
+        IsNormalized::Maybe => QC_MAYBE,
+    };
+    u16::from(canonical_combining_class(c)) | qc | if is_format(c) { FORMAT } else { 0 }
+}
+
+/// The properties of 256 BMP code points, and the NFKC of those that are not their own NFKC.
+/// Tabulated on first use of the block (tens of microseconds), not for the whole BMP at once.
+struct Block {
+    props: [u16; 256],
+    /// Sorted low bytes of the folded code points, and where their NFKC ends in `fold_text`
+    /// (it starts where the previous one ends).
+    fold_low: Vec<u8>,
+    fold_ends: Vec<u32>,
+    fold_text: String,
+}
+
+fn block(cp: u32) -> &'static Block {
+    static BLOCKS: [OnceLock<Block>; 256] = [const { OnceLock::new() }; 256];
+    let hi = (cp >> 8) as usize;
+    BLOCKS[hi].get_or_init(|| {
+        let mut b = Block {
+            props: [0; 256],
+            fold_low: Vec::new(),
+            fold_ends: Vec::new(),
+            fold_text: String::new(),
+        };
+        for low in 0..256u32 {
+            let Some(c) = char::from_u32((hi as u32) << 8 | low) else {
+                continue;
+            };
+            let p = compute_props(c);
+            b.props[low as usize] = p;
+            if p & (QC_NO | QC_MAYBE) != 0 {
+                b.fold_text.extend(std::iter::once(c).nfkc());
+                b.fold_low.push(low as u8);
+                b.fold_ends.push(b.fold_text.len() as u32);
+            }
+        }
+        b
+    })
+}
+
+#[inline]
+fn props(c: char) -> u16 {
+    let cp = c as u32;
+    if cp < 0x10000 {
+        block(cp).props[(cp & 0xFF) as usize]
+    } else {
+        compute_props(c)
+    }
+}
+
+/// Appends the NFKC of `c` on its own (a character whose quick check is not "yes").
+fn push_nfkc(view: &mut String, c: char) {
+    let cp = c as u32;
+    if cp < 0x10000 {
+        let b = block(cp);
+        if let Ok(i) = b.fold_low.binary_search(&((cp & 0xFF) as u8)) {
+            let start = if i == 0 {
+                0
+            } else {
+                b.fold_ends[i - 1] as usize
+            };
+            view.push_str(&b.fold_text[start..b.fold_ends[i] as usize]);
+            return;
+        }
+    }
+    view.extend(std::iter::once(c).nfkc());
+}
+
+/// `FORMAT_CHARS.search(text) is None and unicodedata.is_normalized("NFKC", text)`: the
+/// quick check of UAX #15 (as `unicode_normalization::is_nfkc`), then the full comparison when
+/// it answers "maybe".
+fn is_own_view(text: &str) -> bool {
+    let mut last_cc = 0u16;
+    let mut maybe = false;
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            last_cc = 0;
+            continue;
+        }
+        let p = props(ch);
+        let cc = p & 0xFF;
+        if p & (FORMAT | QC_NO) != 0 || (last_cc > cc && cc != 0) {
+            return false;
+        }
+        maybe |= p & QC_MAYBE != 0;
+        last_cc = cc;
+    }
+    !maybe || text.chars().eq(text.chars().nfkc())
+}
+
 /// `detection_view(text)`: None when Python's index is None (ASCII text, or NFKC text with no
 /// format character: the view is the text); else the view and the byte index described above.
 pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
-    if text.is_ascii() || (!text.chars().any(is_format) && is_nfkc(text)) {
+    if text.is_ascii() || is_own_view(text) {
         return None;
     }
     let mut view = String::with_capacity(text.len());
@@ -64,10 +170,15 @@ pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
         let before = view.len();
         if ch.is_ascii() {
             view.push(ch);
-        } else if is_format(ch) {
-            continue;
         } else {
-            view.extend(std::iter::once(ch).nfkc());
+            let p = props(ch);
+            if p & FORMAT != 0 {
+                continue;
+            } else if p & (QC_NO | QC_MAYBE) == 0 {
+                view.push(ch); // NFKC quick check "yes": the character is its own NFKC
+            } else {
+                push_nfkc(&mut view, ch);
+            }
         }
         for _ in before..view.len() {
             index.push(i);
@@ -82,7 +193,11 @@ pub fn detection_view(text: &str) -> Option<(String, Vec<usize>)> {
 #[inline]
 pub fn original_span(index: &[usize], start: usize, end: usize) -> (usize, usize) {
     // Python's index[end - 1] with end == 0 is the last entry.
-    let last = if end == 0 { index.len() / 2 - 1 } else { end - 1 };
+    let last = if end == 0 {
+        index.len() / 2 - 1
+    } else {
+        end - 1
+    };
     (index[2 * start], index[2 * last + 1])
 }
 
@@ -107,7 +222,10 @@ mod tests {
         assert_eq!(original_span(&index, s, e), (4, text.len()));
         // the span that ends on "3" does not take the zero-width space after it
         let e3 = view.find('3').unwrap() + 1;
-        assert_eq!(&text[original_span(&index, s, e3).0..original_span(&index, s, e3).1], "\u{ff11}\u{ff12}3");
+        assert_eq!(
+            &text[original_span(&index, s, e3).0..original_span(&index, s, e3).1],
+            "\u{ff11}\u{ff12}3"
+        );
     }
 
     #[test]
@@ -124,6 +242,11 @@ mod tests {
         for w in FORMAT_RANGES.windows(2) {
             assert!(w[0].0 <= w[0].1 && w[0].1 < w[1].0);
         }
-        assert!(is_format('\u{ad}') && is_format('\u{e007f}') && !is_format('a') && !is_format('\u{2065}'));
+        assert!(
+            is_format('\u{ad}')
+                && is_format('\u{e007f}')
+                && !is_format('a')
+                && !is_format('\u{2065}')
+        );
     }
 }

@@ -22,6 +22,11 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder};
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use regex_automata::util::syntax;
+use regex_automata::Anchored;
 use serde::Deserialize;
 
 use crate::types::Validated;
@@ -137,21 +142,23 @@ impl CharClasses {
         let b1 = before.next();
         let b2 = before.next();
         if let (Some(c1), Some(c2)) = (b1, b2) {
-            if "-_/#.$€£".contains(c1) && self.isalnum.contains(c2) {
+            if matches!(c1, '-' | '_' | '/' | '#' | '.' | '$' | '€' | '£')
+                && self.isalnum.contains(c2)
+            {
                 return true;
             }
         }
         if let Some(c1) = b1 {
-            if "$€£".contains(c1) {
+            if matches!(c1, '$' | '€' | '£') {
                 return true;
             }
         }
         let mut after = text[end..].chars();
         if let (Some(a1), Some(a2)) = (after.next(), after.next()) {
-            if "-_/.,:".contains(a1) && self.isdigit.contains(a2) {
+            if matches!(a1, '-' | '_' | '/' | '.' | ',' | ':') && self.isdigit.contains(a2) {
                 return true;
             }
-            if "-_".contains(a1) && self.isalpha.contains(a2) {
+            if matches!(a1, '-' | '_') && self.isalpha.contains(a2) {
                 return true;
             }
         }
@@ -208,7 +215,9 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
             continue;
         }
         let g = match chars.next() {
-            Some(d @ '1'..='9') if !matches!(chars.peek(), Some('0'..='9')) => d as usize - '0' as usize,
+            Some(d @ '1'..='9') if !matches!(chars.peek(), Some('0'..='9')) => {
+                d as usize - '0' as usize
+            }
             _ => return Err(format!("unsupported transform rule {template:?}")),
         };
         if !literal.is_empty() {
@@ -241,36 +250,101 @@ fn compile(pattern: String) -> Result<Regex, String> {
         .map_err(|e| format!("pattern {pattern:?}: {e}"))
 }
 
-/// `re.fullmatch(p, s)`.
-fn compile_full(p: &str) -> Result<Regex, String> {
-    compile(format!("^(?:{p})$"))
+/// A pattern as a fully compiled DFA, run anchored at the start of the number: no cache, no
+/// lock, one table step a digit.  `full`: `re.fullmatch`; else `re.match` (its end: the DFA
+/// has leftmost-first semantics, the match a backtracking engine such as Python's reports).
+pub struct Dfa {
+    dfa: dense::DFA<Vec<u32>>,
+    start: StateID,
 }
 
-/// `re.match(p, s)`.
-fn compile_prefix(p: &str) -> Result<Regex, String> {
-    compile(format!("^(?:{p})"))
-}
+impl Dfa {
+    pub fn new(p: &str, full: bool) -> Result<Dfa, String> {
+        let pattern = if full {
+            format!("(?:{p})$")
+        } else {
+            format!("(?:{p})")
+        };
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::DFA::config()
+                    .start_kind(StartKind::Anchored)
+                    .minimize(false)
+                    .dfa_size_limit(Some(1 << 24))
+                    .determinize_size_limit(Some(1 << 24)),
+            )
+            .syntax(syntax::Config::new().unicode(false).utf8(true))
+            .build(&pattern)
+            .map_err(|e| format!("pattern {p:?}: {e}"))?;
+        // The search always starts at the start of the number: no look-behind.
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .map_err(|e| format!("pattern {p:?}: {e}"))?;
+        Ok(Dfa { dfa, start })
+    }
 
-/// Compiles a Python pattern as `fullmatch` (`full`) or `match`; for the parity tests.
-pub fn compile_python_pattern(p: &str, full: bool) -> Result<Regex, String> {
-    if full {
-        compile_full(p)
-    } else {
-        compile_prefix(p)
+    /// The end of the leftmost-first match at the start of `s` (the "find_fwd" loop of
+    /// regex-automata's `Automaton` docs, anchored; match states are delayed by one byte).
+    #[inline]
+    fn search(&self, s: &str) -> Option<usize> {
+        let dfa = &self.dfa;
+        let mut state = self.start;
+        let mut last = if dfa.is_match_state(state) {
+            Some(0)
+        } else {
+            None
+        };
+        for (i, &b) in s.as_bytes().iter().enumerate() {
+            state = dfa.next_state(state, b);
+            if dfa.is_special_state(state) {
+                if dfa.is_match_state(state) {
+                    last = Some(i);
+                } else if dfa.is_dead_state(state) {
+                    return last;
+                }
+                // no quit bytes are configured; start states are not special (no prefilter)
+            }
+        }
+        state = dfa.next_eoi_state(state);
+        if dfa.is_match_state(state) {
+            last = Some(s.len());
+        }
+        last
+    }
+
+    /// `re.fullmatch(p, s) is not None` (for a DFA built with `full`: `$` ends every match).
+    #[inline]
+    pub fn is_full_match(&self, s: &str) -> bool {
+        self.search(s).is_some()
+    }
+
+    /// `re.match(p, s).end()` (for a DFA built without `full`).
+    #[inline]
+    pub fn match_end(&self, s: &str) -> Option<usize> {
+        self.search(s)
     }
 }
 
+/// A Python pattern as `re.match` with groups (for the national prefix with a transform rule).
+pub fn compile_python_prefix_regex(p: &str) -> Result<Regex, String> {
+    compile(format!("^(?:{p})"))
+}
+
 struct Compiled {
-    general: Option<Regex>,
-    types: Vec<Regex>,
-    national_prefix: Option<Regex>,
-    idd: Option<Regex>,
-    leading_digits: Option<Regex>,
+    general: Option<Dfa>,
+    types: Vec<Dfa>,
+    national_prefix: Option<Dfa>,
+    /// The national prefix with its groups, when there is a transform rule to apply.
+    national_prefix_groups: Option<Regex>,
+    idd: Option<Dfa>,
+    leading_digits: Option<Dfa>,
 }
 
 /// `_phone._Plan`: the lengths are read from the tables, the patterns compiled on first use.
 struct Plan {
     region: String,
+    /// `str(country_code)`.
+    home_cc: String,
     data: PlanData,
     country_code: u32,
     has_general: bool,
@@ -315,7 +389,9 @@ impl Plan {
                     for piece in pieces {
                         if let Piece::Group(g) = piece {
                             if *g > groups {
-                                return Err(format!("transform rule of {region} names group {g} of {groups}"));
+                                return Err(format!(
+                                    "transform rule of {region} names group {g} of {groups}"
+                                ));
                             }
                         }
                     }
@@ -326,6 +402,7 @@ impl Plan {
         sorted.sort_unstable();
         Ok(Plan {
             region: region.to_owned(),
+            home_cc: data.country_code.to_string(),
             country_code: data.country_code,
             has_general: data.general.is_some(),
             general_lengths: match &data.general {
@@ -335,7 +412,11 @@ impl Plan {
             lengths: length_mask(&data.lengths)?,
             max_length: sorted.last().map(|&n| n as usize),
             local_lengths: length_mask(&data.local_lengths)?,
-            type_lengths: data.types.iter().map(|d| mask(&d.lengths)).collect::<Result<_, _>>()?,
+            type_lengths: data
+                .types
+                .iter()
+                .map(|d| mask(&d.lengths))
+                .collect::<Result<_, _>>()?,
             transform,
             data,
             compiled: OnceLock::new(),
@@ -344,17 +425,29 @@ impl Plan {
 
     fn build(&self) -> Result<Compiled, String> {
         let d = &self.data;
+        let np = d.national_prefix.as_deref().filter(|p| !p.is_empty());
         Ok(Compiled {
-            general: d.general.as_ref().map(|g| compile_full(&g.pattern)).transpose()?,
-            types: d.types.iter().map(|t| compile_full(&t.pattern)).collect::<Result<_, _>>()?,
-            national_prefix: d
-                .national_prefix
-                .as_deref()
-                .filter(|p| !p.is_empty())
-                .map(compile_prefix)
+            general: d
+                .general
+                .as_ref()
+                .map(|g| Dfa::new(&g.pattern, true))
                 .transpose()?,
-            idd: d.idd.as_deref().map(compile_prefix).transpose()?,
-            leading_digits: d.leading_digits.as_deref().map(compile_prefix).transpose()?,
+            types: d
+                .types
+                .iter()
+                .map(|t| Dfa::new(&t.pattern, true))
+                .collect::<Result<_, _>>()?,
+            national_prefix: np.map(|p| Dfa::new(p, false)).transpose()?,
+            national_prefix_groups: match (np, &self.transform) {
+                (Some(p), Some(_)) => Some(compile_python_prefix_regex(p)?),
+                _ => None,
+            },
+            idd: d.idd.as_deref().map(|p| Dfa::new(p, false)).transpose()?,
+            leading_digits: d
+                .leading_digits
+                .as_deref()
+                .map(|p| Dfa::new(p, false))
+                .transpose()?,
         })
     }
 
@@ -382,23 +475,30 @@ impl Plan {
             return false;
         }
         let re = self.re();
-        if !re.general.as_ref().is_some_and(|g| g.is_match(nsn)) {
+        if !re.general.as_ref().is_some_and(|g| g.is_full_match(nsn)) {
             return false;
         }
         self.type_lengths
             .iter()
             .zip(&re.types)
-            .any(|(&l, rx)| lengths_take(l, nsn.len()) && rx.is_match(nsn))
+            .any(|(&l, rx)| lengths_take(l, nsn.len()) && rx.is_full_match(nsn))
     }
 
     /// `general_match`: `_match_national_number` against the general description.
     fn general_match(&self, number: &str) -> bool {
-        self.has_general && self.re().general.as_ref().is_some_and(|g| g.is_match(number))
+        self.has_general
+            && self
+                .re()
+                .general
+                .as_ref()
+                .is_some_and(|g| g.is_full_match(number))
     }
 
     fn length_ok(&self, number: &str) -> bool {
         let n = number.len();
-        let Some(max) = self.max_length else { return false };
+        let Some(max) = self.max_length else {
+            return false;
+        };
         if in_mask(self.local_lengths, n) {
             return false;
         }
@@ -415,15 +515,18 @@ impl Plan {
         if number.is_empty() {
             return Cow::Borrowed(number);
         }
-        let Some(np) = &self.re().national_prefix else { return Cow::Borrowed(number) };
-        let stripped: Cow<'a, str> = match &self.transform {
-            None => match np.find(number) {
-                None => return Cow::Borrowed(number),
-                Some(m) => Cow::Borrowed(&number[m.end()..]),
-            },
-            Some(pieces) => {
-                let Some(caps) = np.captures(number) else { return Cow::Borrowed(number) };
+        let re = self.re();
+        let Some(np) = &re.national_prefix else {
+            return Cow::Borrowed(number);
+        };
+        let Some(end) = np.match_end(number) else {
+            return Cow::Borrowed(number);
+        };
+        let stripped: Cow<'a, str> = match (&self.transform, &re.national_prefix_groups) {
+            (Some(pieces), Some(groups)) => {
+                let caps = groups.captures(number).expect("the DFA matched");
                 let m = caps.get(0).expect("group 0");
+                debug_assert_eq!(m.end(), end);
                 let n_groups = caps.len() - 1;
                 if n_groups == 0 || caps.get(n_groups).is_none() {
                     Cow::Borrowed(&number[m.end()..])
@@ -435,13 +538,16 @@ impl Plan {
                     for piece in pieces {
                         match piece {
                             Piece::Literal(s) => out.push_str(s),
-                            Piece::Group(g) => out.push_str(caps.get(*g).map_or("", |c| c.as_str())),
+                            Piece::Group(g) => {
+                                out.push_str(caps.get(*g).map_or("", |c| c.as_str()))
+                            }
                         }
                     }
                     out.push_str(&number[m.end()..]);
                     Cow::Owned(out)
                 }
             }
+            _ => Cow::Borrowed(&number[end..]),
         };
         let viable = self.general_match(number);
         if viable && !self.general_match(&stripped) {
@@ -469,52 +575,74 @@ pub struct Phones {
     by_region: HashMap<String, usize>,
     /// Indexed by the country code's value (< 10^max_cc).
     by_cc: Vec<Option<CountryCode>>,
-    regions_no_trunk: Vec<String>,
-    regions_trunk_0: Vec<String>,
+    /// `PHONE_REGIONS_NO_TRUNK` / `PHONE_REGIONS_TRUNK_0` as plans (None: no metadata, never valid).
+    regions_no_trunk: Vec<Option<usize>>,
+    regions_trunk_0: Vec<Option<usize>>,
     classes: CharClasses,
 }
-
-const PHONE_PUNCT: &[u8] = b"+ ().-/";
 
 #[inline]
 fn is_group_sep(b: u8) -> bool {
     matches!(b, b' ' | b'.' | b'-' | b'/' | b'(' | b')')
 }
 
-/// `_PHONE_GROUPS.fullmatch(value)`: `\+?[ .\-/()]*[0-9]+(?:[ .\-/()]+[0-9]{2,}){0,5}` (ASCII).
-/// Separators and digits alternate, so each run is taken whole: no backtracking can split one.
-fn phone_groups(v: &[u8]) -> bool {
+/// A candidate's digits (at most 15: more is refused anyway), with what `phone` counts.
+struct Shape {
+    digits: [u8; 15],
+    len: usize,
+    dots: usize,
+    runs: usize,
+}
+
+/// `_PHONE_GROUPS.fullmatch(value)`: `\+?[ .\-/()]*[0-9]+(?:[ .\-/()]+[0-9]{2,}){0,5}` (ASCII),
+/// in one pass that also collects the digits (`value.translate(_PHONE_PUNCT)`: once the shape
+/// holds, everything else is punctuation) and counts the dots.  Separators and digits
+/// alternate, so each run is taken whole: no backtracking could split one.  None when the shape
+/// does not hold or there are more than 15 digits.
+fn phone_shape(v: &[u8]) -> Option<Shape> {
     let n = v.len();
+    let mut shape = Shape {
+        digits: [0; 15],
+        len: 0,
+        dots: 0,
+        runs: 0,
+    };
     let mut i = usize::from(v.first() == Some(&b'+'));
-    while i < n && is_group_sep(v[i]) {
-        i += 1;
-    }
-    let s = i;
-    while i < n && v[i].is_ascii_digit() {
-        i += 1;
-    }
-    if i == s {
-        return false;
-    }
-    let mut groups = 0;
-    while i < n {
+    loop {
+        // separators: any number before the first digits, at least one between runs
         let s = i;
         while i < n && is_group_sep(v[i]) {
+            shape.dots += usize::from(v[i] == b'.');
             i += 1;
         }
-        if i == s {
-            return false;
+        if shape.runs > 0 && (i == s || i == n) {
+            return None; // another character, or separators at the end
         }
         let s = i;
         while i < n && v[i].is_ascii_digit() {
+            if shape.len == shape.digits.len() {
+                return None;
+            }
+            shape.digits[shape.len] = v[i];
+            shape.len += 1;
             i += 1;
         }
-        groups += 1;
-        if i - s < 2 || groups > 5 {
-            return false;
+        let run = i - s;
+        if run == 0 || (shape.runs > 0 && run < 2) || shape.runs == 6 {
+            return None;
+        }
+        shape.runs += 1;
+        if i == n {
+            return Some(shape);
         }
     }
-    true
+}
+
+/// `_PHONE_GROUPS.fullmatch(value)` for values of at most 15 digits (tests).
+#[cfg(test)]
+fn phone_groups(v: &[u8]) -> bool {
+    let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
+    digits <= 15 && phone_shape(v).is_some()
 }
 
 /// `_DATE_SHAPE.fullmatch(value)`: `\d{1,4}[./\-]\d{1,2}[./\-]\d{1,4}` (ASCII).
@@ -570,7 +698,9 @@ impl Phones {
         }
         let mut non_geo_plans = HashMap::new();
         for (cc, data) in non_geo {
-            let cc: u32 = cc.parse().map_err(|_| format!("non-geo country code {cc:?}"))?;
+            let cc: u32 = cc
+                .parse()
+                .map_err(|_| format!("non-geo country code {cc:?}"))?;
             non_geo_plans.insert(cc, plans.len());
             plans.push(Plan::new(&non_geo_region, data)?);
         }
@@ -594,7 +724,9 @@ impl Phones {
             // _lengths_of(cc)
             let mut union: Lengths = Some(0);
             for (_, plan) in &regions {
-                let Some(p) = plan.map(|i| &plans[i]) else { continue };
+                let Some(p) = plan.map(|i| &plans[i]) else {
+                    continue;
+                };
                 if !p.has_general {
                     continue;
                 }
@@ -606,7 +738,10 @@ impl Phones {
                     Some(m) => union = union.map(|u| u | m),
                 }
             }
-            by_cc[cc as usize] = Some(CountryCode { regions, lengths: union });
+            by_cc[cc as usize] = Some(CountryCode {
+                regions,
+                lengths: union,
+            });
         }
         Ok(Phones {
             min_nsn,
@@ -614,10 +749,16 @@ impl Phones {
             max_cc,
             non_geo_region,
             plans,
-            by_region,
             by_cc,
-            regions_no_trunk,
-            regions_trunk_0,
+            regions_no_trunk: regions_no_trunk
+                .iter()
+                .map(|r| by_region.get(r).copied())
+                .collect(),
+            regions_trunk_0: regions_trunk_0
+                .iter()
+                .map(|r| by_region.get(r).copied())
+                .collect(),
+            by_region,
             classes: CharClasses::new(char_classes)?,
         })
     }
@@ -625,7 +766,8 @@ impl Phones {
     /// Compiles every plan now (else each compiles on first use); the first error, if any.
     pub fn compile_all(&self) -> Result<(), String> {
         for p in &self.plans {
-            p.try_compile().map_err(|e| format!("phone plan {}: {e}", p.region))?;
+            p.try_compile()
+                .map_err(|e| format!("phone plan {}: {e}", p.region))?;
         }
         Ok(())
     }
@@ -665,12 +807,16 @@ impl Phones {
 
     /// `region_of(cc)`: the main region of a country code (`ZZ` when unknown).
     pub fn region_of(&self, cc: u32) -> &str {
-        self.cc(cc).and_then(|c| c.regions.first()).map_or("ZZ", |r| r.0.as_str())
+        self.cc(cc)
+            .and_then(|c| c.regions.first())
+            .map_or("ZZ", |r| r.0.as_str())
     }
 
     /// `_valid(country_code, nsn)`.
     fn valid(&self, cc: u32, nsn: &str) -> bool {
-        let Some(info) = self.cc(cc) else { return false };
+        let Some(info) = self.cc(cc) else {
+            return false;
+        };
         if info.regions.is_empty() {
             return false;
         }
@@ -681,10 +827,14 @@ impl Phones {
         if info.regions.len() > 1 {
             region = None;
             for entry in &info.regions {
-                let plan = if entry.0 != self.non_geo_region { entry.1.map(|i| &self.plans[i]) } else { None };
+                let plan = if entry.0 != self.non_geo_region {
+                    entry.1.map(|i| &self.plans[i])
+                } else {
+                    None
+                };
                 let Some(plan) = plan else { continue };
                 if let Some(ld) = &plan.re().leading_digits {
-                    if ld.is_match(nsn) {
+                    if ld.match_end(nsn).is_some() {
                         region = Some(entry);
                         break;
                     }
@@ -693,8 +843,12 @@ impl Phones {
                 }
             }
         }
-        let Some((name, plan)) = region else { return false };
-        let Some(plan) = plan.map(|i| &self.plans[i]) else { return false };
+        let Some((name, plan)) = region else {
+            return false;
+        };
+        let Some(plan) = plan.map(|i| &self.plans[i]) else {
+            return false;
+        };
         if *name != self.non_geo_region && plan.country_code != cc {
             return false;
         }
@@ -739,7 +893,9 @@ impl Phones {
     /// `valid_national(digits, region)`: `is_valid_number(parse(digits, region))` for ASCII
     /// digits (false for anything that is not ASCII).
     pub fn valid_national(&self, digits: &str, region: &str) -> bool {
-        let Some(&pi) = self.by_region.get(region) else { return false };
+        let Some(&pi) = self.by_region.get(region) else {
+            return false;
+        };
         self.valid_national_plan(digits, &self.plans[pi])
     }
 
@@ -748,9 +904,9 @@ impl Phones {
             return false;
         }
         if let Some(idd) = &plan.re().idd {
-            if let Some(m) = idd.find(digits) {
-                if digits.as_bytes().get(m.end()) != Some(&b'0') {
-                    let rest = &digits[m.end()..];
+            if let Some(end) = idd.match_end(digits) {
+                if digits.as_bytes().get(end) != Some(&b'0') {
+                    let rest = &digits[end..];
                     if rest.len() <= self.min_nsn {
                         return false;
                     }
@@ -758,16 +914,20 @@ impl Phones {
                     if cc == 0 {
                         return false;
                     }
-                    let target = if self.region_of(cc) != plan.region { self.region_plan(cc) } else { Some(plan) };
+                    let target = if self.region_of(cc) != plan.region {
+                        self.region_plan(cc)
+                    } else {
+                        Some(plan)
+                    };
                     return self.finish(cc, rest, target);
                 }
             }
         }
-        let mut buf = itoa_buf();
-        let home_cc = fmt_u32(plan.country_code, &mut buf);
-        if let Some(tail) = digits.strip_prefix(home_cc) {
+        if let Some(tail) = digits.strip_prefix(plan.home_cc.as_str()) {
             let potential = plan.strip_national_prefix(tail);
-            if (!plan.general_match(digits) && plan.general_match(&potential)) || plan.too_long(digits) {
+            if (!plan.general_match(digits) && plan.general_match(&potential))
+                || plan.too_long(digits)
+            {
                 return self.finish(plan.country_code, &potential, Some(plan));
             }
         }
@@ -782,60 +942,47 @@ impl Phones {
         if kind != "intl" {
             let mut before = text[..start].chars().rev();
             if let (Some(c1), Some(c2)) = (before.next(), before.next()) {
-                if " .-/".contains(c1) && self.classes.isdigit.contains(c2) {
+                if matches!(c1, ' ' | '.' | '-' | '/') && self.classes.isdigit.contains(c2) {
                     return None; // the tail of a longer run of digit groups
                 }
             }
         }
         // The shape first: it admits ASCII only, so byte counts are character counts below.
-        if !phone_groups(v) {
+        let shape = phone_shape(v)?;
+        let n = shape.len;
+        if n < 7 || shape.dots == 3 || self.classes.embedded(text, start, end) {
             return None;
         }
-        let mut digits = [0u8; 15];
-        let mut n = 0;
-        for &b in v {
-            if !PHONE_PUNCT.contains(&b) {
-                if n == digits.len() {
-                    return None; // more than 15 digits
-                }
-                digits[n] = b;
-                n += 1;
-            }
-        }
-        if n < 7 || v.iter().filter(|&&b| b == b'.').count() == 3 || self.classes.embedded(text, start, end) {
+        // a date has three digit runs, the first at the start
+        if shape.runs == 3 && v[0].is_ascii_digit() && date_shape(v) {
             return None;
         }
-        if date_shape(v) {
-            return None;
-        }
-        let digits = std::str::from_utf8(&digits[..n]).ok()?;
+        let digits = std::str::from_utf8(&shape.digits[..n]).ok()?;
         if kind == "intl" {
-            let number = if v.starts_with(b"00") { &digits[2..] } else { digits };
-            return if self.valid_international(number) { Some((0.9, start, end)) } else { None };
+            let number = if v.starts_with(b"00") {
+                &digits[2..]
+            } else {
+                digits
+            };
+            return if self.valid_international(number) {
+                Some((0.9, start, end))
+            } else {
+                None
+            };
         }
-        let regions = if digits.starts_with('0') { &self.regions_trunk_0 } else { &self.regions_no_trunk };
-        if !regions.iter().any(|r| self.valid_national(digits, r)) {
+        let regions = if digits.starts_with('0') {
+            &self.regions_trunk_0
+        } else {
+            &self.regions_no_trunk
+        };
+        if !regions
+            .iter()
+            .any(|r| r.is_some_and(|i| self.valid_national_plan(digits, &self.plans[i])))
+        {
             return None;
         }
         Some((if kind == "national" { 0.6 } else { 0.35 }, start, end))
     }
-}
-
-fn itoa_buf() -> [u8; 10] {
-    [0u8; 10]
-}
-
-fn fmt_u32(mut n: u32, buf: &mut [u8; 10]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
@@ -852,6 +999,18 @@ mod tests {
         assert!(!phone_groups(b""));
         assert!(!phone_groups(b"12 "));
         assert!(!phone_groups(b"1+2"));
+        assert!(!phone_groups(b"+"));
+        assert!(phone_groups(b"+()1"));
+        assert!(!phone_groups(b"1 2"));
+        assert!(phone_groups(b"1 23"));
+        assert!(!phone_groups(b"12 34 "));
+        assert!(!phone_groups(b"12a34"));
+        let s = phone_shape(b"+1 (415) 555.0100").unwrap();
+        assert_eq!(
+            (&s.digits[..s.len], s.dots, s.runs),
+            (&b"14155550100"[..], 1, 4)
+        );
+        assert!(phone_shape(b"1234567890123456").is_none());
         assert!(date_shape(b"2024-01-05"));
         assert!(date_shape(b"1.2.3"));
         assert!(!date_shape(b"12345-1-1"));
@@ -861,17 +1020,13 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert!(matches!(parse_template(r"9\1").unwrap()[..], [Piece::Literal(_), Piece::Group(1)]));
+        assert!(matches!(
+            parse_template(r"9\1").unwrap()[..],
+            [Piece::Literal(_), Piece::Group(1)]
+        ));
         assert!(parse_template(r"\0").is_err());
         assert!(parse_template(r"\12").is_err());
         assert!(parse_template(r"\g<1>").is_err());
-    }
-
-    #[test]
-    fn itoa() {
-        let mut b = itoa_buf();
-        assert_eq!(fmt_u32(0, &mut b), "0");
-        assert_eq!(fmt_u32(4294967295, &mut b), "4294967295");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::normalize;
-use crate::phone::{compile_python_pattern, PhoneTables, Phones};
+use crate::phone::{compile_python_prefix_regex, Dfa, PhoneTables, Phones};
 
 fn load(tables_json: &str) -> PyResult<Phones> {
-    let tables: PhoneTables = serde_json::from_str(tables_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let tables: PhoneTables =
+        serde_json::from_str(tables_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Phones::new(tables).map_err(PyValueError::new_err)
 }
 
@@ -26,14 +27,22 @@ struct PyPhones {
 impl PyPhones {
     #[new]
     fn new(tables_json: &str) -> PyResult<Self> {
-        Ok(PyPhones { inner: load(tables_json)? })
+        Ok(PyPhones {
+            inner: load(tables_json)?,
+        })
     }
 
     fn compile_all(&self) -> PyResult<()> {
         self.inner.compile_all().map_err(PyValueError::new_err)
     }
 
-    fn validate(&self, text: &str, start: usize, end: usize, kind: &str) -> Option<(f64, usize, usize)> {
+    fn validate(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        kind: &str,
+    ) -> Option<(f64, usize, usize)> {
         self.inner.validate(text, start, end, kind)
     }
 
@@ -66,12 +75,23 @@ impl PyPhones {
     }
 
     /// Mean ns per `validate` call over `n` calls (after one warm-up call).
-    fn bench_validate(&self, py: Python<'_>, text: &str, start: usize, end: usize, kind: &str, n: u32) -> f64 {
+    fn bench_validate(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        start: usize,
+        end: usize,
+        kind: &str,
+        n: u32,
+    ) -> f64 {
         py.detach(|| {
             black_box(self.inner.validate(text, start, end, kind));
             let t = Instant::now();
             for _ in 0..n {
-                black_box(self.inner.validate(black_box(text), black_box(start), end, kind));
+                black_box(
+                    self.inner
+                        .validate(black_box(text), black_box(start), end, kind),
+                );
             }
             t.elapsed().as_nanos() as f64 / f64::from(n.max(1))
         })
@@ -82,7 +102,8 @@ impl PyPhones {
 #[pyfunction]
 fn phone_startup_ns(tables_json: &str) -> PyResult<(f64, f64, f64)> {
     let t = Instant::now();
-    let tables: PhoneTables = serde_json::from_str(tables_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let tables: PhoneTables =
+        serde_json::from_str(tables_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let parsed = t.elapsed().as_nanos() as f64;
     let t = Instant::now();
     let phones = Phones::new(tables).map_err(PyValueError::new_err)?;
@@ -93,25 +114,36 @@ fn phone_startup_ns(tables_json: &str) -> PyResult<(f64, f64, f64)> {
 }
 
 /// For each text: (`re.fullmatch(p, t) is not None`, `re.match(p, t)` as (end, [group spans]) or
-/// None), with the pattern compiled as `Phones` compiles it.
+/// None), with the pattern compiled as `Phones` compiles it: the DFAs for the verdict and the
+/// end, the regex for the groups (which must agree with the DFA on the end).
 #[pyfunction]
 #[allow(clippy::type_complexity)]
 fn phone_pattern_probe(
     pattern: &str,
     texts: Vec<String>,
 ) -> PyResult<Vec<(bool, Option<(usize, Vec<Option<(usize, usize)>>)>)>> {
-    let full = compile_python_pattern(pattern, true).map_err(PyValueError::new_err)?;
-    let prefix = compile_python_pattern(pattern, false).map_err(PyValueError::new_err)?;
-    Ok(texts
+    let full = Dfa::new(pattern, true).map_err(PyValueError::new_err)?;
+    let prefix = Dfa::new(pattern, false).map_err(PyValueError::new_err)?;
+    let groups = compile_python_prefix_regex(pattern).map_err(PyValueError::new_err)?;
+    texts
         .iter()
         .map(|t| {
-            let m = prefix.captures(t).map(|c| {
-                let groups = (1..c.len()).map(|g| c.get(g).map(|m| (m.start(), m.end()))).collect();
-                (c.get(0).expect("group 0").end(), groups)
+            let end = prefix.match_end(t);
+            let caps = groups.captures(t);
+            if end != caps.as_ref().map(|c| c.get(0).expect("group 0").end()) {
+                return Err(PyValueError::new_err(format!(
+                    "DFA and regex disagree on {pattern:?} {t:?}"
+                )));
+            }
+            let m = caps.map(|c| {
+                let spans = (1..c.len())
+                    .map(|g| c.get(g).map(|m| (m.start(), m.end())))
+                    .collect();
+                (c.get(0).expect("group 0").end(), spans)
             });
-            (full.is_match(t), m)
+            Ok((full.is_full_match(t), m))
         })
-        .collect())
+        .collect()
 }
 
 /// `detection_view(text)` as (view, index or None); see `normalize`.
