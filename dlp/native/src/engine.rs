@@ -25,7 +25,10 @@
 use std::sync::Arc;
 
 use regex_automata::{
-    hybrid::dfa::{Cache as DfaCache, OverlappingState, DFA},
+    hybrid::{
+        dfa::{Cache as DfaCache, OverlappingState, DFA},
+        LazyStateID,
+    },
     meta,
     nfa::thompson::{self, State, NFA},
     util::{
@@ -33,7 +36,7 @@ use regex_automata::{
         primitives::StateID,
         syntax,
     },
-    Anchored, Input, MatchKind, PatternID,
+    Anchored, Input, MatchError, MatchKind,
 };
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use serde::Deserialize;
@@ -93,7 +96,8 @@ struct Post {
 
 struct Inner {
     fwd: DFA,
-    rev: DFA,
+    /// Per pattern, the reverse automaton that finds starts (none for a fixed length).
+    rev: Vec<Option<DFA>>,
     post: Vec<Post>,
     /// Keyword lengths in bytes (all ASCII).
     kw_len: Vec<usize>,
@@ -102,7 +106,8 @@ struct Inner {
 
 struct Caches {
     fwd: DfaCache,
-    rev: DfaCache,
+    rev: Vec<Option<DfaCache>>,
+    walk: Walk,
     ext: Vec<Option<meta::Cache>>,
     nfa: NfaCache,
 }
@@ -118,6 +123,13 @@ pub struct Engine {
 /// The lazy DFAs' cache per thread (each of the two automata). A cleared cache costs time, never
 /// an answer; 4 MiB keeps the states of realistic traffic resident.
 const CACHE_CAPACITY: usize = 4 << 20;
+const REV_CACHE_CAPACITY: usize = 1 << 20;
+/// Texts of at least `2 * CHUNK_MIN` bytes are walked in 2 or 4 chunks side by side.
+const CHUNK_MIN: usize = 256;
+/// How far past its chunk a forward walker may go to meet the next one.
+const CONVERGE: usize = 512;
+/// Reverse searches (for starts) walked side by side.
+const REV_WALKERS: usize = 4;
 
 /// A Hyperscan keyword pattern (`dlp._engine._keyword_regex`), caseless.
 fn keyword_regex(word: &str) -> String {
@@ -349,27 +361,35 @@ impl Engine {
             )
             .build_many(&fwd_patterns)
             .map_err(|e| format!("forward automaton: {e}"))?;
-        let rev = DFA::builder()
-            .syntax(syntax_config())
-            .thompson(thompson::Config::new().utf8(false).reverse(true))
-            .configure(
-                DFA::config()
-                    .match_kind(MatchKind::All)
-                    .starts_for_each_pattern(true)
-                    .unicode_word_boundary(false)
-                    .cache_capacity(CACHE_CAPACITY)
-                    .skip_cache_capacity_check(true),
-            )
-            .build_many(&fwd_patterns[..n])
-            .map_err(|e| format!("reverse automaton: {e}"))?;
+        let mut rev = Vec::with_capacity(n);
+        for (i, pattern) in fwd_patterns[..n].iter().enumerate() {
+            if post[i].fixed_len.is_some() {
+                rev.push(None);
+                continue;
+            }
+            let dfa = DFA::builder()
+                .syntax(syntax_config())
+                .thompson(thompson::Config::new().utf8(false).reverse(true))
+                .configure(
+                    DFA::config()
+                        .match_kind(MatchKind::All)
+                        .unicode_word_boundary(false)
+                        .cache_capacity(REV_CACHE_CAPACITY)
+                        .skip_cache_capacity_check(true),
+                )
+                .build(pattern)
+                .map_err(|e| format!("reverse automaton of pattern {i}: {e}"))?;
+            rev.push(Some(dfa));
+        }
 
         let inner = Arc::new(Inner { fwd, rev, post, kw_len, n_patterns: n });
         let for_pool = Arc::clone(&inner);
         let create: CacheFn = Box::new(move || Caches {
             fwd: for_pool.fwd.create_cache(),
-            rev: for_pool.rev.create_cache(),
+            rev: for_pool.rev.iter().map(|d| d.as_ref().map(|d| d.create_cache())).collect(),
             ext: for_pool.post.iter().map(|p| p.extend.as_ref().map(|r| r.create_cache())).collect(),
             nfa: NfaCache::default(),
+            walk: Walk::default(),
         });
         Ok(Engine { inner, pool: Pool::new(create) })
     }
@@ -436,39 +456,276 @@ impl Inner {
         hay: &[u8],
         raw: &mut Vec<Candidate>,
         hits: &mut Vec<Hit>,
-    ) -> Result<(), regex_automata::MatchError> {
+    ) -> Result<(), MatchError> {
         let n = self.n_patterns;
-        let input = Input::new(hay);
-        let mut state = OverlappingState::start();
-        loop {
-            self.fwd.try_search_overlapping_fwd(&mut caches.fwd, &input, &mut state)?;
-            let Some(m) = state.get_match() else { break };
-            let pid = m.pattern().as_usize();
-            let end = m.offset();
+        let Caches { fwd, rev, walk, .. } = caches;
+        walk.reports.clear();
+        if !self.fwd_parallel(fwd, walk, hay)? {
+            walk.reports.clear();
+            self.fwd_sequential(fwd, hay, &mut walk.reports)?;
+        }
+        walk.pending.clear();
+        for &(pid, end) in walk.reports.iter() {
+            let pid = pid as usize;
             if pid < n {
-                if let Some(len) = self.post[pid].fixed_len {
-                    raw.push(Candidate { pattern: pid as u32, start: end - len, end });
-                    continue;
+                match self.post[pid].fixed_len {
+                    Some(len) => raw.push(Candidate { pattern: pid as u32, start: end - len, end }),
+                    None => walk.pending.push((pid as u32, end)),
                 }
-                let rin = Input::new(hay)
-                    .range(..end)
-                    .anchored(Anchored::Pattern(PatternID::new_unchecked(pid)));
-                let start = match self.rev.try_search_rev(&mut caches.rev, &rin)? {
-                    Some(s) => s.offset(),
-                    // The forward automaton saw a match ending here: the reverse one must too.
-                    None => return Err(regex_automata::MatchError::gave_up(end)),
-                };
-                raw.push(Candidate { pattern: pid as u32, start, end });
             } else {
                 let k = pid - n;
                 let e = end - 1;
                 hits.push(Hit { start: e - self.kw_len[k], end: e, keyword: k as u32 });
             }
         }
+        for group in walk.pending.chunks(REV_WALKERS) {
+            if !self.starts_interleaved(rev, hay, group, raw)? {
+                for &(pid, end) in group {
+                    let start = self.start_one(rev, hay, pid, end)?;
+                    raw.push(Candidate { pattern: pid, start, end });
+                }
+            }
+        }
         Ok(())
     }
 
+    /// Pushes every pattern of the match state `sid` as ending at `at`.
+    #[inline]
+    fn emit(&self, cache: &DfaCache, sid: LazyStateID, at: usize, out: &mut Vec<(u32, usize)>) {
+        for i in 0..self.fwd.match_len(cache, sid) {
+            out.push((self.fwd.match_pattern(cache, sid, i).as_u32(), at));
+        }
+    }
+
+    /// Handles a tagged state of the forward walk: reports a match, refuses a quit.
+    #[inline]
+    fn fwd_tagged(&self, cache: &DfaCache, sid: LazyStateID, hay: &[u8], at: usize, out: &mut Vec<(u32, usize)>) -> Result<(), MatchError> {
+        if sid.is_match() {
+            self.emit(cache, sid, at, out);
+        } else if sid.is_quit() {
+            return Err(MatchError::quit(hay[at], at));
+        }
+        Ok(())
+    }
+
+    /// The forward automaton over the whole text, one byte after the other: (pattern, end) of
+    /// every match (a match state is entered one byte after the match ends).
+    fn fwd_sequential(&self, cache: &mut DfaCache, hay: &[u8], out: &mut Vec<(u32, usize)>) -> Result<(), MatchError> {
+        let dfa = &self.fwd;
+        let mut sid = dfa.start_state_forward(cache, &Input::new(hay))?;
+        for (at, &b) in hay.iter().enumerate() {
+            sid = dfa.next_state(cache, sid, b).map_err(|_| MatchError::gave_up(at))?;
+            if sid.is_tagged() {
+                self.fwd_tagged(cache, sid, hay, at, out)?;
+            }
+        }
+        sid = dfa.next_eoi_state(cache, sid).map_err(|_| MatchError::gave_up(hay.len()))?;
+        if sid.is_match() {
+            self.emit(cache, sid, hay.len(), out);
+        }
+        Ok(())
+    }
+
+    /// The same reports, with the text cut in `K` chunks walked side by side (their
+    /// transitions are independent loads, so the CPU overlaps them). Walker `i + 1` starts at
+    /// its chunk's start knowing nothing of matches already under way; walker `i` then goes on
+    /// past its chunk until its state is the very state walker `i + 1` had at the same offset
+    /// (the matches under way at the cut have ended: all patterns are bounded), and from there
+    /// walker `i + 1`'s reports are the truth. Returns false (the caller walks sequentially)
+    /// when a text is too short, when no convergence comes within `CONVERGE` bytes, or when the
+    /// cache was cleared on the way (which invalidates the other walkers' states).
+    fn fwd_parallel(&self, cache: &mut DfaCache, walk: &mut Walk, hay: &[u8]) -> Result<bool, MatchError> {
+        let len = hay.len();
+        if len >= 4 * CHUNK_MIN {
+            self.fwd_chunks::<4>(cache, walk, hay)
+        } else if len >= 2 * CHUNK_MIN {
+            self.fwd_chunks::<2>(cache, walk, hay)
+        } else {
+            Ok(false)
+        }
+    }
+
+    #[inline(never)]
+    fn fwd_chunks<const K: usize>(&self, cache: &mut DfaCache, walk: &mut Walk, hay: &[u8]) -> Result<bool, MatchError> {
+        let dfa = &self.fwd;
+        let len = hay.len();
+        let mut bound = [0usize; 5];
+        for (i, b) in bound.iter_mut().enumerate().take(K + 1) {
+            *b = len * i / K;
+        }
+        let chunk = len / K; // the shortest chunk is at least this long (minus one)
+        let window = CONVERGE.min(chunk - 1);
+        walk.rec.clear();
+        walk.rec.resize(K * window, LazyStateID::default());
+        for out in walk.out.iter_mut() {
+            out.clear();
+        }
+        let mut sid = [LazyStateID::default(); 4];
+        for i in 0..K {
+            sid[i] = dfa.start_state_forward(cache, &Input::new(hay).range(bound[i]..))?;
+        }
+        let clears = cache.clear_count();
+        if clears != cache.clear_count() {
+            return Ok(false);
+        }
+        let longest = (0..K).map(|i| bound[i + 1] - bound[i]).max().unwrap_or(0);
+        for j in 0..longest {
+            for i in 0..K {
+                let at = bound[i] + j;
+                if at >= bound[i + 1] {
+                    continue;
+                }
+                let s = dfa.next_state(cache, sid[i], hay[at]).map_err(|_| MatchError::gave_up(at))?;
+                if cache.clear_count() != clears {
+                    return Ok(false);
+                }
+                sid[i] = s;
+                if j < window {
+                    walk.rec[i * window + j] = s;
+                }
+                if s.is_tagged() {
+                    self.fwd_tagged(cache, s, hay, at, &mut walk.out[i])?;
+                }
+            }
+        }
+        // Walker i goes on into chunk i + 1 until it meets walker i + 1.
+        let mut meet = [0usize; 4];
+        for i in 0..K - 1 {
+            let p = bound[i + 1];
+            let mut s = sid[i];
+            let mut met = None;
+            for j in 0..window {
+                let at = p + j;
+                s = dfa.next_state(cache, s, hay[at]).map_err(|_| MatchError::gave_up(at))?;
+                if cache.clear_count() != clears {
+                    return Ok(false);
+                }
+                if s == walk.rec[(i + 1) * window + j] {
+                    met = Some(at);
+                    break;
+                }
+                if s.is_tagged() {
+                    self.fwd_tagged(cache, s, hay, at, &mut walk.out[i])?;
+                }
+            }
+            match met {
+                Some(at) => meet[i] = at,
+                None => return Ok(false),
+            }
+        }
+        let last = dfa.next_eoi_state(cache, sid[K - 1]).map_err(|_| MatchError::gave_up(len))?;
+        if cache.clear_count() != clears {
+            return Ok(false);
+        }
+        if last.is_match() {
+            self.emit(cache, last, len, &mut walk.out[K - 1]);
+        }
+        for i in 0..K {
+            let from = if i == 0 { 0 } else { meet[i - 1] };
+            let Walk { out, reports, .. } = walk;
+            reports.extend(out[i].iter().filter(|&&(_, end)| end >= from));
+        }
+        Ok(true)
+    }
+
+    /// The leftmost start of a match of `pid` ending at `end`: the reverse automaton, anchored
+    /// at `end` and at that pattern, run until it dies; with `MatchKind::All` its last match is
+    /// the smallest start.
+    fn start_one(&self, caches: &mut [Option<DfaCache>], hay: &[u8], pid: u32, end: usize) -> Result<usize, MatchError> {
+        let (Some(dfa), Some(cache)) = (&self.rev[pid as usize], &mut caches[pid as usize]) else {
+            return Err(MatchError::gave_up(end));
+        };
+        match dfa.try_search_rev(cache, &Input::new(hay).range(..end).anchored(Anchored::Yes))? {
+            Some(m) => Ok(m.offset()),
+            // The forward automaton saw a match ending here: the reverse one must too.
+            None => Err(MatchError::gave_up(end)),
+        }
+    }
+
+    /// `start_one` for up to `REV_WALKERS` reports at once, walked side by side. Returns false
+    /// (nothing pushed) if the cache was cleared on the way.
+    #[inline(never)]
+    fn starts_interleaved(
+        &self,
+        caches: &mut [Option<DfaCache>],
+        hay: &[u8],
+        group: &[(u32, usize)],
+        raw: &mut Vec<Candidate>,
+    ) -> Result<bool, MatchError> {
+        let mut sid = [LazyStateID::default(); REV_WALKERS];
+        let mut at = [0usize; REV_WALKERS];
+        let mut start = [usize::MAX; REV_WALKERS];
+        let mut live = [false; REV_WALKERS];
+        let mut clears = [0usize; REV_WALKERS];
+        let mut n_live = 0;
+        for (w, &(pid, end)) in group.iter().enumerate() {
+            let (Some(dfa), Some(cache)) = (&self.rev[pid as usize], &mut caches[pid as usize]) else {
+                return Err(MatchError::gave_up(end));
+            };
+            clears[w] = cache.clear_count();
+            let s = dfa.start_state_reverse(cache, &Input::new(hay).range(..end).anchored(Anchored::Yes))?;
+            if (0..w).any(|v| group[v].0 == pid && clears[v] != cache.clear_count()) || clears[w] != cache.clear_count() {
+                return Ok(false);
+            }
+            if s.is_tagged() && !s.is_match() {
+                if s.is_quit() {
+                    return Err(MatchError::quit(hay[end], end));
+                }
+                continue; // dead: no match (reported as an inconsistency below)
+            }
+            sid[w] = s;
+            at[w] = end;
+            live[w] = true;
+            n_live += 1;
+        }
+        while n_live > 0 {
+            for w in 0..group.len() {
+                if !live[w] {
+                    continue;
+                }
+                let pid = group[w].0 as usize;
+                let (Some(dfa), Some(cache)) = (&self.rev[pid], &mut caches[pid]) else { unreachable!() };
+                let s = if at[w] == 0 {
+                    live[w] = false;
+                    n_live -= 1;
+                    let s = dfa.next_eoi_state(cache, sid[w]).map_err(|_| MatchError::gave_up(0))?;
+                    if s.is_match() {
+                        start[w] = 0;
+                    }
+                    s
+                } else {
+                    at[w] -= 1;
+                    let s = dfa.next_state(cache, sid[w], hay[at[w]]).map_err(|_| MatchError::gave_up(at[w]))?;
+                    if s.is_tagged() {
+                        if s.is_match() {
+                            start[w] = at[w] + 1;
+                        } else if s.is_dead() {
+                            live[w] = false;
+                            n_live -= 1;
+                        } else if s.is_quit() {
+                            return Err(MatchError::quit(hay[at[w]], at[w]));
+                        }
+                    }
+                    s
+                };
+                // A cleared cache invalidates the states of the other walkers on it.
+                if cache.clear_count() != clears[w] {
+                    return Ok(false);
+                }
+                sid[w] = s;
+            }
+        }
+        for (w, &(pid, end)) in group.iter().enumerate() {
+            if start[w] == usize::MAX {
+                return Err(MatchError::gave_up(end));
+            }
+            raw.push(Candidate { pattern: pid, start: start[w], end });
+        }
+        Ok(true)
+    }
+
     /// `scan_text`'s loop over the sorted reports.
+    #[inline(never)]
     fn post_process(&self, caches: &mut Caches, hay: &[u8], mut raw: Vec<Candidate>) -> Vec<Candidate> {
         if raw.is_empty() {
             return raw;
@@ -579,6 +836,18 @@ impl Inner {
             at += 1;
         }
     }
+}
+
+/// Scratch space of the lazy DFA walks.
+#[derive(Default)]
+struct Walk {
+    /// (pattern or keyword id, end) of every forward match.
+    reports: Vec<(u32, usize)>,
+    /// Reports still needing their start.
+    pending: Vec<(u32, usize)>,
+    /// Per forward walker: its reports, and its first states (for the convergence test).
+    out: [Vec<(u32, usize)>; 4],
+    rec: Vec<LazyStateID>,
 }
 
 /// A set of NFA states in insertion order, each with the start of the thread that reached it.
@@ -699,6 +968,6 @@ pub mod probe {
     pub fn kw(w: &str) -> String { keyword_regex(w) }
     pub fn stats(e: &Engine) -> String {
         let caches = e.pool.get();
-        format!("fwd clears {} mem {} | rev clears {} mem {} | nfa states {}", caches.fwd.clear_count(), caches.fwd.memory_usage(), caches.rev.clear_count(), caches.rev.memory_usage(), e.inner.fwd.get_nfa().states().len())
+        format!("fwd clears {} mem {} | rev clears {} mem {} | nfa states {}", caches.fwd.clear_count(), caches.fwd.memory_usage(), caches.rev.iter().flatten().map(|c| c.clear_count()).sum::<usize>(), caches.rev.iter().flatten().map(|c| c.memory_usage()).sum::<usize>(), e.inner.fwd.get_nfa().states().len())
     }
 }
