@@ -23,6 +23,8 @@ if _engine.ENGINE != "hyperscan":
     pytest.skip("the reference is the Hyperscan engine", allow_module_level=True)
 
 ENGINE = native.Engine(json.dumps(_engine.native_tables()))
+# Caches so small that they are cleared all the time: the walks' fallbacks.
+TINY = native.Engine(json.dumps(_engine.native_tables()), (0, 0))
 
 Scan = tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]
 
@@ -38,12 +40,15 @@ def expected(text: str) -> Scan:
     return [(p, at[s], at[e]) for p, s, e in cands], [(at[s], at[e], k) for s, e, k in hits]
 
 
-def check(text: str, *, nfa: bool = False) -> None:
+def check(text: str, *, nfa: bool = False, tiny: bool = False) -> None:
     want = expected(text)
     got = ENGINE.scan(text)
     assert (got[0], got[1]) == want, text[:200]
     if nfa:  # the lazy DFAs' fallback, the NFA simulation, gives the same
         got = ENGINE.scan_nfa(text)
+        assert (got[0], got[1]) == want, text[:200]
+    if tiny:
+        got = TINY.scan(text)
         assert (got[0], got[1]) == want, text[:200]
 
 
@@ -96,7 +101,7 @@ def test_corpus() -> None:
 
 def test_corpus_nfa_fallback() -> None:
     for text in corpus_texts()[:400]:
-        check(text, nfa=True)
+        check(text, nfa=True, tiny=True)
 
 
 def test_bench_payloads() -> None:
@@ -106,7 +111,7 @@ def test_bench_payloads() -> None:
     docs = [ticket_json()] + [ticket_bytes(i).decode() for i in range(40)]
     for doc in docs:
         for text in forms(doc):
-            check(text, nfa=len(text) < 4000)
+            check(text, nfa=len(text) < 4000, tiny=True)
 
 
 # --- non-ASCII ----------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ NON_ASCII = [
 
 @pytest.mark.parametrize("text", NON_ASCII)
 def test_non_ascii(text: str) -> None:
-    check(text, nfa=True)
+    check(text, nfa=True, tiny=True)
 
 
 # --- adversarial runs: the same answers, and linear time ------------------------------------------
@@ -227,7 +232,12 @@ EDGES = [
 
 @pytest.mark.parametrize("text", EDGES)
 def test_edges(text: str) -> None:
-    check(text, nfa=True)
+    check(text, nfa=True, tiny=True)
+
+
+def test_every_pattern_is_exercised() -> None:
+    seen = {p for text in EDGES + NON_ASCII for p, _, _ in ENGINE.scan(text)[0]}
+    assert seen == set(range(len(_engine.PATTERNS)))
 
 
 # --- generated ---------------------------------------------------------------------------------------
@@ -264,6 +274,16 @@ def test_generated_digits(text: str) -> None:
 @given(st.lists(texts, min_size=1, max_size=6))
 def test_generated_segments(values: list[str]) -> None:
     check(SEPARATOR.join(values), nfa=True)
+
+
+# Texts of 512 bytes and more are walked in two chunks that must meet: long ones, often.
+long_texts = st.lists(st.sampled_from(_TOKENS), min_size=150, max_size=500).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_texts)
+def test_generated_long(text: str) -> None:
+    check(text, nfa=True, tiny=True)
 
 
 # --- speed (reported, not asserted beyond a loose bound) ---------------------------------------------
