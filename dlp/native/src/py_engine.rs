@@ -22,11 +22,18 @@ fn convert((c, h): (Vec<engine::Candidate>, Vec<engine::Hit>)) -> Scan {
 
 #[pymethods]
 impl PyEngine {
+    /// `cache_bytes`: (forward, reverse) lazy DFA cache sizes instead of the defaults (tiny
+    /// ones exercise the cleared-cache paths).
     #[new]
-    fn new(tables_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (tables_json, cache_bytes = None))]
+    fn new(tables_json: &str, cache_bytes: Option<(usize, usize)>) -> PyResult<Self> {
         let tables: engine::EngineTables =
             serde_json::from_str(tables_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let inner = engine::Engine::new(&tables).map_err(PyValueError::new_err)?;
+        let inner = match cache_bytes {
+            None => engine::Engine::new(&tables),
+            Some((f, r)) => engine::Engine::with_cache_capacity(&tables, f, r),
+        }
+        .map_err(PyValueError::new_err)?;
         Ok(PyEngine { inner })
     }
 
