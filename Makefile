@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NATIVE_STAMP := $(VENV)/.native-built
 NATIVE_SOURCES := dlp/native/Cargo.toml dlp/native/Cargo.lock dlp/native/pyproject.toml $(wildcard dlp/native/src/*.rs)
 
-.PHONY: demo test install test-deps lint typecheck pytest bench clean
+.PHONY: demo test install test-deps lint typecheck native-test pytest bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (Python 3.11 is required)" >&2; exit 1; }
@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/aegis demo -c examples/support/aegis.yaml
 
 ## test: install everything the tests need (Envoy, OPA, Redis...) and run the whole suite
-test: install test-deps lint typecheck pytest
+test: install test-deps lint typecheck native-test pytest
 
 test-deps: install
 	bash scripts/install-test-deps.sh
@@ -41,6 +41,10 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# The DLP core's own Rust tests (no Python needed); its parity with Python is tests/dlp/native.
+native-test: install
+	cargo test --quiet --release --manifest-path dlp/native/Cargo.toml
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 pytest: install
