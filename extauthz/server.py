@@ -23,6 +23,7 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import dlp
 from extauthz.admin_api import policy_routes
 from extauthz.approvals.factory import build_approvals
 from extauthz.audit.writer import DecisionLog, open_decision_log
@@ -331,6 +332,7 @@ def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
 
 def serve(config: AegisConfig) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
+    dlp_engine = dlp.ENGINE  # builds the compiled DLP core now, not on the first redacted call
     service = build_service(config, freeze_heap=True)
     grpc_server, grpc_health = start_grpc(service)
     ext_proc = ExtProcServer(service)
@@ -346,6 +348,7 @@ def serve(config: AegisConfig) -> int:
                 "ext_proc": config.service.ext_proc,
                 "http": config.service.http,
                 "policy_version": policy.version if policy else None,
+                "dlp_engine": dlp_engine,
             }
         },
     )
