@@ -18,10 +18,10 @@ from __future__ import annotations
 import array
 import base64
 import binascii
+import functools
 import ipaddress
 import itertools
 import re
-import sys
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -141,6 +141,7 @@ def phone_native_tables() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def char_class_ranges() -> dict[str, list[tuple[int, int]]]:
     """``{"isalnum" | "isalpha" | "isdigit": [(first, last), ...]}``: the code points (surrogates
     aside: a str from UTF-8 has none) for which the ``str`` method is True, as sorted inclusive
@@ -433,46 +434,13 @@ def max_base(detector: str, kind: str) -> float:
 
 
 def _unicode_tables() -> dict[str, list[list[int]]]:
-    """``str.isalpha``/``isdigit``/``isalnum`` of every non-ASCII character, as inclusive code point ranges.
-
-    The validators look at the characters around a candidate with these Unicode-aware methods
-    (``_embedded``, ``ip_address``); the compiled core needs the same answers.  Only alphanumeric
-    characters can be alphabetic or digits, and ``re``'s Unicode ``\\w`` is exactly ``isalnum``
-    (or ``_``), so the runs of ``\\w`` bound the per-character work (~50 ms, once at start-up).
-    """
-    points = array.array("I", range(0x80, 0xD800))
-    points.extend(range(0xE000, 0x110000))  # every non-ASCII character but the surrogates
-    everything = points.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
-    out: dict[str, list[list[int]]] = {"alnum": [], "alpha": [], "digit": []}
-
-    def add(name: str, lo: int, hi: int) -> None:
-        ranges = out[name]
-        if ranges and ranges[-1][1] == lo - 1:
-            ranges[-1][1] = hi
-        else:
-            ranges.append([lo, hi])
-
-    gap = 0xD800 - 0x80  # index in ``everything`` of U+E000
-
-    def add_span(name: str, a: int, b: int) -> None:  # the characters everything[a:b]
-        if a < gap < b:
-            add_span(name, a, gap)
-            add_span(name, gap, b)
-        elif a < b:
-            shift = 0x80 if a < gap else 0x80 + 0x800
-            add(name, a + shift, b - 1 + shift)
-
-    for m in re.finditer(r"\w+", everything):
-        run, at = m.group(0), m.start()
-        for name, pred in (("alnum", str.isalnum), ("alpha", str.isalpha), ("digit", str.isdigit)):
-            if pred(run):  # the whole run (the common case: a script's letters)
-                add_span(name, at, m.end())
-            else:
-                for i, ch in enumerate(run):
-                    if pred(ch):
-                        add_span(name, at + i, at + i + 1)
-    return out
-
+    """The non-ASCII part of :func:`char_class_ranges` (``alnum``/``alpha``/``digit``), in the
+    shape ``checks.rs`` reads: the validators look at the characters around a candidate with
+    these Unicode-aware methods (``_embedded``, ``ip_address``) and answer ASCII themselves."""
+    return {
+        name.removeprefix("is"): [[max(a, 0x80), b] for a, b in ranges if b >= 0x80]
+        for name, ranges in char_class_ranges().items()
+    }
 
 def native_tables() -> dict[str, object]:
     """The validators' data, JSON-serialisable, for ``dlp/native`` (``validate.rs``, ``ValidateTables``).
