@@ -86,6 +86,8 @@ pub struct Hit {
 struct Post {
     /// Every match has this length (the start needs no reverse search).
     fixed_len: Option<usize>,
+    /// The longest match (no match starts further back from its end).
+    max_len: usize,
     all_ends: bool,
     plain: bool,
     value_after: bool,
@@ -339,6 +341,7 @@ impl Engine {
             let fixed_len = if props.minimum_len() == props.maximum_len() { props.minimum_len() } else { None };
             post.push(Post {
                 fixed_len,
+                max_len: props.maximum_len().unwrap_or(usize::MAX),
                 all_ends: p.all_ends,
                 plain: p.all_ends && p.extend.is_none() && p.left_class.is_none(),
                 value_after: p.value_after_anchor,
@@ -480,11 +483,24 @@ impl Inner {
                 hits.push(Hit { start: e - self.kw_len[k], end: e, keyword: k as u32 });
             }
         }
-        for group in walk.pending.chunks(REV_WALKERS) {
-            if !self.starts_interleaved(rev, hay, group, raw)? {
-                for &(pid, end) in group {
-                    let start = self.start_one(rev, hay, pid, end)?;
-                    raw.push(Candidate { pattern: pid, start, end });
+        // By pattern (one reverse automaton and cache at a time), a few walks side by side.
+        walk.pending.sort_unstable();
+        for same in walk.pending.chunk_by(|a, b| a.0 == b.0) {
+            let pid = same[0].0 as usize;
+            let (Some(dfa), Some(cache)) = (&self.rev[pid], &mut rev[pid]) else {
+                return Err(MatchError::gave_up(same[0].1));
+            };
+            let max_len = self.post[pid].max_len;
+            for group in same.chunks(REV_WALKERS) {
+                if !starts_interleaved(dfa, cache, hay, max_len, group, raw)? {
+                    for &(pid, end) in group {
+                        let input = Input::new(hay).range(end.saturating_sub(max_len)..end).anchored(Anchored::Yes);
+                        match dfa.try_search_rev(cache, &input)? {
+                            Some(m) => raw.push(Candidate { pattern: pid, start: m.offset(), end }),
+                            // The forward automaton saw a match ending here: the reverse one must too.
+                            None => return Err(MatchError::gave_up(end)),
+                        }
+                    }
                 }
             }
         }
@@ -493,28 +509,29 @@ impl Inner {
 
     /// Pushes every pattern of the match state `sid` as ending at `at`.
     #[inline]
-    fn emit(&self, cache: &DfaCache, sid: LazyStateID, at: usize, out: &mut Vec<(u32, usize)>) {
-        for i in 0..self.fwd.match_len(cache, sid) {
-            out.push((self.fwd.match_pattern(cache, sid, i).as_u32(), at));
-        }
+    fn emit(&self, cache: &DfaCache, memo: &mut Memo, sid: LazyStateID, at: usize, out: &mut Vec<(u32, usize)>) {
+        let pids = memo.patterns(&self.fwd, cache, sid);
+        out.extend(pids.iter().map(|&p| (p, at)));
     }
 
     /// One forward transition on `hay[at]`; a match state's patterns go to `out` as ending at
     /// `at` (a match state is entered one byte after the match ends).
     #[inline(always)]
-    fn step(&self, cache: &mut DfaCache, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
+    #[allow(clippy::too_many_arguments)]
+    fn step(&self, cache: &mut DfaCache, memo: &mut Memo, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
         if !cur.is_tagged() {
             let next = self.fwd.next_state_untagged(cache, cur, hay[at]);
             if !next.is_tagged() {
                 return Ok(next);
             }
         }
-        self.step_slow(cache, cur, hay, at, guard, out)
+        self.step_slow(cache, memo, cur, hay, at, guard, out)
     }
 
     /// `step` when the transition is not yet computed, or leads to or from a match state.
     #[inline(never)]
-    fn step_slow(&self, cache: &mut DfaCache, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
+    #[allow(clippy::too_many_arguments)]
+    fn step_slow(&self, cache: &mut DfaCache, memo: &mut Memo, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
         let next = self.fwd.next_state(cache, cur, hay[at]).map_err(|_| Stop::Fail(MatchError::gave_up(at)))?;
         if let Guard::Clears(c) = guard {
             if cache.clear_count() != c {
@@ -522,7 +539,7 @@ impl Inner {
             }
         }
         if next.is_match() {
-            self.emit(cache, next, at, out);
+            self.emit(cache, memo, next, at, out);
         } else if next.is_quit() {
             return Err(Stop::Fail(MatchError::quit(hay[at], at)));
         }
@@ -546,7 +563,11 @@ impl Inner {
             match self.fwd_chunks::<2>(cache, walk, hay) {
                 Ok(()) => return Ok(()),
                 Err(Stop::Fail(e)) => return Err(e),
-                Err(Stop::Cleared) => walk.reports.clear(),
+                Err(Stop::Cleared) => {
+                    #[cfg(test)]
+                    tests::WALKED_AGAIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    walk.reports.clear();
+                }
             }
         }
         match self.fwd_chunks::<1>(cache, walk, hay) {
@@ -556,14 +577,17 @@ impl Inner {
         }
     }
 
+    #[inline(never)]
     fn fwd_chunks<const K: usize>(&self, cache: &mut DfaCache, walk: &mut Walk, hay: &[u8]) -> Result<(), Stop> {
         let dfa = &self.fwd;
         let len = hay.len();
         // Walker i covers [i * l, (i + 1) * l); the last one also the rest, [K * l, len).
         let l = len / K;
         let window = if K == 1 { 0 } else { CONVERGE.min(l) };
-        walk.rec.clear();
-        walk.rec.resize(K * window, LazyStateID::default());
+        // Every slot read is written first (walker i + 1's first `window` states).
+        if walk.rec.len() < K * window {
+            walk.rec.resize(K * window, LazyStateID::default());
+        }
         for out in walk.out.iter_mut().take(K) {
             out.clear();
         }
@@ -578,20 +602,20 @@ impl Inner {
         if K > 1 && cache.clear_count() != clears {
             return Err(Stop::Cleared);
         }
-        let (rec, outs) = (&mut walk.rec, &mut walk.out);
+        let (rec, outs, memo) = (&mut walk.rec, &mut walk.out, &mut walk.memo);
         for j in 0..window {
             for i in 0..K {
-                sid[i] = self.step(cache, sid[i], hay, i * l + j, g, &mut outs[i])?;
+                sid[i] = self.step(cache, memo, sid[i], hay, i * l + j, g, &mut outs[i])?;
                 rec[i * window + j] = sid[i];
             }
         }
         for j in window..l {
             for i in 0..K {
-                sid[i] = self.step(cache, sid[i], hay, i * l + j, g, &mut outs[i])?;
+                sid[i] = self.step(cache, memo, sid[i], hay, i * l + j, g, &mut outs[i])?;
             }
         }
         for at in K * l..len {
-            sid[K - 1] = self.step(cache, sid[K - 1], hay, at, g, &mut outs[K - 1])?;
+            sid[K - 1] = self.step(cache, memo, sid[K - 1], hay, at, g, &mut outs[K - 1])?;
         }
         // Walker i goes on into chunk i + 1 until it meets walker i + 1.
         let mut meet = [0usize; K];
@@ -600,7 +624,7 @@ impl Inner {
             let mut s = sid[i];
             let mut met = false;
             for j in 0..window {
-                s = self.step(cache, s, hay, p + j, g, &mut Vec::new())?;
+                s = self.step(cache, memo, s, hay, p + j, g, &mut Vec::new())?;
                 if s == rec[(i + 1) * window + j] {
                     meet[i] = p + j;
                     met = true;
@@ -608,7 +632,7 @@ impl Inner {
                 }
                 // Not met: a match state's reports are walker i's (recomputed in order).
                 if s.is_match() {
-                    self.emit(cache, s, p + j, &mut outs[i]);
+                    self.emit(cache, memo, s, p + j, &mut outs[i]);
                 }
             }
             if !met {
@@ -622,7 +646,7 @@ impl Inner {
             }
         }
         if last.is_match() {
-            self.emit(cache, last, len, &mut outs[K - 1]);
+            self.emit(cache, memo, last, len, &mut outs[K - 1]);
         }
         for i in 0..K {
             let from = if i == 0 { 0 } else { meet[i - 1] };
@@ -631,109 +655,16 @@ impl Inner {
         Ok(())
     }
 
-    /// The leftmost start of a match of `pid` ending at `end`: the reverse automaton, anchored
-    /// at `end` and at that pattern, run until it dies; with `MatchKind::All` its last match is
-    /// the smallest start.
-    fn start_one(&self, caches: &mut [Option<DfaCache>], hay: &[u8], pid: u32, end: usize) -> Result<usize, MatchError> {
-        let (Some(dfa), Some(cache)) = (&self.rev[pid as usize], &mut caches[pid as usize]) else {
-            return Err(MatchError::gave_up(end));
-        };
-        match dfa.try_search_rev(cache, &Input::new(hay).range(..end).anchored(Anchored::Yes))? {
-            Some(m) => Ok(m.offset()),
-            // The forward automaton saw a match ending here: the reverse one must too.
-            None => Err(MatchError::gave_up(end)),
-        }
-    }
-
-    /// `start_one` for up to `REV_WALKERS` reports at once, walked side by side. Returns false
-    /// (nothing pushed) if the cache was cleared on the way.
-    fn starts_interleaved(
-        &self,
-        caches: &mut [Option<DfaCache>],
-        hay: &[u8],
-        group: &[(u32, usize)],
-        raw: &mut Vec<Candidate>,
-    ) -> Result<bool, MatchError> {
-        let mut sid = [LazyStateID::default(); REV_WALKERS];
-        let mut at = [0usize; REV_WALKERS];
-        let mut start = [usize::MAX; REV_WALKERS];
-        let mut live = [false; REV_WALKERS];
-        let mut clears = [0usize; REV_WALKERS];
-        let mut n_live = 0;
-        for (w, &(pid, end)) in group.iter().enumerate() {
-            let (Some(dfa), Some(cache)) = (&self.rev[pid as usize], &mut caches[pid as usize]) else {
-                return Err(MatchError::gave_up(end));
-            };
-            clears[w] = cache.clear_count();
-            let s = dfa.start_state_reverse(cache, &Input::new(hay).range(..end).anchored(Anchored::Yes))?;
-            if (0..w).any(|v| group[v].0 == pid && clears[v] != cache.clear_count()) || clears[w] != cache.clear_count() {
-                return Ok(false);
-            }
-            if s.is_tagged() && !s.is_match() {
-                if s.is_quit() {
-                    return Err(MatchError::quit(hay[end], end));
-                }
-                continue; // dead: no match (reported as an inconsistency below)
-            }
-            sid[w] = s;
-            at[w] = end;
-            live[w] = true;
-            n_live += 1;
-        }
-        while n_live > 0 {
-            for w in 0..group.len() {
-                if !live[w] {
-                    continue;
-                }
-                let pid = group[w].0 as usize;
-                let (Some(dfa), Some(cache)) = (&self.rev[pid], &mut caches[pid]) else { unreachable!() };
-                let s = if at[w] == 0 {
-                    live[w] = false;
-                    n_live -= 1;
-                    let s = dfa.next_eoi_state(cache, sid[w]).map_err(|_| MatchError::gave_up(0))?;
-                    if s.is_match() {
-                        start[w] = 0;
-                    }
-                    s
-                } else {
-                    at[w] -= 1;
-                    let s = dfa.next_state(cache, sid[w], hay[at[w]]).map_err(|_| MatchError::gave_up(at[w]))?;
-                    if s.is_tagged() {
-                        if s.is_match() {
-                            start[w] = at[w] + 1;
-                        } else if s.is_dead() {
-                            live[w] = false;
-                            n_live -= 1;
-                        } else if s.is_quit() {
-                            return Err(MatchError::quit(hay[at[w]], at[w]));
-                        }
-                    }
-                    s
-                };
-                // A cleared cache invalidates the states of the other walkers on it.
-                if cache.clear_count() != clears[w] {
-                    return Ok(false);
-                }
-                sid[w] = s;
-            }
-        }
-        for (w, &(pid, end)) in group.iter().enumerate() {
-            if start[w] == usize::MAX {
-                return Err(MatchError::gave_up(end));
-            }
-            raw.push(Candidate { pattern: pid, start: start[w], end });
-        }
-        Ok(true)
-    }
-
     /// `scan_text`'s loop over the sorted reports.
+    #[inline(never)]
     fn post_process(&self, caches: &mut Caches, hay: &[u8], mut raw: Vec<Candidate>) -> Vec<Candidate> {
         if raw.is_empty() {
             return raw;
         }
         // (start, -end, pattern): by start, longest first.
         raw.sort_unstable_by(|a, b| (a.start, b.end, a.pattern).cmp(&(b.start, a.end, b.pattern)));
-        let mut out: Vec<Candidate> = Vec::with_capacity(raw.len());
+        // Kept candidates are written back in place (each report gives at most one).
+        let mut kept = 0;
         let mut moved = false;
         // seen[pid] == start + 1: that pattern already gave its longest match at that start
         // (reports come by start, so one slot per pattern is enough).
@@ -742,11 +673,13 @@ impl Inner {
         if self.n_patterns > 64 {
             seen_big.resize(self.n_patterns, 0);
         }
-        for c in raw {
+        for r in 0..raw.len() {
+            let c = raw[r];
             let pid = c.pattern as usize;
             let p = &self.post[pid];
             if p.plain {
-                out.push(c);
+                raw[kept] = c;
+                kept += 1;
                 continue;
             }
             let mut start = c.start;
@@ -771,24 +704,30 @@ impl Inner {
                 moved = true;
             }
             match &p.extend {
-                None => out.push(Candidate { pattern: c.pattern, start, end }),
+                None => {
+                    raw[kept] = Candidate { pattern: c.pattern, start, end };
+                    kept += 1;
+                }
                 Some(re) => {
                     let cache = caches.ext[pid].as_mut().expect("extend cache");
                     let inp = Input::new(hay).range(end..).anchored(Anchored::Yes);
                     if let Some(m) = re.search_half_with(cache, &inp) {
-                        out.push(Candidate {
+                        raw[kept] = Candidate {
                             pattern: c.pattern,
                             start: if p.value_after { end } else { start },
                             end: m.offset(),
-                        });
+                        };
+                        kept += 1;
                     }
                 }
             }
         }
+        raw.truncate(kept);
         if moved {
-            out.sort_by(|a, b| (a.start, b.end, a.pattern).cmp(&(b.start, a.end, b.pattern)));
+            // Stable, as Python's `sort`.
+            raw.sort_by(|a, b| (a.start, b.end, a.pattern).cmp(&(b.start, a.end, b.pattern)));
         }
-        out
+        raw
     }
 
     /// Every (pattern, leftmost start, end) and keyword hit by simulating the forward NFA,
@@ -839,6 +778,101 @@ impl Inner {
     }
 }
 
+/// The leftmost starts of matches of one pattern ending at `group`'s ends (up to
+/// `REV_WALKERS`), pushed to `raw`: per end, the pattern's reverse automaton anchored there, run
+/// until it dies (or `max_len` bytes back, where no match can start); with `MatchKind::All` its
+/// last match is the smallest start. The walks go side by side. Returns false (nothing pushed)
+/// if the cache was cleared on the way (which invalidates the other walks' states).
+#[inline(never)]
+fn starts_interleaved(
+    dfa: &DFA,
+    cache: &mut DfaCache,
+    hay: &[u8],
+    max_len: usize,
+    group: &[(u32, usize)],
+    raw: &mut Vec<Candidate>,
+) -> Result<bool, MatchError> {
+    let clears = cache.clear_count();
+    let mut sid = [LazyStateID::default(); REV_WALKERS];
+    let mut at = [0usize; REV_WALKERS];
+    let mut lo = [0usize; REV_WALKERS];
+    let mut start = [usize::MAX; REV_WALKERS];
+    let mut live = [false; REV_WALKERS];
+    let mut n_live = 0;
+    for (w, &(_, end)) in group.iter().enumerate() {
+        lo[w] = end.saturating_sub(max_len);
+        let s = dfa.start_state_reverse(cache, &Input::new(hay).range(lo[w]..end).anchored(Anchored::Yes))?;
+        if cache.clear_count() != clears {
+            return Ok(false);
+        }
+        if s.is_tagged() && !s.is_match() {
+            if s.is_quit() {
+                return Err(MatchError::quit(hay[end], end));
+            }
+            continue; // dead: no match (reported as an inconsistency below)
+        }
+        sid[w] = s;
+        at[w] = end;
+        live[w] = true;
+        n_live += 1;
+    }
+    while n_live > 0 {
+        for w in 0..group.len() {
+            if !live[w] {
+                continue;
+            }
+            let cur = sid[w];
+            if at[w] > lo[w] {
+                at[w] -= 1;
+                let b = hay[at[w]];
+                if !cur.is_tagged() {
+                    let next = dfa.next_state_untagged(cache, cur, b);
+                    if !next.is_tagged() {
+                        sid[w] = next;
+                        continue;
+                    }
+                }
+                let next = dfa.next_state(cache, cur, b).map_err(|_| MatchError::gave_up(at[w]))?;
+                if cache.clear_count() != clears {
+                    return Ok(false);
+                }
+                sid[w] = next;
+                if next.is_match() {
+                    start[w] = at[w] + 1;
+                } else if next.is_dead() {
+                    live[w] = false;
+                    n_live -= 1;
+                } else if next.is_quit() {
+                    return Err(MatchError::quit(b, at[w]));
+                }
+            } else {
+                // The range's start: the byte before it is look-behind context only.
+                live[w] = false;
+                n_live -= 1;
+                let next = if lo[w] > 0 {
+                    dfa.next_state(cache, cur, hay[lo[w] - 1])
+                } else {
+                    dfa.next_eoi_state(cache, cur)
+                }
+                .map_err(|_| MatchError::gave_up(lo[w]))?;
+                if cache.clear_count() != clears {
+                    return Ok(false);
+                }
+                if next.is_match() {
+                    start[w] = lo[w];
+                }
+            }
+        }
+    }
+    for (w, &(pid, end)) in group.iter().enumerate() {
+        if start[w] == usize::MAX {
+            return Err(MatchError::gave_up(end));
+        }
+        raw.push(Candidate { pattern: pid, start: start[w], end });
+    }
+    Ok(true)
+}
+
 /// Why a walk of several walkers stopped.
 enum Stop {
     /// The cache was cleared (or the walkers did not meet): walk again in one piece.
@@ -864,6 +898,65 @@ struct Walk {
     /// Per forward walker: its reports, and its first states (for the convergence test).
     out: [Vec<(u32, usize)>; 2],
     rec: Vec<LazyStateID>,
+    memo: Memo,
+}
+
+/// The patterns of forward match states, remembered by state (reading them from the lazy DFA
+/// chases pointers): a direct-mapped table, forgotten when the cache is cleared.
+#[derive(Default)]
+struct Memo {
+    clears: usize,
+    /// Per slot: (state + 1, offset in `pids`, count); 0 = empty.
+    slots: Vec<(u32, u32, u32)>,
+    pids: Vec<u32>,
+}
+
+const MEMO_SLOTS: usize = 1024;
+
+/// The bits of a state ID (regex-automata keeps its accessor private; its `Hash` writes them).
+fn raw_id(sid: LazyStateID) -> u32 {
+    use std::hash::{Hash, Hasher};
+    struct Bits(u64);
+    impl Hasher for Bits {
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u32(&mut self, i: u32) {
+            self.0 = u64::from(i);
+        }
+        fn finish(&self) -> u64 {
+            self.0
+        }
+    }
+    let mut h = Bits(0);
+    sid.hash(&mut h);
+    h.finish() as u32
+}
+
+impl Memo {
+    fn patterns(&mut self, dfa: &DFA, cache: &DfaCache, sid: LazyStateID) -> &[u32] {
+        if self.slots.is_empty() || self.clears != cache.clear_count() || self.pids.len() > 1 << 16 {
+            self.slots.clear();
+            self.slots.resize(MEMO_SLOTS, (0, 0, 0));
+            self.pids.clear();
+            self.clears = cache.clear_count();
+        }
+        let key = raw_id(sid);
+        let slot = (key.wrapping_mul(0x9e37_79b1) >> 22) as usize % MEMO_SLOTS;
+        let (k, off, n) = self.slots[slot];
+        if k == key.wrapping_add(1) {
+            return &self.pids[off as usize..(off + n) as usize];
+        }
+        let off = self.pids.len();
+        for i in 0..dfa.match_len(cache, sid) {
+            self.pids.push(dfa.match_pattern(cache, sid, i).as_u32());
+        }
+        let n = self.pids.len() - off;
+        self.slots[slot] = (key.wrapping_add(1), off as u32, n as u32);
+        &self.pids[off..]
+    }
 }
 
 /// A set of NFA states in insertion order, each with the start of the thread that reached it.
@@ -1123,6 +1216,27 @@ mod tests {
             eprintln!("{unit:?}: 10 KB {ts:e} s, 100 KB {tl:e} s");
             assert!(tl < 25.0 * ts, "{unit:?}: 10 KB {ts:e} s, 100 KB {tl:e} s");
         }
+    }
+
+    pub(super) static WALKED_AGAIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn walkers_that_do_not_meet_walk_again() {
+        let mut t = tables();
+        t.patterns.push(
+            serde_json::from_value(serde_json::json!({"detector": "SECRET", "kind": "long",
+                "regex": "\\bx[a-z]{0,1000}y", "caseless": false, "extend": null, "all_ends": false,
+                "value_after_anchor": false, "left_class": null, "left_max": 0, "left_bytes": null}))
+            .unwrap(),
+        );
+        let e = Engine::new(&t).unwrap();
+        // A match under way across the cut for longer than walkers may go to meet.
+        let text = format!("{} x{}y {}", "1 ".repeat(200), "a".repeat(900), "phone 1 ".repeat(20));
+        let before = WALKED_AGAIN.load(std::sync::atomic::Ordering::Relaxed);
+        let got = e.scan(&text);
+        assert!(WALKED_AGAIN.load(std::sync::atomic::Ordering::Relaxed) > before);
+        assert_eq!(got, e.scan_nfa(&text));
+        assert!(got.0.contains(&Candidate { pattern: 9, start: 401, end: 1303 }));
     }
 
     #[test]
