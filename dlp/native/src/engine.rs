@@ -7,15 +7,18 @@
 //! `\b`, `\d`, `\w` are ASCII, caseless folds ASCII only.
 //!
 //! Here (regex-automata, byte mode, Unicode off so that the same holds):
-//! * one lazy DFA over all patterns and keywords, `MatchKind::All`, unanchored, searched
-//!   overlapping: every (pattern, end) once, in order of end;
-//! * for a pattern's end, a reverse lazy DFA anchored at that end and at that pattern
-//!   (`MatchKind::All`, so the reverse search runs until the automaton dies and its last match is
-//!   the smallest start): the leftmost start. Every pattern is bounded in length, so this costs at
-//!   most the pattern's longest match per report;
+//! * one lazy DFA over all patterns and keywords, `MatchKind::All`, unanchored: walked over the
+//!   text byte by byte, every match state gives every (pattern, end) once. A text of 512 bytes or
+//!   more is walked as two halves side by side, the first walker going on past the cut until its
+//!   state is the second walker's there (see `forward`);
+//! * for a pattern's end, that pattern's reverse lazy DFA anchored at the end (`MatchKind::All`,
+//!   so the reverse walk runs until the automaton dies, and its last match is the smallest start):
+//!   the leftmost start. Every pattern is bounded, so a walk is at most the pattern's longest
+//!   match; a few walks go side by side. Fixed-length patterns (and keywords) need none;
 //! * should a lazy DFA ever give up (it is configured so it cannot: no Unicode word boundary, so
 //!   no quit byte, and no minimum cache efficiency), the scan is redone by a direct NFA simulation
-//!   that tracks the leftmost start per NFA state ([`nfa_scan`]): slower, same answer.
+//!   that tracks the leftmost start per NFA state (`Inner::nfa_scan`): slower, same answer. A
+//!   cache cleared during a walk of several walkers makes that walk start again with one.
 //!
 //! Then `scan_text`'s post-processing (sort, longest per start, left runs, extenders), in bytes.
 //! The `extend` regexes are Python `re.ASCII` regexes; they are compiled in byte mode and must not
@@ -31,11 +34,7 @@ use regex_automata::{
     },
     meta,
     nfa::thompson::{self, State, NFA},
-    util::{
-        pool::Pool,
-        primitives::StateID,
-        syntax,
-    },
+    util::{pool::Pool, primitives::StateID, syntax},
     Anchored, Input, MatchError, MatchKind,
 };
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
@@ -122,8 +121,9 @@ pub struct Engine {
     pool: Pool<Caches, CacheFn>,
 }
 
-/// The lazy DFAs' cache per thread (each of the two automata). A cleared cache costs time, never
-/// an answer; 4 MiB keeps the states of realistic traffic resident.
+/// The lazy DFAs' caches per thread: the forward automaton's, and each reverse one's. A cleared
+/// cache costs time, never an answer; these keep the states of realistic traffic resident (the
+/// 2 KB gateway ticket needs about 0.5 MB forward, under 0.1 MB for all reverse ones).
 const CACHE_CAPACITY: usize = 4 << 20;
 const REV_CACHE_CAPACITY: usize = 1 << 20;
 /// Texts of at least `2 * CHUNK_MIN` bytes are walked in 2 chunks side by side.
@@ -205,7 +205,11 @@ fn edge_bytes(hir: &Hir, first: bool) -> ([bool; 256], bool) {
                 for ch in r.start()..=r.end() {
                     let mut buf = [0u8; 4];
                     let s = ch.encode_utf8(&mut buf);
-                    let b = if first { s.as_bytes()[0] } else { s.as_bytes()[s.len() - 1] };
+                    let b = if first {
+                        s.as_bytes()[0]
+                    } else {
+                        s.as_bytes()[s.len() - 1]
+                    };
                     set[b as usize] = true;
                 }
             }
@@ -282,10 +286,17 @@ impl Engine {
             for first in [true, false] {
                 let (set, _) = edge_bytes(&hir, first);
                 if set[0x80..].iter().any(|&b| b) {
-                    return Err(format!("{what}: a match can {} with a non-ASCII byte", if first { "start" } else { "end" }));
+                    return Err(format!(
+                        "{what}: a match can {} with a non-ASCII byte",
+                        if first { "start" } else { "end" }
+                    ));
                 }
             }
-            fwd_patterns.push(if p.caseless { format!("(?i:{})", p.regex) } else { p.regex.clone() });
+            fwd_patterns.push(if p.caseless {
+                format!("(?i:{})", p.regex)
+            } else {
+                p.regex.clone()
+            });
 
             let extend = match &p.extend {
                 None => None,
@@ -338,7 +349,11 @@ impl Engine {
                 }
             };
             let props = hir.properties();
-            let fixed_len = if props.minimum_len() == props.maximum_len() { props.minimum_len() } else { None };
+            let fixed_len = if props.minimum_len() == props.maximum_len() {
+                props.minimum_len()
+            } else {
+                None
+            };
             post.push(Post {
                 fixed_len,
                 max_len: props.maximum_len().unwrap_or(usize::MAX),
@@ -391,16 +406,33 @@ impl Engine {
             rev.push(Some(dfa));
         }
 
-        let inner = Arc::new(Inner { fwd, rev, post, kw_len, n_patterns: n });
+        let inner = Arc::new(Inner {
+            fwd,
+            rev,
+            post,
+            kw_len,
+            n_patterns: n,
+        });
         let for_pool = Arc::clone(&inner);
         let create: CacheFn = Box::new(move || Caches {
             fwd: for_pool.fwd.create_cache(),
-            rev: for_pool.rev.iter().map(|d| d.as_ref().map(|d| d.create_cache())).collect(),
-            ext: for_pool.post.iter().map(|p| p.extend.as_ref().map(|r| r.create_cache())).collect(),
+            rev: for_pool
+                .rev
+                .iter()
+                .map(|d| d.as_ref().map(|d| d.create_cache()))
+                .collect(),
+            ext: for_pool
+                .post
+                .iter()
+                .map(|p| p.extend.as_ref().map(|r| r.create_cache()))
+                .collect(),
             nfa: NfaCache::default(),
             walk: Walk::default(),
         });
-        Ok(Engine { inner, pool: Pool::new(create) })
+        Ok(Engine {
+            inner,
+            pool: Pool::new(create),
+        })
     }
 
     /// Number of patterns (keywords not counted).
@@ -415,7 +447,10 @@ impl Engine {
         let mut raw: Vec<Candidate> = Vec::new();
         let mut hits: Vec<Hit> = Vec::new();
         let inner = &*self.inner;
-        if inner.dfa_scan(&mut caches, text.as_bytes(), &mut raw, &mut hits).is_err() {
+        if inner
+            .dfa_scan(&mut caches, text.as_bytes(), &mut raw, &mut hits)
+            .is_err()
+        {
             raw.clear();
             hits.clear();
             inner.nfa_scan(&mut caches.nfa, text.as_bytes(), &mut raw, &mut hits);
@@ -425,7 +460,9 @@ impl Engine {
         (out, hits)
     }
 
-    /// The same scan through the NFA simulation only (no lazy DFA): for tests.
+    /// The same scan through the NFA simulation only (no lazy DFA; time linear in text × NFA
+    /// size): for tests.
+    #[doc(hidden)]
     pub fn scan_nfa(&self, text: &str) -> (Vec<Candidate>, Vec<Hit>) {
         let mut caches = self.pool.get();
         let mut raw = Vec::new();
@@ -437,8 +474,9 @@ impl Engine {
         (out, hits)
     }
 
-    /// The raw reports (pattern, leftmost start, end) before post-processing, in no particular
-    /// order, from the lazy DFAs (`nfa == false`) or the NFA simulation: for tests.
+    /// The raw reports (pattern, leftmost start, end) before post-processing, sorted, from the
+    /// lazy DFAs (`nfa == false`; panics if they give up) or the NFA simulation: for tests.
+    #[doc(hidden)]
     pub fn raw_reports(&self, text: &str, nfa: bool) -> (Vec<Candidate>, Vec<Hit>) {
         let mut caches = self.pool.get();
         let mut raw = Vec::new();
@@ -474,13 +512,21 @@ impl Inner {
             let pid = pid as usize;
             if pid < n {
                 match self.post[pid].fixed_len {
-                    Some(len) => raw.push(Candidate { pattern: pid as u32, start: end - len, end }),
+                    Some(len) => raw.push(Candidate {
+                        pattern: pid as u32,
+                        start: end - len,
+                        end,
+                    }),
                     None => walk.pending.push((pid as u32, end)),
                 }
             } else {
                 let k = pid - n;
                 let e = end - 1;
-                hits.push(Hit { start: e - self.kw_len[k], end: e, keyword: k as u32 });
+                hits.push(Hit {
+                    start: e - self.kw_len[k],
+                    end: e,
+                    keyword: k as u32,
+                });
             }
         }
         // By pattern (one reverse automaton and cache at a time), a few walks side by side.
@@ -494,9 +540,15 @@ impl Inner {
             for group in same.chunks(REV_WALKERS) {
                 if !starts_interleaved(dfa, cache, hay, max_len, group, raw)? {
                     for &(pid, end) in group {
-                        let input = Input::new(hay).range(end.saturating_sub(max_len)..end).anchored(Anchored::Yes);
+                        let input = Input::new(hay)
+                            .range(end.saturating_sub(max_len)..end)
+                            .anchored(Anchored::Yes);
                         match dfa.try_search_rev(cache, &input)? {
-                            Some(m) => raw.push(Candidate { pattern: pid, start: m.offset(), end }),
+                            Some(m) => raw.push(Candidate {
+                                pattern: pid,
+                                start: m.offset(),
+                                end,
+                            }),
                             // The forward automaton saw a match ending here: the reverse one must too.
                             None => return Err(MatchError::gave_up(end)),
                         }
@@ -518,7 +570,16 @@ impl Inner {
     /// `at` (a match state is entered one byte after the match ends).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn step(&self, cache: &mut DfaCache, memo: &mut Memo, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
+    fn step(
+        &self,
+        cache: &mut DfaCache,
+        memo: &mut Memo,
+        cur: LazyStateID,
+        hay: &[u8],
+        at: usize,
+        guard: Guard,
+        out: &mut Vec<(u32, usize)>,
+    ) -> Result<LazyStateID, Stop> {
         if !cur.is_tagged() {
             let next = self.fwd.next_state_untagged(cache, cur, hay[at]);
             if !next.is_tagged() {
@@ -531,8 +592,20 @@ impl Inner {
     /// `step` when the transition is not yet computed, or leads to or from a match state.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn step_slow(&self, cache: &mut DfaCache, memo: &mut Memo, cur: LazyStateID, hay: &[u8], at: usize, guard: Guard, out: &mut Vec<(u32, usize)>) -> Result<LazyStateID, Stop> {
-        let next = self.fwd.next_state(cache, cur, hay[at]).map_err(|_| Stop::Fail(MatchError::gave_up(at)))?;
+    fn step_slow(
+        &self,
+        cache: &mut DfaCache,
+        memo: &mut Memo,
+        cur: LazyStateID,
+        hay: &[u8],
+        at: usize,
+        guard: Guard,
+        out: &mut Vec<(u32, usize)>,
+    ) -> Result<LazyStateID, Stop> {
+        let next = self
+            .fwd
+            .next_state(cache, cur, hay[at])
+            .map_err(|_| Stop::Fail(MatchError::gave_up(at)))?;
         if let Guard::Clears(c) = guard {
             if cache.clear_count() != c {
                 return Err(Stop::Cleared);
@@ -594,7 +667,9 @@ impl Inner {
         let clears = cache.clear_count();
         let mut sid = [LazyStateID::default(); K];
         for (i, s) in sid.iter_mut().enumerate() {
-            *s = dfa.start_state_forward(cache, &Input::new(hay).range(i * l..)).map_err(Stop::Fail)?;
+            *s = dfa
+                .start_state_forward(cache, &Input::new(hay).range(i * l..))
+                .map_err(Stop::Fail)?;
         }
         // One walker keeps its state valid through a cache clear; several do not (computing a
         // start state may clear the cache too).
@@ -639,7 +714,9 @@ impl Inner {
                 return Err(Stop::Cleared);
             }
         }
-        let last = dfa.next_eoi_state(cache, sid[K - 1]).map_err(|_| Stop::Fail(MatchError::gave_up(len)))?;
+        let last = dfa
+            .next_eoi_state(cache, sid[K - 1])
+            .map_err(|_| Stop::Fail(MatchError::gave_up(len)))?;
         if let Guard::Clears(c) = g {
             if cache.clear_count() != c {
                 return Err(Stop::Cleared);
@@ -705,7 +782,11 @@ impl Inner {
             }
             match &p.extend {
                 None => {
-                    raw[kept] = Candidate { pattern: c.pattern, start, end };
+                    raw[kept] = Candidate {
+                        pattern: c.pattern,
+                        start,
+                        end,
+                    };
                     kept += 1;
                 }
                 Some(re) => {
@@ -747,11 +828,19 @@ impl Inner {
                 if let State::Match { pattern_id } = nfa.state(sid) {
                     let pid = pattern_id.as_usize();
                     if pid < n {
-                        raw.push(Candidate { pattern: pid as u32, start: s, end: at });
+                        raw.push(Candidate {
+                            pattern: pid as u32,
+                            start: s,
+                            end: at,
+                        });
                     } else {
                         let k = pid - n;
                         let e = at - 1;
-                        hits.push(Hit { start: e - self.kw_len[k], end: e, keyword: k as u32 });
+                        hits.push(Hit {
+                            start: e - self.kw_len[k],
+                            end: e,
+                            keyword: k as u32,
+                        });
                     }
                 }
             }
@@ -868,7 +957,11 @@ fn starts_interleaved(
         if start[w] == usize::MAX {
             return Err(MatchError::gave_up(end));
         }
-        raw.push(Candidate { pattern: pid, start: start[w], end });
+        raw.push(Candidate {
+            pattern: pid,
+            start: start[w],
+            end,
+        });
     }
     Ok(true)
 }
@@ -1073,7 +1166,12 @@ mod tests {
     }
 
     fn spans<'a>(text: &'a str, engine: &Engine) -> Vec<(u32, &'a str)> {
-        engine.scan(text).0.iter().map(|c| (c.pattern, &text[c.start..c.end])).collect()
+        engine
+            .scan(text)
+            .0
+            .iter()
+            .map(|c| (c.pattern, &text[c.start..c.end]))
+            .collect()
     }
 
     #[test]
@@ -1101,9 +1199,20 @@ mod tests {
         // Every end of the card shape, each once, with its leftmost start (`1111 1111 1111 1`
         // also ends at 21: not reported).
         let text = "4111 1111 1111 1111 1";
-        let got: Vec<_> = e.scan(text).0.into_iter().filter(|c| c.pattern == 4).map(|c| (c.start, c.end)).collect();
+        let got: Vec<_> = e
+            .scan(text)
+            .0
+            .into_iter()
+            .filter(|c| c.pattern == 4)
+            .map(|c| (c.start, c.end))
+            .collect();
         assert_eq!(got, vec![(0, 21), (0, 19), (0, 14)]);
-        let got: Vec<_> = e.scan("x 1111 1111 1111 1").0.into_iter().map(|c| (c.pattern, c.start, c.end)).collect();
+        let got: Vec<_> = e
+            .scan("x 1111 1111 1111 1")
+            .0
+            .into_iter()
+            .map(|c| (c.pattern, c.start, c.end))
+            .collect();
         assert_eq!(got, vec![(2, 2, 18), (4, 2, 18), (2, 2, 16), (4, 2, 16)]);
     }
 
@@ -1111,8 +1220,16 @@ mod tests {
     fn keyword_hits() {
         let e = Engine::new(&tables()).unwrap();
         let text = "Phone: 1, DOB(x), ss# 1, v2, dobby, xphone 1, date of birth\u{0}";
-        let hits: Vec<_> = e.scan(text).1.iter().map(|h| (&text[h.start..h.end], h.keyword)).collect();
-        assert_eq!(hits, vec![("Phone", 2), ("DOB", 1), ("ss#", 3), ("v", 4), ("date of birth", 0)]);
+        let hits: Vec<_> = e
+            .scan(text)
+            .1
+            .iter()
+            .map(|h| (&text[h.start..h.end], h.keyword))
+            .collect();
+        assert_eq!(
+            hits,
+            vec![("Phone", 2), ("DOB", 1), ("ss#", 3), ("v", 4), ("date of birth", 0)]
+        );
     }
 
     #[test]
@@ -1138,9 +1255,13 @@ mod tests {
         assert!(with(&|p| p.regex = "@?".into()).unwrap().contains("empty"));
         assert!(with(&|p| p.regex = "@[a-z]+".into()).unwrap().contains("unbounded"));
         assert!(with(&|p| p.regex = "[^a]@".into()).unwrap().contains("non-ASCII"));
-        assert!(with(&|p| p.extend = Some("[^\"]{1,5}".into())).unwrap().contains("non-ASCII"));
+        assert!(with(&|p| p.extend = Some("[^\"]{1,5}".into()))
+            .unwrap()
+            .contains("non-ASCII"));
         assert!(with(&|p| p.left_bytes = Some(vec![b'a'])).unwrap().contains("Python"));
-        assert!(with(&|p| p.left_class = Some("^a".into())).unwrap().contains("non-ASCII"));
+        assert!(with(&|p| p.left_class = Some("^a".into()))
+            .unwrap()
+            .contains("non-ASCII"));
         let mut t = tables();
         t.keywords.push("né".into());
         assert!(Engine::new(&t).is_err());
@@ -1161,10 +1282,54 @@ mod tests {
     }
 
     const TOKENS: &[&str] = &[
-        "0", "1", "4", "9", "00", " ", " ", "-", ".", "/", ":", "(", ")", "+", "@", "_", "=", "'", "\"", "\t", "a",
-        "x", "Z", "ä", "€", "😀", "\u{0}", "\n", "phone", "DOB", "v", "ss#", "date of birth", "AKIA", "api_key=",
-        "Token:", "DE89", "::", "fe80", "märz", "MÄRZ", "Mar", "1st", "@ex.com", "jane", "4111 1111 1111 1111",
-        "+1 415-555-0142", "1234567890",
+        "0",
+        "1",
+        "4",
+        "9",
+        "00",
+        " ",
+        " ",
+        "-",
+        ".",
+        "/",
+        ":",
+        "(",
+        ")",
+        "+",
+        "@",
+        "_",
+        "=",
+        "'",
+        "\"",
+        "\t",
+        "a",
+        "x",
+        "Z",
+        "ä",
+        "€",
+        "😀",
+        "\u{0}",
+        "\n",
+        "phone",
+        "DOB",
+        "v",
+        "ss#",
+        "date of birth",
+        "AKIA",
+        "api_key=",
+        "Token:",
+        "DE89",
+        "::",
+        "fe80",
+        "märz",
+        "MÄRZ",
+        "Mar",
+        "1st",
+        "@ex.com",
+        "jane",
+        "4111 1111 1111 1111",
+        "+1 415-555-0142",
+        "1234567890",
     ];
 
     fn random_text(rng: &mut Rng, tokens: usize) -> String {
@@ -1177,7 +1342,11 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for i in 0..3000 {
             // Short texts walk in one piece, longer ones (>= 512 bytes) in two.
-            let n = if i % 5 == 0 { 150 + rng.below(400) } else { rng.below(60) };
+            let n = if i % 5 == 0 {
+                150 + rng.below(400)
+            } else {
+                rng.below(60)
+            };
             let text = random_text(&mut rng, n);
             assert_eq!(e.raw_reports(&text, false), e.raw_reports(&text, true), "{text:?}");
             assert_eq!(e.scan(&text), e.scan_nfa(&text), "{text:?}");
@@ -1236,7 +1405,11 @@ mod tests {
         let got = e.scan(&text);
         assert!(WALKED_AGAIN.load(std::sync::atomic::Ordering::Relaxed) > before);
         assert_eq!(got, e.scan_nfa(&text));
-        assert!(got.0.contains(&Candidate { pattern: 9, start: 401, end: 1303 }));
+        assert!(got.0.contains(&Candidate {
+            pattern: 9,
+            start: 401,
+            end: 1303
+        }));
     }
 
     #[test]
