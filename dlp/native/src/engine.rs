@@ -1383,7 +1383,8 @@ mod tests {
             };
             let (ts, tl) = (time(&small), time(&large));
             eprintln!("{unit:?}: 10 KB {ts:e} s, 100 KB {tl:e} s");
-            assert!(tl < 25.0 * ts, "{unit:?}: 10 KB {ts:e} s, 100 KB {tl:e} s");
+            // Linear: ~10x; quadratic: ~100x.
+            assert!(tl < 40.0 * ts, "{unit:?}: 10 KB {ts:e} s, 100 KB {tl:e} s");
         }
     }
 

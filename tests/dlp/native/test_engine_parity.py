@@ -183,7 +183,7 @@ def test_adversarial_runs_are_linear(name: str) -> None:
     small, large = _run(RUNS[name], 10_000), _run(RUNS[name], 100_000)
     ENGINE.scan(large)  # warm the lazy DFA's cache
     t_small, t_large = _best_ns(small, 20), _best_ns(large, 2)
-    assert t_large < 25 * t_small, (t_small, t_large)
+    assert t_large < 40 * t_small, (t_small, t_large)  # linear: ~10x; quadratic: ~100x
 
 
 # --- hand-picked edges ------------------------------------------------------------------------------
