@@ -3,6 +3,7 @@ gives with Hyperscan: the same candidates and keyword hits, in UTF-8 byte offset
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ native = pytest.importorskip("aegis_dlp_native")
 from dlp import _engine  # noqa: E402
 from dlp._context import KEYWORDS  # noqa: E402
 from dlp._normalize import detection_view  # noqa: E402
+from dlp._patterns import PATTERNS  # noqa: E402
 from dlp._scan import SEPARATOR  # noqa: E402
 
 if _engine.ENGINE != "hyperscan":
@@ -80,6 +82,7 @@ def forms(doc_text: str) -> Iterator[str]:
 # --- the corpus and the bench payloads ----------------------------------------------------------
 
 
+@functools.cache
 def corpus_texts() -> list[str]:
     from bench.dlp.corpus import generate
 
@@ -172,7 +175,7 @@ def test_adversarial_runs(name: str) -> None:
 
 
 def _best_ns(text: str, n: int) -> float:
-    return min(ENGINE.bench(text, n) for _ in range(5))
+    return float(min(ENGINE.bench(text, n) for _ in range(5)))
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
@@ -180,7 +183,7 @@ def test_adversarial_runs_are_linear(name: str) -> None:
     small, large = _run(RUNS[name], 10_000), _run(RUNS[name], 100_000)
     ENGINE.scan(large)  # warm the lazy DFA's cache
     t_small, t_large = _best_ns(small, 20), _best_ns(large, 2)
-    assert t_large < 25 * t_small, (t_small, t_large)
+    assert t_large < 40 * t_small, (t_small, t_large)  # linear: ~10x; quadratic: ~100x
 
 
 # --- hand-picked edges ------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ EDGES = [
     "api_key=",
     "api_key=abc",
     "my.api-key: 'abcdefghijk'",
-    "PASSWORD = \"hunter2hunter2\"",
+    'PASSWORD = "hunter2hunter2"',
     "github_pat_" + "A" * 30,
     "xoxb-1234567890-abc",
     "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
@@ -237,7 +240,7 @@ def test_edges(text: str) -> None:
 
 def test_every_pattern_is_exercised() -> None:
     seen = {p for text in EDGES + NON_ASCII for p, _, _ in ENGINE.scan(text)[0]}
-    assert seen == set(range(len(_engine.PATTERNS)))
+    assert seen == set(range(len(PATTERNS)))
 
 
 # --- generated ---------------------------------------------------------------------------------------
@@ -251,7 +254,17 @@ _TOKENS = (
     + list(KEYWORDS)
     + [k.upper() for k in KEYWORDS[::7]]
     + ["AKIA", "ghp_", "eyJ", "xoxb-", "api_key=", "github_pat_", "sk_live_", "whsec_", "::", "@example.com"]
-    + ["march", "März", "maerz", "dec", "1st", "of ", "-----BEGIN ", "PRIVATE KEY-----", "https://hooks.slack.com/services/"]
+    + [
+        "march",
+        "März",
+        "maerz",
+        "dec",
+        "1st",
+        "of ",
+        "-----BEGIN ",
+        "PRIVATE KEY-----",
+        "https://hooks.slack.com/services/",
+    ]
 )
 
 texts = st.lists(st.sampled_from(_TOKENS), max_size=80).map("".join)
