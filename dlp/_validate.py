@@ -442,6 +442,7 @@ def _unicode_tables() -> dict[str, list[list[int]]]:
         for name, ranges in char_class_ranges().items()
     }
 
+
 def native_tables() -> dict[str, object]:
     """The validators' data, JSON-serialisable, for ``dlp/native`` (``validate.rs``, ``ValidateTables``).
 

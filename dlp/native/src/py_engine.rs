@@ -46,17 +46,6 @@ impl PyEngine {
     fn scan_nfa(&self, py: Python<'_>, text: &str) -> Scan {
         py.detach(|| convert(self.inner.scan_nfa(text)))
     }
-
-    /// `n` scans of `text`; returns nanoseconds per scan (the GIL released).
-    fn bench(&self, py: Python<'_>, text: &str, n: usize) -> f64 {
-        py.detach(|| {
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(self.inner.scan(std::hint::black_box(text)));
-            }
-            t.elapsed().as_nanos() as f64 / n.max(1) as f64
-        })
-    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
