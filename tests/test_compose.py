@@ -239,3 +239,21 @@ def test_opa_serves_the_bundle_the_policy_job_builds(services: dict[str, dict[st
     bundle = opa["command"][opa["command"].index("--bundle") + 1]
     assert bundle in job["command"]  # the job writes exactly what OPA loads
     assert _share_network(services, "aegis", "opa") and _share_network(services, "aegis", "redis")
+
+
+def test_dockerfile_copies_only_from_its_own_earlier_stages() -> None:
+    """Each ``COPY --from=stage`` names a stage defined above it (the DLP core's builder)."""
+    stages: list[str] = []
+    copied_from: list[str] = []
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            if "AS" in words:
+                stages.append(words[words.index("AS") + 1])
+        elif words[:1] == ["COPY"]:
+            for word in words[1:]:
+                if word.startswith("--from="):
+                    source = word.removeprefix("--from=")
+                    assert source in stages, f"COPY --from={source} before (or without) its stage"
+                    copied_from.append(source)
+    assert "dlp-core" in copied_from  # the image runs the compiled DLP core, not the Python fallback
