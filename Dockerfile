@@ -1,15 +1,18 @@
 # The Aegis service image (also runs the demo tools and the one-shot policy/key jobs in
 # docker-compose.yml).  Envoy runs from the official envoyproxy/envoy image.
 
-# The DLP core (dlp/native, Rust + PyO3): an abi3 wheel for CPython 3.11 (bookworm's python3).
-FROM rust:1.95-slim-bookworm AS dlp-core
+# The compiled parts (Rust + PyO3), abi3 wheels for CPython 3.11 (bookworm's python3): the DLP
+# core (dlp/native) and the gRPC front that serves Check (extauthz/native).
+FROM rust:1.95-slim-bookworm AS native
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip \
  && pip3 install --break-system-packages maturin==1.16.0 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY dlp/native dlp/native
-RUN maturin build --release --interpreter python3 -m dlp/native/Cargo.toml --out /wheels
+COPY extauthz/native extauthz/native
+RUN maturin build --release --interpreter python3 -m dlp/native/Cargo.toml --out /wheels \
+ && maturin build --release --interpreter python3 -m extauthz/native/Cargo.toml --out /wheels
 
 FROM python:3.11-slim
 
@@ -20,7 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY . .
-COPY --from=dlp-core /wheels /wheels
+COPY --from=native /wheels /wheels
 # xds-protos ships an older opentelemetry/proto that shadows opentelemetry-proto's: reinstall it last.
 RUN pip install . /wheels/*.whl \
  && pip install --force-reinstall --no-deps opentelemetry-proto==1.45.2 \

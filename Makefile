@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NATIVE_STAMP := $(VENV)/.native-built
 NATIVE_SOURCES := dlp/native/Cargo.toml dlp/native/Cargo.lock dlp/native/pyproject.toml $(wildcard dlp/native/src/*.rs)
+FRONT_STAMP := $(VENV)/.grpc-front-built
+FRONT_SOURCES := extauthz/native/Cargo.toml extauthz/native/Cargo.lock extauthz/native/pyproject.toml $(wildcard extauthz/native/src/*.rs)
 
 .PHONY: demo test install test-deps lint typecheck native-test pytest bench clean
 
@@ -24,7 +26,13 @@ $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --quiet --release -m dlp/native/Cargo.toml
 	touch $(NATIVE_STAMP)
 
-install: $(STAMP) $(NATIVE_STAMP)
+# The gRPC front serving Check (extauthz/native, Rust: tonic + PyO3); see extauthz/grpc_front.py.
+$(FRONT_STAMP): $(STAMP) $(FRONT_SOURCES)
+	@command -v cargo >/dev/null || { echo "make: cargo not found: the gRPC front (extauthz/native) is Rust; install it with rustup" >&2; exit 1; }
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --quiet --release -m extauthz/native/Cargo.toml
+	touch $(FRONT_STAMP)
+
+install: $(STAMP) $(NATIVE_STAMP) $(FRONT_STAMP)
 
 ## demo: install into .venv, start Envoy + Aegis + demo tools, play the support scenario
 demo: install
@@ -55,4 +63,4 @@ bench: install
 	$(BIN)/python -m bench.gateway
 
 clean:
-	rm -rf $(VENV) .tools .aegis .pytest_cache .mypy_cache .ruff_cache dlp/native/target
+	rm -rf $(VENV) .tools .aegis .pytest_cache .mypy_cache .ruff_cache dlp/native/target extauthz/native/target

@@ -1,8 +1,9 @@
 """A Check (and an ext_proc) that decide nothing: the floor a Python gRPC service costs here.
 
 ``python -m bench.noop_authz CHECK_ADDR [EXT_PROC_ADDR]`` serves ``Authorization/Check``,
-answering OK to every request, on the server Aegis's Check runs on (sync grpcio, the same
-worker pool, gRPC health for Envoy's active check); with ``EXT_PROC_ADDR`` also
+answering OK to every request, on the server Aegis's Check runs on (the compiled gRPC front,
+or sync grpcio with the same worker pool when that is disabled; gRPC health for Envoy's
+active check); with ``EXT_PROC_ADDR`` also
 ``ExternalProcessor/Process`` on grpc.aio in its own thread, as Aegis serves it, asking for
 both bodies and changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway`` measure them
 behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added latency
@@ -25,7 +26,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extauthz.server import AUTHZ_SERVICE, GRPC_WORKERS
+from extauthz import grpc_front
+from extauthz.server import AUTHZ_SERVICE, GRPC_WORKERS, HEALTH_SERVICE
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 _MODE = processing_mode_pb2.ProcessingMode
@@ -76,6 +78,30 @@ async def _serve_ext_proc(address: str) -> None:
 
 
 def serve(address: str) -> None:
+    if grpc_front.available():
+        serve_front(address)
+    else:
+        serve_grpcio(address)
+
+
+def serve_front(address: str) -> None:
+    health_servicer = health.HealthServicer()
+    methods = {
+        grpc_front.method_path(AUTHZ_SERVICE, "Check"): grpc_front.unary_handler(
+            AllowEverything().Check, external_auth_pb2.CheckRequest.FromString, "Check"
+        ),
+        grpc_front.method_path(HEALTH_SERVICE, "Check"): grpc_front.unary_handler(
+            health_servicer.Check, health_pb2.HealthCheckRequest.FromString, "Health/Check"
+        ),
+    }
+    server = grpc_front.FrontServer(address, methods)
+    server.start()
+    for service in ("", AUTHZ_SERVICE):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    threading.Event().wait()
+
+
+def serve_grpcio(address: str) -> None:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="noop-grpc"),
         options=[("grpc.so_reuseport", 0)],

@@ -242,7 +242,8 @@ def test_opa_serves_the_bundle_the_policy_job_builds(services: dict[str, dict[st
 
 
 def test_dockerfile_copies_only_from_its_own_earlier_stages() -> None:
-    """Each ``COPY --from=stage`` names a stage defined above it (the DLP core's builder)."""
+    """Each ``COPY --from=stage`` names a stage defined above it (the builder of the compiled
+    parts), and that stage builds both crates."""
     stages: list[str] = []
     copied_from: list[str] = []
     for line in (REPO / "Dockerfile").read_text().splitlines():
@@ -256,4 +257,8 @@ def test_dockerfile_copies_only_from_its_own_earlier_stages() -> None:
                     source = word.removeprefix("--from=")
                     assert source in stages, f"COPY --from={source} before (or without) its stage"
                     copied_from.append(source)
-    assert "dlp-core" in copied_from  # the image runs the compiled DLP core, not the Python fallback
+    # The image runs the compiled DLP core and gRPC front, not the Python fallbacks.
+    assert "native" in copied_from
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for crate in ("dlp/native", "extauthz/native"):
+        assert f"maturin build --release --interpreter python3 -m {crate}/Cargo.toml --out /wheels" in dockerfile

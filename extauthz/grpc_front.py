@@ -1,0 +1,164 @@
+"""The Check server's transport: HTTP/2 and gRPC framing compiled, every handler in Python.
+
+``aegis_grpc_front`` (the Rust crate in ``extauthz/native``, tonic on a small Tokio runtime)
+accepts Envoy's connections and hands each request message, as bytes, to a Python handler on
+the runtime thread that read it.  grpcio's synchronous server instead polls its completion
+queue from a Python thread and wakes a pool worker per call; on this workload that hand-off
+cost more than Aegis's decision (docs/performance.md, "The gRPC transport").  The handlers
+are the same servicers grpcio serves: ``unary_handler`` adapts them.
+
+``AEGIS_GRPC_FRONT=0`` (or a build without the extension) serves Check on grpcio instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+log = logging.getLogger("aegis.grpc")
+
+Request = TypeVar("Request")
+# The compiled server's handler: (message, metadata, peer) -> response bytes or (code, details).
+RawHandler = Callable[[bytes, Sequence[tuple[str, str]], str], "bytes | tuple[int, str]"]
+FRONT_WORKERS = 4  # runtime threads: one per handler that may wait on I/O with the GIL released
+
+
+def python_concurrency(waits_on_network: bool) -> int:
+    """Calls let into Python at once.  One when a Check only computes (embedded engine, local
+    store): several would trade the GIL every 5 ms mid-call, which set the tail under load.
+    ``FRONT_WORKERS`` when a Check waits on a network round trip (the OPA sidecar, Redis),
+    so those waits overlap."""
+    override = os.environ.get("AEGIS_GRPC_PYTHON_CONCURRENCY")
+    if override:
+        return max(1, int(override))
+    return FRONT_WORKERS if waits_on_network else 1
+
+
+class SerializableMessage(Protocol):
+    def SerializeToString(self) -> bytes: ...
+
+
+class HandlerAborted(Exception):
+    """``CallContext.abort``: the handler ends the call with a status."""
+
+
+class CallContext:
+    """The part of ``grpc.ServicerContext`` Aegis's servicers use, for one call."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]], peer: str) -> None:
+        self._metadata = tuple(metadata)
+        self._peer = peer
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        self.code, self.details = code, details
+        raise HandlerAborted(details)
+
+
+def _status(code: grpc.StatusCode, details: str) -> tuple[int, str]:
+    number: int = code.value[0]
+    return number, details
+
+
+def unary_handler(
+    method: Callable[[Request, Any], SerializableMessage], parse: Callable[[bytes], Request], name: str
+) -> RawHandler:
+    """``method(request, context)`` of a grpcio servicer as a handler of the compiled server:
+    the same request parsing, status codes and failure answers grpcio gives."""
+
+    def handle(message: bytes, metadata: Sequence[tuple[str, str]], peer: str) -> bytes | tuple[int, str]:
+        context = CallContext(metadata, peer)
+        try:
+            request = parse(message)
+        except DecodeError:
+            return _status(grpc.StatusCode.INTERNAL, f"aegis: {name}: the request is not a valid message")
+        try:
+            response = method(request, context)
+        except HandlerAborted:
+            return _status(context.code or grpc.StatusCode.UNKNOWN, context.details)
+        except Exception as exc:  # a bug: Envoy fails the call closed; the type is logged, never the text
+            log.error("gRPC handler failed", extra={"aegis": {"method": name, "error": type(exc).__name__}})
+            return _status(grpc.StatusCode.UNKNOWN, f"aegis: {name} failed")
+        if context.code is not None and context.code != grpc.StatusCode.OK:
+            return _status(context.code, context.details)
+        return response.SerializeToString()
+
+    return handle
+
+
+def available() -> bool:
+    """Whether Check is served by the compiled front (not disabled, extension built)."""
+    if os.environ.get("AEGIS_GRPC_FRONT", "1") == "0":
+        return False
+    try:
+        import aegis_grpc_front  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FrontServer:
+    """The compiled gRPC server on ``address``, serving ``methods`` (full method path → handler)."""
+
+    transport = "native"
+
+    def __init__(
+        self, address: str, methods: Mapping[str, RawHandler], *, workers: int = FRONT_WORKERS, concurrency: int = 1
+    ) -> None:
+        import aegis_grpc_front
+
+        self._server = aegis_grpc_front.Server(address, dict(methods), workers, concurrency)
+
+    def start(self) -> int:
+        """Bind and serve; the bound port.  OSError when the address cannot be bound."""
+        port: int = self._server.start()
+        return port
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls; in-flight ones get up to ``grace`` seconds to finish."""
+        self._server.stop(grace)
+
+
+class GrpcioServer:
+    """grpcio's server behind the same ``stop`` as ``FrontServer``."""
+
+    transport = "grpcio"
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def stop(self, grace: float) -> None:
+        self._server.stop(grace=grace).wait()
+
+
+def method_path(service: str, method: str) -> str:
+    return f"/{service}/{method}"
+
+
+__all__ = [
+    "CallContext",
+    "FrontServer",
+    "GrpcioServer",
+    "HandlerAborted",
+    "available",
+    "method_path",
+    "unary_handler",
+]

@@ -1,0 +1,298 @@
+//! The gRPC transport in front of Aegis's Python handlers.
+//!
+//! HTTP/2, gRPC framing, connections and graceful shutdown run here, on a small Tokio runtime;
+//! every message is handed to a Python callable as raw protobuf bytes (parsed there by upb),
+//! on the runtime thread that read it: no queue and no thread hand-off between the socket and
+//! the decision.  Python keeps every decision; this crate never looks inside a message.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+/// Messages pass through as bytes: Python parses and builds them.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The Python callables by full method path (`/package.Service/Method`).
+struct Handlers {
+    unary: HashMap<String, Py<PyAny>>,
+    /// How many calls may be inside Python at once.  Calls beyond it wait here, holding no
+    /// thread; more than one in Python at a time only trade the GIL every switch interval
+    /// (5 ms), which is what set the tail under load, unless handlers wait on I/O.
+    python: tokio::sync::Semaphore,
+}
+
+/// grpcio's peer format, which the drain logic keys Envoys by.
+fn peer_string(addr: Option<SocketAddr>) -> String {
+    match addr {
+        Some(SocketAddr::V4(a)) => format!("ipv4:{}:{}", a.ip(), a.port()),
+        Some(SocketAddr::V6(a)) => format!("ipv6:[{}]:{}", a.ip(), a.port()),
+        None => "unknown".to_string(),
+    }
+}
+
+fn metadata_pairs(request: &Request<Bytes>) -> Vec<(String, String)> {
+    request
+        .metadata()
+        .iter()
+        .filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                value.to_str().ok().map(|v| (key.as_str().to_string(), v.to_string()))
+            }
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
+}
+
+/// Call ``handler(message, metadata, peer)`` on this runtime thread.  Its answer is the
+/// response message (bytes) or a non-OK status ``(code, message)``.  A Python exception
+/// becomes UNKNOWN with a fixed text: its message may quote the request.
+///
+/// No ``block_in_place``: it moves the runtime's other work to another thread on every call,
+/// which measured slower; the runtime has several workers, so a handler waiting on I/O (with
+/// the GIL released) holds one of them, not the server.
+fn call_python(handler: &Py<PyAny>, message: &[u8], metadata: Vec<(String, String)>, peer: String) -> Result<Bytes, Status> {
+    Python::attach(|py| {
+        let args = (PyBytes::new(py, message), PyList::new(py, metadata)?, peer);
+        let out = handler.bind(py).call1(args)?;
+        if let Ok(bytes) = out.cast::<PyBytes>() {
+            return Ok(Ok(Bytes::copy_from_slice(bytes.as_bytes())));
+        }
+        let (code, text): (i32, String) = out.extract()?;
+        Ok::<_, PyErr>(Err(Status::new(tonic::Code::from_i32(code), text)))
+    })
+    .unwrap_or_else(|_| Err(Status::unknown("aegis: the handler failed")))
+}
+
+struct PyUnary {
+    handler: Py<PyAny>,
+    handlers: Arc<Handlers>,
+}
+
+impl UnaryService<Bytes> for PyUnary {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let metadata = metadata_pairs(&request);
+        let peer = peer_string(request.remote_addr());
+        let handler = Python::attach(|py| self.handler.clone_ref(py));
+        let handlers = self.handlers.clone();
+        Box::pin(async move {
+            let message = request.into_inner();
+            let _permit = handlers.python.acquire().await.map_err(|_| Status::unavailable("aegis: stopping"))?;
+            call_python(&handler, &message, metadata, peer).map(Response::new)
+        })
+    }
+}
+
+fn unimplemented() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::default());
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", http::HeaderValue::from_static("12"));
+    headers.insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// One tonic service per gRPC service name (tonic routes by `NamedService::NAME`); all
+/// dispatch through the same handler table.
+macro_rules! named_service {
+    ($ty:ident, $name:expr) => {
+        #[derive(Clone)]
+        struct $ty(Arc<Handlers>);
+
+        impl NamedService for $ty {
+            const NAME: &'static str = $name;
+        }
+
+        impl Service<http::Request<Body>> for $ty {
+            type Response = http::Response<Body>;
+            type Error = Infallible;
+            type Future = BoxFuture<Self::Response, Self::Error>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+                let handlers = self.0.clone();
+                Box::pin(async move {
+                    let path = request.uri().path().to_string();
+                    let Some(handler) = handlers.unary.get(&path) else {
+                        return Ok(unimplemented());
+                    };
+                    let handler = Python::attach(|py| handler.clone_ref(py));
+                    let mut grpc = Grpc::new(RawCodec);
+                    Ok(grpc.unary(PyUnary { handler, handlers: handlers.clone() }, request).await)
+                })
+            }
+        }
+    };
+}
+
+named_service!(AuthorizationService, "envoy.service.auth.v3.Authorization");
+named_service!(HealthService, "grpc.health.v1.Health");
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+/// ``Server(address, unary, workers=2, python_concurrency=1)``: ``unary`` maps method paths
+/// to ``handler(message: bytes, metadata: list[tuple[str, str]], peer: str)``, answering the
+/// response bytes or ``(status code, details)``.
+#[pyclass(module = "aegis_grpc_front")]
+struct Server {
+    address: String,
+    workers: usize,
+    handlers: Arc<Handlers>,
+    running: Mutex<Option<Running>>,
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    #[pyo3(signature = (address, unary, workers = 2, python_concurrency = 1))]
+    fn new(address: String, unary: HashMap<String, Py<PyAny>>, workers: usize, python_concurrency: usize) -> Self {
+        let python = tokio::sync::Semaphore::new(python_concurrency.max(1));
+        Server { address, workers: workers.max(1), handlers: Arc::new(Handlers { unary, python }), running: Mutex::new(None) }
+    }
+
+    /// Bind and start serving; OSError when the address cannot be bound (never shared:
+    /// no SO_REUSEPORT).  Returns the bound port.
+    fn start(&self, py: Python<'_>) -> PyResult<u16> {
+        let addr: SocketAddr = self
+            .address
+            .parse()
+            .map_err(|_| PyOSError::new_err(format!("not an IP:port address: {}", self.address)))?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.workers)
+            .thread_name("aegis-grpc-front")
+            .enable_all()
+            .build()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handlers = self.handlers.clone();
+        let done = py.detach(|| {
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let incoming = async_stream_nodelay(listener);
+                let router = tonic::transport::Server::builder()
+                    .add_service(AuthorizationService(handlers.clone()))
+                    .add_service(HealthService(handlers));
+                Ok::<_, std::io::Error>(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })))
+            })
+        })?;
+        *self.running.lock().unwrap() = Some(Running { runtime, shutdown: Some(tx), done: Some(done) });
+        Ok(port)
+    }
+
+    /// Refuse new calls, let in-flight ones finish for up to ``grace`` seconds, then close.
+    fn stop(&self, py: Python<'_>, grace: f64) -> PyResult<()> {
+        let Some(mut running) = self.running.lock().unwrap().take() else {
+            return Ok(());
+        };
+        if let Some(tx) = running.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let done = running.done.take();
+        py.detach(|| {
+            if let Some(done) = done {
+                let _ = running.runtime.block_on(async { tokio::time::timeout(Duration::from_secs_f64(grace), done).await });
+            }
+            running.runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        Ok(())
+    }
+}
+
+/// Accepted connections with TCP_NODELAY: every answer is one small write Envoy waits for.
+fn async_stream_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok_nodelay()
+}
+
+trait NoDelay: Sized {
+    fn map_ok_nodelay(self) -> NoDelayStream<Self>;
+}
+
+impl<S> NoDelay for S {
+    fn map_ok_nodelay(self) -> NoDelayStream<S> {
+        NoDelayStream(self)
+    }
+}
+
+struct NoDelayStream<S>(S);
+
+impl<S> tokio_stream::Stream for NoDelayStream<S>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Unpin,
+{
+    type Item = std::io::Result<tokio::net::TcpStream>;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx).map(|item| {
+            item.map(|conn| {
+                conn.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            })
+        })
+    }
+}
+
+#[pymodule]
+fn aegis_grpc_front(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Server>()?;
+    Ok(())
+}
