@@ -23,6 +23,8 @@ from extauthz.approvals.override import refusal_decision
 from extauthz.approvals.service import ApprovalService, over_budget
 from extauthz.approvals.tokens import OVERRIDE_INVALID, OverrideClaims, OverrideRefused
 from extauthz.decision import Decision, Effect, Reason, placeholders, render_reason, with_shadow_default
+from extauthz.decision_cache import DEFAULT_ENTRIES as DEFAULT_CACHE_ENTRIES
+from extauthz.decision_cache import CacheStats, DecisionCache
 from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, DecisionLogError, EngineError, IdentityError
@@ -50,6 +52,8 @@ class ActivePolicy:
     calendars: Mapping[str, Mapping[str, Any]]
     loaded_at: float
     limits: PolicyLimits = field(default_factory=PolicyLimits)
+    # Identical calls share a decision (None: the engine's decisions cannot be cached).
+    decisions: DecisionCache | None = None
 
     @property
     def version(self) -> str:
@@ -57,17 +61,30 @@ class ActivePolicy:
 
 
 def activate(
-    bundle: Bundle, engine: str = "embedded", *, opa_url: str = "", opa_timeout_s: float = 0.0
+    bundle: Bundle,
+    engine: str = "embedded",
+    *,
+    opa_url: str = "",
+    opa_timeout_s: float = 0.0,
+    decision_cache_entries: int = DEFAULT_CACHE_ENTRIES,
+    decision_cache_stats: CacheStats | None = None,
 ) -> ActivePolicy:
     """Compile a bundle into an ActivePolicy (off the hot path; raises PolicyError)."""
     tools = [ToolSpec.from_data(name, data) for name, data in bundle.data["tools"].items()]
+    policy_engine = create_engine(bundle, engine, opa_url=opa_url or None, opa_timeout_s=opa_timeout_s or None)
+    calendars = bundle.data.get("calendars", {})
+    headers_read = policy_engine.headers_read
+    cache = None
+    if headers_read is not None and decision_cache_entries > 0:
+        cache = DecisionCache(headers_read, calendars, decision_cache_entries, decision_cache_stats)
     return ActivePolicy(
         bundle=bundle,
-        engine=create_engine(bundle, engine, opa_url=opa_url or None, opa_timeout_s=opa_timeout_s or None),
+        engine=policy_engine,
         catalogue=ToolCatalogue(tools),
-        calendars=bundle.data.get("calendars", {}),
+        calendars=calendars,
         loaded_at=time.time(),
         limits=PolicyLimits.from_bundle_data(bundle.data),
+        decisions=cache,
     )
 
 
@@ -205,7 +222,7 @@ class Authorizer:
             raise EngineError("no policy is loaded; see /readyz")
         call = policy.catalogue.call(tool, args)
         request = HttpRequest(method="", host="", path="", query="", headers=dict(headers))
-        decision = self._engine_decision(policy, identity, call, request)
+        decision = self._engine_decision(policy, identity, call, request, self._clock())
         log.info(
             "decision",
             extra={
@@ -243,12 +260,13 @@ class Authorizer:
         identity: AgentIdentity,
         call: ToolCall,
         request: HttpRequest,
+        now: float,
         override: OverrideClaims | None = None,
     ) -> Decision:
         """Input → engine → shadow defaults → rendered reasons."""
-        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
         facts = override.to_input() if override is not None else None
-        decision = policy.engine.evaluate(build_input(identity, call, request, policy.calendars, now, facts))
+        decision = policy.engine.evaluate(build_input(identity, call, request, policy.calendars, moment, facts))
         decision = with_shadow_default(decision, policy.bundle.data["tools"].get(call.name or ""))
         return _with_rendered_reasons(decision, call, request)
 
@@ -269,17 +287,26 @@ class Authorizer:
         # 3. Without a policy nothing is allowed (fail closed).
         if policy is None:
             raise EngineError("no policy is loaded; see /readyz")
-        # 4. Which tool, which arguments.
-        call = policy.catalogue.match(request)
-        trace.tool, trace.args = call.name, call.args
         now = self._clock()
+        # 4. Which tool, which arguments; and 6. below, the engine's decision: both reused
+        #    for a call identical to a recent one (extauthz/decision_cache.py).
+        cache = policy.decisions
+        cache_key = cache.key(identity, request, now) if cache is not None else None
+        cached = cache.get(cache_key) if cache is not None and cache_key is not None else None
+        call = cached.call if cached is not None else policy.catalogue.match(request)
+        trace.tool, trace.args = call.name, call.args
         charges: list[UsageCharge] = []
         try:
             # 5. A human approval's override token (x-aegis-override) is verified against this
             #    agent and this exact call before the engine runs (extauthz/approvals/override.py).
             override = self._verify_override(request, identity, call, now)
             # 6. The engine decides (verified override facts are part of its input).
-            decision = self._engine_decision(policy, identity, call, request, override)
+            if cached is not None:
+                decision = cached.decision
+            else:
+                decision = self._engine_decision(policy, identity, call, request, now, override)
+                if cache is not None and cache_key is not None:
+                    cache.put(cache_key, call, decision)
             # 7. Rate limits, then budgets (extauthz/limits/), for calls the policy lets through:
             #    allow, sanitize, or the approval this call carries a token for.  After the engine
             #    so denied and queued calls spend nothing; before the token is spent so a limited

@@ -46,6 +46,7 @@ DEFAULT_STORE_TIMEOUT_S = 0.25
 STORE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 DEFAULT_POLICY_POLL_S = 2.0
 DEFAULT_OPA_TIMEOUT_S = 0.5  # engine: opa; keep in step with extauthz.engine.opa
+DEFAULT_DECISION_CACHE = 512  # keep in step with extauthz.decision_cache.DEFAULT_ENTRIES
 POLICY_ENGINES = ("embedded", "native", "regopy", "opa")
 
 
@@ -111,6 +112,8 @@ class PolicyConfig:
     # Bundles (policy.bundle / bundle_url) must carry a valid OPA signature by this key.
     verification_key: Path | None = None
     verification_key_id: str = ""
+    # Decisions kept for identical calls, per policy version (0: none); native engine only.
+    decision_cache: int = DEFAULT_DECISION_CACHE
 
     @property
     def source(self) -> str:
@@ -326,7 +329,7 @@ class _Reader(Fields):
             raw,
             "policy",
             {"dir", "engine", "bundle", "bundle_url", "poll_interval", "opa_url", "opa_timeout"}
-            | {"verification_key", "verification_key_id"},
+            | {"verification_key", "verification_key_id", "decision_cache"},
         )
         directory = self.string(s, "policy.dir", "")
         bundle = self.string(s, "policy.bundle", "")
@@ -355,6 +358,7 @@ class _Reader(Fields):
             opa_timeout_s=self.duration(s, "policy.opa_timeout", DEFAULT_OPA_TIMEOUT_S),
             verification_key=self.verification_key(s, directory),
             verification_key_id=self.string(s, "policy.verification_key_id", ""),
+            decision_cache=self.count(s, "policy.decision_cache", DEFAULT_DECISION_CACHE),
         )
 
     def verification_key(self, s: Mapping[str, Any], directory: str) -> Path | None:

@@ -90,6 +90,12 @@ class Fields:
             raise self.fail(key, "a positive integer", value)
         return value
 
+    def count(self, s: Mapping[str, Any], key: str, default: int) -> int:
+        value = s.get(_name(key), default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(key, "a whole number, 0 or more", value)
+        return value
+
     def duration(self, s: Mapping[str, Any], key: str, default: float) -> float:
         value = s.get(_name(key), default)
         try:

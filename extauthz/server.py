@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import orjson
 import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -71,7 +72,11 @@ class JsonLogFormatter(logging.Formatter):
         entry.update(getattr(record, "aegis", {}))
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__  # the type only: messages may hold data
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        try:
+            # orjson: ~15x faster than json on a decision line, which every call writes.
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # orjson.JSONEncodeError, e.g. an int beyond 64 bits
+            return json.dumps(entry, separators=(",", ":"), default=str)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -162,7 +167,12 @@ def build_service(config: AegisConfig, *, freeze_heap: bool = False) -> Service:
         source_for(config.policy),
         metrics,
         engine=config.policy.engine,
-        engine_options={"opa_url": config.policy.opa_url, "opa_timeout_s": config.policy.opa_timeout_s},
+        engine_options={
+            "opa_url": config.policy.opa_url,
+            "opa_timeout_s": config.policy.opa_timeout_s,
+            "decision_cache_entries": config.policy.decision_cache,
+            "decision_cache_stats": metrics.decision_cache,
+        },
         interval_s=config.policy.poll_interval_s,
         freeze_heap=freeze_heap,
     )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from extauthz.decision_cache import CacheStats
 
 # Down to 50 µs: a decision is expected to take well under a millisecond.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -13,6 +19,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Shared by every policy version's decision cache; read at scrape time only.
+        self.decision_cache = CacheStats()
+        self.registry.register(DecisionCacheCollector(self.decision_cache))
         self.decisions = Counter(
             "aegis_decisions",
             "Decisions by outcome, tool and rule.",
@@ -122,4 +131,24 @@ class Metrics:
             "Decision-log entries not delivered over OTLP (the file has them), by reason (queue_full, export_failed).",
             ["reason"],
             registry=self.registry,
+        )
+
+
+class DecisionCacheCollector(Collector):
+    """The decision cache's counters, read when scraped (nothing added to a Check)."""
+
+    def __init__(self, stats: CacheStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "aegis_decision_cache_lookups",
+            "Decision-cache lookups by result (hit: the tool match and engine were skipped).",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], self._stats.hits)
+        lookups.add_metric(["miss"], self._stats.misses)
+        yield lookups
+        yield GaugeMetricFamily(
+            "aegis_decision_cache_entries", "Decisions cached for the active policy version.", value=self._stats.entries
         )

@@ -26,6 +26,14 @@ class PolicyEngine(Protocol):
     @property
     def policy_version(self) -> str: ...
 
+    @property
+    def headers_read(self) -> frozenset[str] | None:
+        """The request headers decisions depend on, when they depend on nothing else but
+        the agent, the tool call and which calendars are open (not the clock, not I/O):
+        then identical calls may share a decision (extauthz/decision_cache.py).  None when
+        the engine may read anything (Rego)."""
+        ...
+
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
         """Decide; raise ``EngineError`` if the engine cannot."""
         ...

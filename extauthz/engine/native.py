@@ -175,10 +175,23 @@ class NativeEngine:
             tool: tuple(CompiledRule(r, tuple(compile_condition(c) for c in r["when"])) for r in rules)
             for tool, rules in policy["rules_by_tool"].items()
         }
+        self._headers_read = frozenset(
+            operand["key"]
+            for rules in policy["rules_by_tool"].values()
+            for rule in rules
+            for condition in rule["when"]
+            for operand in (condition["subject"], condition.get("ref") or {})
+            if operand.get("kind") == "header"
+        )
 
     @property
     def policy_version(self) -> str:
         return self._bundle.revision
+
+    @property
+    def headers_read(self) -> frozenset[str]:
+        # Rules read only args, headers, agent fields, labels and calendars (_getter).
+        return self._headers_read
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
         try:

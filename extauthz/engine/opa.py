@@ -64,6 +64,10 @@ class OpaEngine:
         return self._bundle.revision
 
     @property
+    def headers_read(self) -> None:
+        return None  # Rego may read any input, the clock included: never cached
+
+    @property
     def bundle(self) -> Bundle:
         return self._bundle
 
