@@ -55,6 +55,9 @@ class Settings:
     duration_s: float
     warmup_s: float
     envoy_concurrency: int
+    # False: aegis.yaml sets policy.decision_cache 0, so every Check runs the tool match and
+    # the engine, as a stream of distinct calls would (the measured call repeats).
+    decision_cache: bool = True
 
 
 def plan() -> list[Scenario]:
@@ -159,7 +162,7 @@ def run_all(
     """
     with ProcessGroup(workdir) as group:
         progress("starting upstream, Envoy direct, the no-op Check and its Envoy, the Aegis service and its Envoy")
-        stack = start_bench_stack(group, workdir, settings.envoy_concurrency)
+        stack = start_bench_stack(group, workdir, settings.envoy_concurrency, decision_cache=settings.decision_cache)
         versions = {"envoy": _version([stack.envoy_binary, "--version"]), "wrk": _version([wrk_binary(), "-v"])}
         verify(stack)
         progress("verified: direct and floor 200, Aegis 200 (allowed), 403 (amount 900), 401 (no token)")
@@ -223,12 +226,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument("--duration", type=float, help="seconds per run (at most 10)")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads per Envoy (default 1)")
+    parser.add_argument(
+        "--no-decision-cache",
+        action="store_true",
+        help="policy.decision_cache: 0 (every Check decided afresh, as for distinct calls)",
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     if not 0 < duration <= DURATION_S:
         parser.error(f"--duration must be in (0, {DURATION_S:g}]")
     warmup = QUICK_WARMUP_S if args.quick else WARMUP_S
-    return args, Settings(duration_s=duration, warmup_s=warmup, envoy_concurrency=args.envoy_concurrency)
+    settings = Settings(duration, warmup, args.envoy_concurrency, decision_cache=not args.no_decision_cache)
+    return args, settings
 
 
 @contextmanager

@@ -65,11 +65,14 @@ def decision_log_to(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def in_process(workdir: Path, policy_dir: Path, *, freeze_heap: bool = False) -> Iterator[InProcess]:
+def in_process(
+    workdir: Path, policy_dir: Path, *, freeze_heap: bool = False, decision_cache: bool = True
+) -> Iterator[InProcess]:
     """The service on ``policy_dir`` (its own config, keys and SQLite store in ``workdir``);
-    ``freeze_heap`` as ``aegis serve`` does it (undone on exit)."""
+    ``freeze_heap`` as ``aegis serve`` does it (undone on exit); ``decision_cache`` False
+    decides every call afresh."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policy_dir)
+    config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policy_dir, decision_cache=decision_cache)
     with decision_log_to(workdir / "decisions.log"):
         service = build_service(config, freeze_heap=freeze_heap)
         try:

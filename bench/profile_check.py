@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=int, default=200)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--top", type=int, default=0, help="also print the top N functions by own time")
+    parser.add_argument(
+        "--no-decision-cache", action="store_true", help="decide every Check afresh (the call repeats, so it hits)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aegis-profile-") as tmp:
         policy_dir = write_policy_dir(Path(tmp) / "policy", args.rules)
-        with in_process(Path(tmp) / "service", policy_dir) as proc:
+        with in_process(Path(tmp) / "service", policy_dir, decision_cache=not args.no_decision_cache) as proc:
             request, check = proc.check_request(allowed_call()), proc.servicer.Check
             for _ in range(200):
                 check(request, None)
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             profiler = cProfile.Profile()
             profiler.runcall(lambda: [check(request, None) for _ in range(args.calls)])
     stats = pstats.Stats(profiler)
-    print(f"unprofiled mean: {mean_us:.1f} µs per Check ({args.rules} rules, {args.calls} calls)\n")
+    cache = "off" if args.no_decision_cache else "on: every Check after the first is a hit"
+    print(f"unprofiled mean: {mean_us:.1f} µs per Check ({args.rules} rules, {args.calls} calls)")
+    print(f"decision cache {cache}\n")
     rows = stage_times(stats, args.calls)
     whole = rows[0][1] or 1.0
     print("| stage | µs per Check (profiled) | share |\n|---|--:|--:|")

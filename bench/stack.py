@@ -80,10 +80,16 @@ class BenchStack:
 
 
 def write_aegis_config(
-    workdir: Path, upstream: str, *, policy_dir: Path = POLICIES, hosts: tuple[str, ...] = (TOOL_HOST,)
+    workdir: Path,
+    upstream: str,
+    *,
+    policy_dir: Path = POLICIES,
+    hosts: tuple[str, ...] = (TOOL_HOST,),
+    decision_cache: bool = True,
 ) -> AegisConfig:
     """An aegis.yaml on free loopback ports, with fresh dev keys and the repo's policies
-    (or ``policy_dir``); every host in ``hosts`` goes to the ``upstream`` address."""
+    (or ``policy_dir``); every host in ``hosts`` goes to the ``upstream`` address.
+    ``decision_cache`` False makes every call take the full path (as distinct calls do)."""
     generate_keypair(workdir / "keys" / "dev.pem", workdir / "keys" / "dev.pub.pem")
     raw: dict[str, Any] = {
         "envoy": {"listen": loopback(), "admin": loopback(), "access_log": str(workdir / "aegis-access.log")},
@@ -95,7 +101,7 @@ def write_aegis_config(
             "dev_signing_key": "keys/dev.pem",
             "max_lifetime": MAX_TOKEN_LIFETIME,
         },
-        "policy": {"dir": str(policy_dir)},
+        "policy": {"dir": str(policy_dir), **({} if decision_cache else {"decision_cache": 0})},
         "store": "sqlite:///aegis.db",
         "upstreams": {host: f"http://{upstream}" for host in hosts},
     }
@@ -208,14 +214,16 @@ def start_service(group: ProcessGroup, config: AegisConfig) -> None:
     wait_ready(child, f"http://{config.service.http}/readyz", lambda r: r.status_code == 200)
 
 
-def start_bench_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) -> BenchStack:
+def start_bench_stack(
+    group: ProcessGroup, workdir: Path, envoy_concurrency: int, *, decision_cache: bool = True
+) -> BenchStack:
     """Start upstream, direct Envoy, the Aegis service and its Envoy, the no-op Check and its
     Envoy, each once ready.
 
     The processes belong to ``group``, which stops them when its own ``with`` block ends.
     """
     upstream = Target("upstream", loopback(), loopback())
-    config = write_aegis_config(workdir, upstream.listen)
+    config = write_aegis_config(workdir, upstream.listen, decision_cache=decision_cache)
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
     floor = Target("floor", loopback(), loopback())
