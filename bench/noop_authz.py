@@ -4,8 +4,9 @@
 answering OK to every request, on the server Aegis's Check runs on (the compiled gRPC front,
 or sync grpcio with the same worker pool when that is disabled; gRPC health for Envoy's
 active check); with ``EXT_PROC_ADDR`` also
-``ExternalProcessor/Process`` on grpc.aio in its own thread, as Aegis serves it, asking for
-both bodies and changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway`` measure them
+``ExternalProcessor/Process`` as Aegis serves it (on the compiled front, through the gate the
+Check server shares, or on grpc.aio in its own thread), asking for both bodies and changing
+nothing.  ``bench.gateway`` and ``bench.dlp_gateway`` measure them
 behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added latency
 splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
 """
@@ -27,7 +28,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz import grpc_front
-from extauthz.server import AUTHZ_SERVICE, GRPC_WORKERS, HEALTH_SERVICE
+from extauthz.server import AUTHZ_SERVICE, EXT_PROC_SERVICE, GRPC_WORKERS, HEALTH_SERVICE
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 _MODE = processing_mode_pb2.ProcessingMode
@@ -44,28 +45,37 @@ class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         return _OK
 
 
+def pass_everything(request: proc_pb.ProcessingRequest) -> tuple[list[proc_pb.ProcessingResponse], bool]:
+    """Every phase Aegis's redaction asks for, answered with "no change"; done after the
+    response body, as Aegis closes the stream."""
+    kind = request.WhichOneof("request")
+    if kind == "request_headers":
+        return [
+            proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse(), mode_override=_BOTH_BODIES)
+        ], False
+    if kind == "request_body":
+        return [proc_pb.ProcessingResponse(request_body=proc_pb.BodyResponse())], False
+    if kind == "response_headers":
+        return [proc_pb.ProcessingResponse(response_headers=proc_pb.HeadersResponse())], False
+    if kind == "response_body":
+        return [proc_pb.ProcessingResponse(response_body=proc_pb.BodyResponse())], True
+    if kind == "request_trailers":
+        return [proc_pb.ProcessingResponse(request_trailers=proc_pb.TrailersResponse())], False
+    return [proc_pb.ProcessingResponse(response_trailers=proc_pb.TrailersResponse())], False
+
+
 class PassEverything(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    """Every phase Aegis's redaction asks for, answered with "no change"; closed after the
-    response body, as Aegis closes it."""
+    """``pass_everything`` on grpc.aio."""
 
     async def Process(
         self, requests: AsyncIterator[proc_pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[proc_pb.ProcessingResponse]:
         async for request in requests:
-            kind = request.WhichOneof("request")
-            if kind == "request_headers":
-                yield proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse(), mode_override=_BOTH_BODIES)
-            elif kind == "request_body":
-                yield proc_pb.ProcessingResponse(request_body=proc_pb.BodyResponse())
-            elif kind == "response_headers":
-                yield proc_pb.ProcessingResponse(response_headers=proc_pb.HeadersResponse())
-            elif kind == "response_body":
-                yield proc_pb.ProcessingResponse(response_body=proc_pb.BodyResponse())
+            responses, done = pass_everything(request)
+            for response in responses:
+                yield response
+            if done:
                 return
-            elif kind == "request_trailers":
-                yield proc_pb.ProcessingResponse(request_trailers=proc_pb.TrailersResponse())
-            else:
-                yield proc_pb.ProcessingResponse(response_trailers=proc_pb.TrailersResponse())
 
 
 async def _serve_ext_proc(address: str) -> None:
@@ -77,25 +87,40 @@ async def _serve_ext_proc(address: str) -> None:
     await server.wait_for_termination()
 
 
-def serve(address: str) -> None:
+def serve(address: str, ext_proc: str | None) -> None:
     if grpc_front.available():
-        serve_front(address)
-    else:
-        serve_grpcio(address)
+        serve_front(address, ext_proc)
+        return
+    if ext_proc is not None:
+        threading.Thread(
+            target=lambda: asyncio.run(_serve_ext_proc(ext_proc)), name="noop-ext-proc", daemon=True
+        ).start()
+    serve_grpcio(address)
 
 
-def serve_front(address: str) -> None:
+def serve_front(address: str, ext_proc: str | None) -> None:
+    gate = grpc_front.PythonGate(1)
     health_servicer = health.HealthServicer()
-    methods = {
-        grpc_front.method_path(AUTHZ_SERVICE, "Check"): grpc_front.unary_handler(
-            AllowEverything().Check, external_auth_pb2.CheckRequest.FromString, "Check"
-        ),
+    health_check = {
         grpc_front.method_path(HEALTH_SERVICE, "Check"): grpc_front.unary_handler(
             health_servicer.Check, health_pb2.HealthCheckRequest.FromString, "Health/Check"
-        ),
+        )
     }
-    server = grpc_front.FrontServer(address, methods)
-    server.start()
+    check = grpc_front.unary_handler(AllowEverything().Check, external_auth_pb2.CheckRequest.FromString, "Check")
+    # Kept referenced: a FrontServer that is garbage collected stops serving.
+    servers = [
+        grpc_front.FrontServer(
+            address, {grpc_front.method_path(AUTHZ_SERVICE, "Check"): check, **health_check}, gate=gate
+        )
+    ]
+    if ext_proc is not None:
+        process = grpc_front.stream_handler(
+            lambda context: pass_everything, proc_pb.ProcessingRequest.FromString, "Process"
+        )
+        streams = {grpc_front.method_path(EXT_PROC_SERVICE, "Process"): process}
+        servers.append(grpc_front.FrontServer(ext_proc, health_check, streams=streams, gate=gate))
+    for server in servers:
+        server.start()
     for service in ("", AUTHZ_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     threading.Event().wait()
@@ -120,9 +145,4 @@ def serve_grpcio(address: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         raise SystemExit("usage: python -m bench.noop_authz CHECK_HOST:PORT [EXT_PROC_HOST:PORT]")
-    if len(sys.argv) == 3:
-        ext_proc = sys.argv[2]
-        threading.Thread(
-            target=lambda: asyncio.run(_serve_ext_proc(ext_proc)), name="noop-ext-proc", daemon=True
-        ).start()
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None)

@@ -21,7 +21,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -76,8 +76,18 @@ class Watchers:
             return all(count >= threshold for count in counts.values())
 
 
+class RotatingHealth(Protocol):
+    """A server's health service, as the drain sees it."""
+
+    watchers: Watchers
+
+    def leave_rotation(self) -> None:
+        """Answer NOT_SERVING from now on."""
+
+
 class CountingHealth(health.HealthServicer):  # type: ignore[misc]  # grpc_health is untyped
-    """grpc.health.v1 for the synchronous server, telling ``watchers`` who asked and what it got."""
+    """grpc.health.v1 for a server calling handlers synchronously (grpcio's or the compiled
+    front), telling ``watchers`` who asked and what it got."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,13 +98,17 @@ class CountingHealth(health.HealthServicer):  # type: ignore[misc]  # grpc_healt
         self.watchers.saw(context.peer(), response.status == _NOT_SERVING)
         return response
 
+    def leave_rotation(self) -> None:
+        self.enter_graceful_shutdown()
+
 
 class CountingAioHealth(health.aio.HealthServicer):  # type: ignore[misc]
-    """grpc.health.v1 for the grpc.aio (ext_proc) server, telling ``watchers`` the same."""
+    """grpc.health.v1 for a grpc.aio server running on ``loop``, telling ``watchers`` the same."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.watchers = Watchers()
+        self._loop = loop
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         response = await super().Check(request, context)
@@ -102,26 +116,27 @@ class CountingAioHealth(health.aio.HealthServicer):  # type: ignore[misc]
             self.watchers.saw(context.peer(), response.status == _NOT_SERVING)
         return response
 
-    def leave_rotation(self, loop: asyncio.AbstractEventLoop) -> None:
+    def leave_rotation(self) -> None:
         """NOT_SERVING from now on (run on the server's own event loop)."""
-        asyncio.run_coroutine_threadsafe(self.enter_graceful_shutdown(), loop).result(timeout=5)
+        asyncio.run_coroutine_threadsafe(self.enter_graceful_shutdown(), self._loop).result(timeout=5)
 
 
-def drain(check_health: CountingHealth, proc_health: CountingAioHealth, loop: asyncio.AbstractEventLoop) -> float:
-    """Steps 1-2 of the module docstring; returns the seconds spent waiting for Envoy."""
+def drain(*healths: RotatingHealth) -> float:
+    """Steps 1-2 of the module docstring for the servers of ``healths`` (Check's and
+    ext_proc's); returns the seconds spent waiting for Envoy."""
     started = time.monotonic()
-    servers = (check_health.watchers, proc_health.watchers)
+    servers = [rotating.watchers for rotating in healths]
     for watchers in servers:
         watchers.start_drain()
-    check_health.enter_graceful_shutdown()
-    proc_health.leave_rotation(loop)
+    for rotating in healths:
+        rotating.leave_rotation()
     deadline = started + DRAIN_MAX_S
     while time.monotonic() < deadline:
         states = [watchers.left() for watchers in servers]
         if True in states and False not in states:  # a server nobody checks (None) has no one to wait for
             time.sleep(0.1)  # Envoy acts on the answer it just read
             break
-        if states == [None, None] and time.monotonic() - started > UNWATCHED_S:
+        if all(state is None for state in states) and time.monotonic() - started > UNWATCHED_S:
             break
         time.sleep(0.05)
     return time.monotonic() - started

@@ -1,9 +1,10 @@
 """The ext_proc adapter: ``ProcessingRequest`` stream ↔ ``redactor.Exchange``.  The only code
 that imports the ext_proc protobufs; redaction itself lives in ``redactor`` and ``dlp``.
 
-Served by grpc.aio (bidirectional streams hold no thread while the upstream answers).
-Calls with nothing to redact skip every body phase with a ``mode_override`` answered to the
-request headers, so they cost one message round trip.
+Served by the compiled gRPC front (``extauthz.grpc_front``: a stream holds no thread while
+the upstream answers, and each message is answered on the runtime thread that read it), or
+by grpc.aio when the front is not built.  Calls with nothing to redact skip every body phase
+with a ``mode_override`` answered to the request headers, so they cost one message round trip.
 """
 
 from __future__ import annotations
@@ -94,8 +95,119 @@ def counts_metadata(counts: Mapping[str, int], over_limit: Sequence[str] = ()) -
     return struct
 
 
+# One message's answers, and whether the stream is done: the processor then closes it
+# itself, cleanly (Envoy goes on without it), rather than waiting for Envoy to reset it.
+# grpc.aio leaks native memory per server stream the client cancels or resets
+# (grpc/grpc#43360; measured here: +14.6 MB in a 10-minute soak, flat after closing
+# early).  Envoy's own side must not reset either: envoyconfig.filters.EXT_PROC_GRACEFUL_CLOSE.
+Step = tuple[list[pb.ProcessingResponse], bool]
+
+
+class ProcessStream:
+    """One ``Process`` stream: Envoy's messages in, in order; each answered synchronously.
+
+    Transport-neutral: the compiled gRPC front calls ``answer`` on its runtime thread, the
+    grpc.aio servicer from its event loop (in a worker thread when ``blocks_on`` says the
+    answer waits on the usage store).
+    """
+
+    def __init__(self, processor: ExternalProcessorServicer, grpc_metadata: Sequence[tuple[str, str]]) -> None:
+        self._processor = processor
+        self._grpc_metadata = grpc_metadata
+        self._exchange: Exchange | None = None
+        self._request_content_type = ""
+
+    def blocks_on(self, request: pb.ProcessingRequest) -> bool:
+        """Whether answering ``request`` makes a store round trip (response token usage)."""
+        exchange = self._exchange
+        return (
+            request.HasField("response_body")
+            and exchange is not None
+            and not exchange.streams_response
+            and bool(exchange.usage)
+            and self._processor.records_usage
+        )
+
+    def answer(self, request: pb.ProcessingRequest) -> Step:
+        kind = request.WhichOneof("request")
+        exchange = self._exchange
+        if kind == "request_headers":
+            return self._request_headers(request)
+        if kind == "request_body" and exchange is not None:
+            return self._request_body(exchange, request.request_body.body)
+        if kind == "response_headers":
+            return self._response_headers(exchange, request.response_headers)
+        if kind == "response_body" and exchange is not None and exchange.streams_response:
+            return self._response_chunk(exchange, request.response_body)
+        if kind == "response_body" and exchange is not None:
+            return self._response_body(exchange, request.response_body.body)
+        return [_continue(kind)], False
+
+    def _request_headers(self, request: pb.ProcessingRequest) -> Step:
+        processor = self._processor
+        exchange = self._exchange = Exchange.from_metadata(processor.settings, authz_metadata(request))
+        if exchange.refusal is not None:
+            processor.metrics.redaction_refusals.labels(exchange.refusal[1], exchange.tool).inc()
+            return [refusal_response(*exchange.refusal)], True
+        headers = header_map(request.request_headers)
+        exchange.trace_headers = trace_carrier(self._grpc_metadata, headers)
+        self._request_content_type = headers.get("content-type", "")
+        mode = _mode_for(exchange)
+        return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=mode)], mode is _SKIP_ALL
+
+    def _request_body(self, exchange: Exchange, body: bytes) -> Step:
+        outcome = exchange.redact_request(body, self._request_content_type)
+        self._processor.count(exchange, outcome, "request")
+        if outcome.refusal:
+            return [refusal_response(*outcome.refusal)], True
+        answer = pb.ProcessingResponse(
+            request_body=pb.BodyResponse(response=body_response(outcome)),
+            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit)
+            if outcome.passed_over_limit
+            else None,
+        )
+        return [answer], not exchange.wants_response
+
+    def _response_headers(self, exchange: Exchange | None, headers: pb.HttpHeaders) -> Step:
+        if exchange is None:
+            # A response without request headers (not sent by the configured mode): nothing to redact.
+            answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY)
+            return [answer], True
+        exchange.note_response_headers(header_map(headers))
+        mode = _STREAM_RESPONSE_BODY if exchange.streams_response else None
+        if not exchange.reads_response_body:
+            mode = _SKIP_RESPONSE_BODY
+        answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
+        return [answer], mode is _SKIP_RESPONSE_BODY
+
+    def _response_chunk(self, exchange: Exchange, body: pb.HttpBody) -> Step:
+        outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
+        self._processor.count(exchange, outcome, "response")
+        if outcome.refusal:
+            return [refusal_response(*outcome.refusal)], True
+        mutation = pb.CommonResponse(body_mutation=pb.BodyMutation(body=outcome.body or b""))
+        answer = pb.ProcessingResponse(
+            response_body=pb.BodyResponse(response=mutation),
+            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
+        )
+        return [answer], body.end_of_stream
+
+    def _response_body(self, exchange: Exchange, body: bytes) -> Step:
+        self._processor.record_usage(exchange, body)
+        outcome = exchange.redact_response(body)
+        self._processor.count(exchange, outcome, "response")
+        if outcome.refusal:
+            return [refusal_response(*outcome.refusal)], True
+        answer = pb.ProcessingResponse(
+            response_body=pb.BodyResponse(response=body_response(outcome)),
+            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
+        )
+        return [answer], True
+
+
 class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction."""
+    """``envoy.service.ext_proc.v3.ExternalProcessor/Process`` for DLP redaction: the
+    service-wide parts; each stream's state is a ``ProcessStream`` (``open_stream``)."""
 
     def __init__(
         self,
@@ -105,111 +217,50 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
         *,
         usage: Callable[[Sequence[UsageCharge], Mapping[str, int]], None] | None = None,
     ) -> None:
-        self._settings = settings
-        self._metrics = metrics
+        self.settings = settings
+        self.metrics = metrics
         self._tracing = tracing
         self._usage = usage  # adds response token usage to cost budgets (a blocking store call)
 
-    async def _record_usage(self, exchange: Exchange, body: bytes) -> None:
+    def open_stream(self, grpc_metadata: Sequence[tuple[str, str]]) -> ProcessStream:
+        return ProcessStream(self, grpc_metadata)
+
+    @property
+    def records_usage(self) -> bool:
+        return self._usage is not None
+
+    def record_usage(self, exchange: Exchange, body: bytes) -> None:
         """Cost budgets priced by the response: its token usage x the budget's prices."""
         if not exchange.usage or self._usage is None:
             return
         tokens = usage_tokens(body, exchange.response_encoding)
         if tokens:
-            await asyncio.to_thread(self._usage, exchange.usage, tokens)
+            self._usage(exchange.usage, tokens)
 
-    def _count(self, exchange: Exchange, outcome: BodyOutcome, phase: str) -> None:
+    def count(self, exchange: Exchange, outcome: BodyOutcome, phase: str) -> None:
         if outcome.passed_over_limit:
-            self._metrics.redaction_over_limit_passed.labels(phase, exchange.tool).inc()
+            self.metrics.redaction_over_limit_passed.labels(phase, exchange.tool).inc()
         if outcome.counts:
             self._tracing.redaction_span(exchange.trace_headers, exchange.tool, outcome.counts, phase)
         for detector, count in outcome.counts.items():
-            self._metrics.redactions.labels(detector, exchange.tool).inc(count)
+            self.metrics.redactions.labels(detector, exchange.tool).inc(count)
         if outcome.refusal:
-            self._metrics.redaction_refusals.labels(outcome.refusal[1], exchange.tool).inc()
+            self.metrics.redaction_refusals.labels(outcome.refusal[1], exchange.tool).inc()
 
     async def Process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        # _close_early: once the exchange needs nothing more, the stream is closed here, cleanly
-        # (Envoy then goes on without us), rather than waiting for Envoy to reset it: grpc.aio
-        # leaks native memory per server stream the client cancels or resets (grpc/grpc#43360;
-        # measured here: +14.6 MB in a 10-minute soak, flat after this change).  Envoy's own
-        # side must not reset either: envoyconfig.filters.EXT_PROC_GRACEFUL_CLOSE.
-        exchange: Exchange | None = None
-        request_content_type = ""
+        """The grpc.aio transport (when the compiled front is not built)."""
+        stream = self.open_stream(context.invocation_metadata() or ())
         async for request in requests:
-            kind = request.WhichOneof("request")
-            if kind == "request_headers":
-                exchange = Exchange.from_metadata(self._settings, authz_metadata(request))
-                if exchange.refusal is not None:
-                    self._metrics.redaction_refusals.labels(exchange.refusal[1], exchange.tool).inc()
-                    yield refusal_response(*exchange.refusal)
-                    return
-                headers = header_map(request.request_headers)
-                exchange.trace_headers = trace_carrier(context.invocation_metadata(), headers)
-                request_content_type = headers.get("content-type", "")
-                mode = _mode_for(exchange)
-                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=mode)
-                if mode is _SKIP_ALL:
-                    return  # nothing more to do: close the stream ourselves (see _close_early)
-            elif kind == "request_body" and exchange is not None:
-                outcome = exchange.redact_request(request.request_body.body, request_content_type)
-                self._count(exchange, outcome, "request")
-                if outcome.refusal:
-                    yield refusal_response(*outcome.refusal)
-                    return
-                yield pb.ProcessingResponse(
-                    request_body=pb.BodyResponse(response=body_response(outcome)),
-                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit)
-                    if outcome.passed_over_limit
-                    else None,
-                )
-                if not exchange.wants_response:
-                    return
-            elif kind == "response_headers":
-                if exchange is None:
-                    # A response without request headers (not sent by the configured mode): nothing to redact.
-                    yield pb.ProcessingResponse(
-                        response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY
-                    )
-                    return
-                exchange.note_response_headers(header_map(request.response_headers))
-                streamed = exchange.streams_response
-                mode = _STREAM_RESPONSE_BODY if streamed else None
-                if not exchange.reads_response_body:
-                    mode = _SKIP_RESPONSE_BODY
-                yield pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
-                if mode is _SKIP_RESPONSE_BODY:
-                    return
-            elif kind == "response_body" and exchange is not None and exchange.streams_response:
-                body = request.response_body
-                outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
-                self._count(exchange, outcome, "response")
-                if outcome.refusal:
-                    yield refusal_response(*outcome.refusal)
-                    return
-                mutation = pb.CommonResponse(body_mutation=pb.BodyMutation(body=outcome.body or b""))
-                yield pb.ProcessingResponse(
-                    response_body=pb.BodyResponse(response=mutation),
-                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
-                )
-                if body.end_of_stream:
-                    return
-            elif kind == "response_body" and exchange is not None:
-                await self._record_usage(exchange, request.response_body.body)
-                outcome = exchange.redact_response(request.response_body.body)
-                self._count(exchange, outcome, "response")
-                if outcome.refusal:
-                    yield refusal_response(*outcome.refusal)
-                    return
-                yield pb.ProcessingResponse(
-                    response_body=pb.BodyResponse(response=body_response(outcome)),
-                    dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
-                )
-                return
+            if stream.blocks_on(request):
+                responses, done = await asyncio.to_thread(stream.answer, request)
             else:
-                yield _continue(kind)
+                responses, done = stream.answer(request)
+            for response in responses:
+                yield response
+            if done:
+                return  # see Step: close the stream ourselves
 
 
 def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode:

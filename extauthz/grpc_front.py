@@ -1,13 +1,16 @@
-"""The Check server's transport: HTTP/2 and gRPC framing compiled, every handler in Python.
+"""The gRPC servers' transport: HTTP/2 and gRPC framing compiled, every handler in Python.
 
 ``aegis_grpc_front`` (the Rust crate in ``extauthz/native``, tonic on a small Tokio runtime)
 accepts Envoy's connections and hands each request message, as bytes, to a Python handler on
-the runtime thread that read it.  grpcio's synchronous server instead polls its completion
-queue from a Python thread and wakes a pool worker per call; on this workload that hand-off
-cost more than Aegis's decision (docs/performance.md, "The gRPC transport").  The handlers
-are the same servicers grpcio serves: ``unary_handler`` adapts them.
+the runtime thread that read it: Check's unary calls, and each message of ext_proc's
+bidirectional ``Process`` streams (one Python session per stream).  grpcio's synchronous
+server instead polls its completion queue from a Python thread and wakes a pool worker per
+call; on this workload that hand-off cost more than Aegis's decision (docs/performance.md,
+"The gRPC transport").  The handlers are the same servicers grpcio serves: ``unary_handler``
+and ``stream_handler`` adapt them.
 
-``AEGIS_GRPC_FRONT=0`` (or a build without the extension) serves Check on grpcio instead.
+``AEGIS_GRPC_FRONT=0`` (or a build without the extension) serves Check on grpcio and ext_proc
+on grpc.aio instead.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ log = logging.getLogger("aegis.grpc")
 Request = TypeVar("Request")
 # The compiled server's handler: (message, metadata, peer) -> response bytes or (code, details).
 RawHandler = Callable[[bytes, Sequence[tuple[str, str]], str], "bytes | tuple[int, str]"]
+# A stream's session: message -> (answers, done) or (code, details).
+RawSession = Callable[[bytes], "tuple[list[bytes], bool] | tuple[int, str]"]
+# Opens one stream: (metadata, peer) -> its session, or (code, details) to refuse it.
+RawStreamOpener = Callable[[Sequence[tuple[str, str]], str], "RawSession | tuple[int, str]"]
 FRONT_WORKERS = 4  # runtime threads: one per handler that may wait on I/O with the GIL released
 
 
@@ -104,6 +111,41 @@ def unary_handler(
     return handle
 
 
+def stream_handler(
+    open_stream: Callable[[CallContext], Callable[[Request], tuple[Sequence[SerializableMessage], bool]]],
+    parse: Callable[[bytes], Request],
+    name: str,
+) -> RawStreamOpener:
+    """A bidirectional stream for the compiled server: ``open_stream(context)`` once per
+    stream gives ``answer(request) -> (responses, done)``, called for each inbound message in
+    order; ``done`` ends the stream with OK.  Failures answer as ``unary_handler``'s do."""
+
+    def failed(exc: Exception) -> tuple[int, str]:  # a bug: the type is logged, never the text
+        log.error("gRPC handler failed", extra={"aegis": {"method": name, "error": type(exc).__name__}})
+        return _status(grpc.StatusCode.UNKNOWN, f"aegis: {name} failed")
+
+    def open_session(metadata: Sequence[tuple[str, str]], peer: str) -> RawSession | tuple[int, str]:
+        try:
+            answer = open_stream(CallContext(metadata, peer))
+        except Exception as exc:
+            return failed(exc)
+
+        def session(message: bytes) -> tuple[list[bytes], bool] | tuple[int, str]:
+            try:
+                request = parse(message)
+            except DecodeError:
+                return _status(grpc.StatusCode.INTERNAL, f"aegis: {name}: the request is not a valid message")
+            try:
+                responses, done = answer(request)
+            except Exception as exc:
+                return failed(exc)
+            return [response.SerializeToString() for response in responses], done
+
+        return session
+
+    return open_session
+
+
 def available() -> bool:
     """Whether Check is served by the compiled front (not disabled, extension built)."""
     if os.environ.get("AEGIS_GRPC_FRONT", "1") == "0":
@@ -115,17 +157,37 @@ def available() -> bool:
     return True
 
 
+class PythonGate:
+    """How many handler calls may be inside Python at once, shared by the servers given it:
+    the Check and ext_proc servers of one process share one GIL (see ``python_concurrency``)."""
+
+    def __init__(self, concurrency: int) -> None:
+        import aegis_grpc_front
+
+        self.native = aegis_grpc_front.Gate(concurrency)
+
+
 class FrontServer:
-    """The compiled gRPC server on ``address``, serving ``methods`` (full method path → handler)."""
+    """The compiled gRPC server on ``address``, serving ``methods`` (full method path → unary
+    handler) and ``streams`` (full method path → stream opener)."""
 
     transport = "native"
 
     def __init__(
-        self, address: str, methods: Mapping[str, RawHandler], *, workers: int = FRONT_WORKERS, concurrency: int = 1
+        self,
+        address: str,
+        methods: Mapping[str, RawHandler],
+        *,
+        streams: Mapping[str, RawStreamOpener] | None = None,
+        workers: int = FRONT_WORKERS,
+        concurrency: int = 1,
+        gate: PythonGate | None = None,
     ) -> None:
         import aegis_grpc_front
 
-        self._server = aegis_grpc_front.Server(address, dict(methods), workers, concurrency)
+        self._server = aegis_grpc_front.Server(
+            address, dict(methods), dict(streams or {}), workers, concurrency, gate.native if gate else None
+        )
 
     def start(self) -> int:
         """Bind and serve; the bound port.  OSError when the address cannot be bound."""
@@ -158,7 +220,9 @@ __all__ = [
     "FrontServer",
     "GrpcioServer",
     "HandlerAborted",
+    "PythonGate",
     "available",
     "method_path",
+    "stream_handler",
     "unary_handler",
 ]

@@ -1,8 +1,9 @@
 """``aegis serve``: the gRPC service (ext_authz Check, gRPC health) and the HTTP API.
 
-Check is served by the compiled gRPC front (``extauthz.grpc_front``) when built, else by
-grpcio's synchronous server (measured ~1.6x cheaper per unary Check than grpc.aio);
-ext_proc by grpc.aio in its own thread.  The HTTP API (Starlette under uvicorn) runs in a
+Check and ext_proc are served by the compiled gRPC front (``extauthz.grpc_front``) when built,
+one server each, sharing one gate into Python; else Check by grpcio's synchronous server
+(measured ~1.6x cheaper per unary Check than grpc.aio) and ext_proc by grpc.aio in its own
+thread.  The HTTP API (Starlette under uvicorn) runs in a
 thread beside them.  Decision logic never depends on these choices (see ``authorizer``).
 """
 
@@ -34,11 +35,11 @@ from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig
 from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
-from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
+from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, RotatingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
-from extauthz.grpc_front import FrontServer, GrpcioServer
+from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, Notify, UsageRecorder, webhook_notify
@@ -51,12 +52,13 @@ from extauthz.telemetry import Metrics
 from extauthz.tracing import Tracing, trace_carrier
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc  # isort: skip
+from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc  # isort: skip
 
 log = logging.getLogger("aegis.server")
 GRPC_WORKERS = 16
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 HEALTH_SERVICE = "grpc.health.v1.Health"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -218,9 +220,21 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
 CheckServer = FrontServer | GrpcioServer
 
 
-def start_grpc(service: Service) -> tuple[CheckServer, CountingHealth]:
+def python_gate(service: Service) -> PythonGate | None:
+    """The gate the Check and ext_proc servers share into Python (None without the front)."""
+    if not grpc_front.available():
+        return None
+    return PythonGate(grpc_front.python_concurrency(check_waits_on_network(service.config)))
+
+
+def health_handler(health_servicer: CountingHealth) -> grpc_front.RawHandler:
+    return grpc_front.unary_handler(health_servicer.Check, health_pb2.HealthCheckRequest.FromString, "Health/Check")
+
+
+def start_grpc(service: Service, gate: PythonGate | None = None) -> tuple[CheckServer, CountingHealth]:
     """Start the gRPC server (Check + health) on ``service.grpc``: the compiled front when
-    built (``extauthz.grpc_front``), grpcio's synchronous server otherwise."""
+    built (``extauthz.grpc_front``; through ``gate`` when given), grpcio's synchronous
+    server otherwise."""
     servicer = MeasuredAuthorizationServicer(service)
     health_servicer = CountingHealth()  # counts the NOT_SERVING answers Envoy gets while draining
     address = service.config.service.grpc
@@ -232,11 +246,10 @@ def start_grpc(service: Service) -> tuple[CheckServer, CountingHealth]:
                 grpc_front.method_path(AUTHZ_SERVICE, "Check"): grpc_front.unary_handler(
                     servicer.Check, external_auth_pb2.CheckRequest.FromString, "Check"
                 ),
-                grpc_front.method_path(HEALTH_SERVICE, "Check"): grpc_front.unary_handler(
-                    health_servicer.Check, health_pb2.HealthCheckRequest.FromString, "Health/Check"
-                ),
+                grpc_front.method_path(HEALTH_SERVICE, "Check"): health_handler(health_servicer),
             },
             concurrency=grpc_front.python_concurrency(check_waits_on_network(service.config)),
+            gate=gate,
         )
         try:
             server.start()
@@ -275,14 +288,57 @@ def start_grpcio(
     return server
 
 
-class ExtProcServer:
-    """ext_proc on grpc.aio, in its own thread and event loop beside the sync Check server."""
+def ext_proc_servicer(service: Service) -> ExternalProcessorServicer:
+    settings = redaction_settings(service.config)
+    usage = UsageRecorder(service.store, service.authorizer.limits_warner, service.metrics)
+    return ExternalProcessorServicer(settings, service.metrics, service.tracing, usage=usage)
+
+
+class ExtProcFront:
+    """ext_proc (+ gRPC health) on the compiled front: each stream's messages are answered on
+    the runtime thread that read them, through the gate it shares with Check."""
+
+    transport = "native"
+
+    def __init__(self, service: Service, gate: PythonGate | None) -> None:
+        self._address = service.config.service.ext_proc
+        self.health = CountingHealth()
+        servicer = ext_proc_servicer(service)
+        self._server = FrontServer(
+            self._address,
+            {grpc_front.method_path(HEALTH_SERVICE, "Check"): health_handler(self.health)},
+            streams={
+                grpc_front.method_path(EXT_PROC_SERVICE, "Process"): grpc_front.stream_handler(
+                    lambda context: servicer.open_stream(context.invocation_metadata()).answer,
+                    external_processor_pb2.ProcessingRequest.FromString,
+                    "Process",
+                )
+            },
+            concurrency=grpc_front.python_concurrency(check_waits_on_network(service.config)),
+            gate=gate,
+        )
+
+    def start(self) -> None:
+        try:
+            self._server.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self._address} (ext_proc): {exc.strerror or exc}") from exc
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float) -> None:
+        self._server.stop(grace)
+
+
+class ExtProcAio:
+    """ext_proc on grpc.aio, in its own thread and event loop (when the front is not built)."""
+
+    transport = "grpc.aio"
 
     def __init__(self, service: Service) -> None:
         self._service = service
         self._loop = asyncio.new_event_loop()
         self._server: grpc.aio.Server | None = None
-        self.health = CountingAioHealth()
+        self.health = CountingAioHealth(self._loop)
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="aegis-ext-proc", daemon=True)
@@ -308,11 +364,7 @@ class ExtProcServer:
     async def _serve(self) -> None:
         address = self._service.config.service.ext_proc
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        settings = redaction_settings(self._service.config)
-        service = self._service
-        usage = UsageRecorder(service.store, service.authorizer.limits_warner, service.metrics)
-        servicer = ExternalProcessorServicer(settings, service.metrics, service.tracing, usage=usage)
-        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ext_proc_servicer(self._service), server)
         health_servicer = self.health
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
@@ -326,10 +378,6 @@ class ExtProcServer:
         self._server = server
         self._started.set()
 
-    def drain(self, check_health: CountingHealth) -> float:
-        """Leave Envoy's balancing on both servers (extauthz/drain.py); seconds it took."""
-        return drain(check_health, self.health, self._loop)
-
     def stop(self, grace: float) -> None:
         if self._server is None:
             return
@@ -337,6 +385,16 @@ class ExtProcServer:
         future.result(timeout=grace + 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+ExtProcServer = ExtProcFront | ExtProcAio
+
+
+def start_ext_proc(service: Service, gate: PythonGate | None = None) -> ExtProcServer:
+    """Start the ext_proc server (+ gRPC health) on ``service.ext_proc``."""
+    server: ExtProcServer = ExtProcFront(service, gate) if grpc_front.available() else ExtProcAio(service)
+    server.start()
+    return server
 
 
 def redaction_settings(config: AegisConfig) -> RedactionSettings:
@@ -384,9 +442,9 @@ def serve(config: AegisConfig) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
     dlp_engine = dlp.ENGINE  # builds the compiled DLP core now, not on the first redacted call
     service = build_service(config, freeze_heap=True)
-    grpc_server, grpc_health = start_grpc(service)
-    ext_proc = ExtProcServer(service)
-    ext_proc.start()
+    gate = python_gate(service)
+    grpc_server, grpc_health = start_grpc(service, gate)
+    ext_proc = start_ext_proc(service, gate)
     http_server, http_thread = start_http(service)
     service.reloader.start()
     policy = service.authorizer.policy
@@ -400,6 +458,7 @@ def serve(config: AegisConfig) -> int:
                 "policy_version": policy.version if policy else None,
                 "dlp_engine": dlp_engine,
                 "grpc_transport": grpc_server.transport,
+                "ext_proc_transport": ext_proc.transport,
             }
         },
     )
@@ -415,7 +474,8 @@ def serve(config: AegisConfig) -> int:
     service.reloader.stop()
     if draining.is_set():  # SIGTERM: out of Envoy's balancing first (extauthz/drain.py)
         log.info("aegis stopping: draining")
-        waited = ext_proc.drain(grpc_health)
+        health: tuple[RotatingHealth, ...] = (grpc_health, ext_proc.health)
+        waited = drain(*health)
         log.info("aegis drained", extra={"aegis": {"waited_s": round(waited, 2)}})
     # In-flight Checks and ext_proc streams finish; new ones are refused.
     grpc_server.stop(STOP_GRACE_S)

@@ -121,11 +121,11 @@ def _check_both(check: CountingHealth, proc: CountingAioHealth, loop: asyncio.Ab
 
 
 def test_drain_returns_only_after_the_slower_envoy_has_seen_not_serving(loop: asyncio.AbstractEventLoop) -> None:
-    check, proc = CountingHealth(), CountingAioHealth()
+    check, proc = CountingHealth(), CountingAioHealth(loop)
     for peer in (ENVOY_A, ENVOY_B):
         _check_both(check, proc, loop, peer)
     finished: list[float] = []
-    thread = threading.Thread(target=lambda: finished.append(drain(check, proc, loop)))
+    thread = threading.Thread(target=lambda: finished.append(drain(check, proc)))
     thread.start()
     time.sleep(0.2)
     for _ in range(4):  # the fast Envoy: four NOT_SERVING answers on each server

@@ -1,7 +1,8 @@
 """The compiled gRPC front (extauthz/native) driven by a real grpcio client over loopback.
 
-The e2e suites (tests/e2e) run every Check through it behind real Envoy; these pin down the
-transport's own contract: statuses, metadata, peer, failures, concurrency into Python, stop.
+The e2e suites (tests/e2e) run every Check and ext_proc stream through it behind real Envoy;
+these pin down the transport's own contract: statuses, metadata, peer, failures, streams,
+concurrency into Python, stop.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from helpers import free_port
 
 from extauthz import grpc_front
 from extauthz.config import load_config
-from extauthz.server import AUTHZ_SERVICE, HEALTH_SERVICE, build_service, start_grpc
+from extauthz.metadata import EXT_AUTHZ_NAMESPACE, MD_REDACT, MD_TOOL
+from extauthz.server import AUTHZ_SERVICE, HEALTH_SERVICE, build_service, start_ext_proc, start_grpc
 
 pytestmark = pytest.mark.skipif(not grpc_front.available(), reason="the gRPC front is not built (make install)")
 
@@ -218,3 +223,156 @@ def test_one_call_at_a_time_unless_a_check_waits_on_the_network(monkeypatch):
     assert grpc_front.python_concurrency(True) == grpc_front.FRONT_WORKERS
     monkeypatch.setenv("AEGIS_GRPC_PYTHON_CONCURRENCY", "3")
     assert grpc_front.python_concurrency(False) == 3
+
+
+# --- bidirectional streams (ext_proc's Process) ------------------------------------------
+
+PROCESS = grpc_front.method_path("envoy.service.ext_proc.v3.ExternalProcessor", "Process")
+
+
+def _stream(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    return channel.stream_stream(PROCESS, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+class Session:
+    """A raw stream session: answers ``b"re:" + message`` and is done at ``b"last"``."""
+
+    def __init__(self, metadata: list[tuple[str, str]], peer: str, log: list[object]) -> None:
+        self.log = log
+        log.append(("open", dict(metadata).get("x-test"), peer.startswith("ipv4:127.0.0.1:")))
+
+    def __call__(self, message: bytes) -> tuple[list[bytes], bool]:
+        self.log.append(message)
+        if message == b"twice":
+            return [b"one", b"two"], False
+        if message == b"silent":
+            return [], False
+        return [b"re:" + message], message == b"last"
+
+
+def _opener(log: list[object]):
+    return lambda metadata, peer: Session(metadata, peer, log)
+
+
+def test_a_stream_is_answered_in_order_and_closed_ok_when_the_session_is_done(serve):
+    log: list[object] = []
+    channel = serve({}, streams={PROCESS: _opener(log)})
+    sent = iter([b"a", b"twice", b"silent", b"last"])
+
+    def requests():
+        # One message at a time, as Envoy sends ext_proc phases; never more after "last".
+        yield from sent
+
+    call = _stream(channel)(requests(), metadata=[("x-test", "yes")], timeout=5)
+    assert list(call) == [b"re:a", b"one", b"two", b"re:last"]
+    assert call.code() == grpc.StatusCode.OK
+    assert log == [("open", "yes", True), b"a", b"twice", b"silent", b"last"]
+
+
+def test_a_stream_the_client_half_closes_ends_ok(serve):
+    log: list[object] = []
+    call = _stream(serve({}, streams={PROCESS: _opener(log)}))(iter([b"a", b"b"]), timeout=5)
+    assert list(call) == [b"re:a", b"re:b"]
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_each_stream_has_its_own_session(serve):
+    log: list[object] = []
+    channel = serve({}, streams={PROCESS: _opener(log)})
+    for _ in range(3):
+        assert list(_stream(channel)(iter([b"last"]), timeout=5)) == [b"re:last"]
+    assert [entry for entry in log if isinstance(entry, tuple)] == [("open", None, True)] * 3
+
+
+def test_a_session_status_or_failure_ends_the_stream_with_it(serve, caplog):
+    def answer(request):
+        if request.service == "deny":
+            raise ValueError("card 4111 1111 1111 1111")
+        return [health_pb2.HealthCheckResponse(status=1)], False
+
+    opener = grpc_front.stream_handler(lambda context: answer, health_pb2.HealthCheckRequest.FromString, "Process")
+    channel = serve({}, streams={PROCESS: opener})
+    ok = health_pb2.HealthCheckRequest(service="ok").SerializeToString()
+    deny = health_pb2.HealthCheckRequest(service="deny").SerializeToString()
+    with caplog.at_level(logging.ERROR, logger="aegis.grpc"):
+        call = _stream(channel)(iter([ok, deny, ok]), timeout=5)
+        answers = []
+        with pytest.raises(grpc.RpcError) as caught:
+            for answer_bytes in call:
+                answers.append(answer_bytes)
+    assert [health_pb2.HealthCheckResponse.FromString(a).status for a in answers] == [1]
+    assert caught.value.code() == grpc.StatusCode.UNKNOWN
+    assert "4111" not in caught.value.details()
+    assert [r.aegis for r in caplog.records] == [{"method": "Process", "error": "ValueError"}]
+    with pytest.raises(grpc.RpcError) as caught:
+        list(_stream(channel)(iter([b"\xff\xff\xff"]), timeout=5))
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+def test_an_opener_can_refuse_the_stream(serve):
+    channel = serve({}, streams={PROCESS: lambda metadata, peer: (grpc.StatusCode.UNAVAILABLE.value[0], "busy")})
+    with pytest.raises(grpc.RpcError) as caught:
+        list(_stream(channel)(iter([b"a"]), timeout=5))
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.UNAVAILABLE, "busy")
+
+
+def test_a_gate_bounds_python_calls_across_servers(serve):
+    """The Check and ext_proc servers share one GIL: one gate holds both to one call at once."""
+    recorder = Recorder(hold_s=0.05)
+    gate = grpc_front.PythonGate(1)
+    channels = [serve({ECHO: recorder}, gate=gate, concurrency=4) for _ in range(2)]
+    threads = [
+        threading.Thread(target=_raw(channel, ECHO), args=(b"x",), kwargs={"timeout": 10})
+        for channel in channels
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(recorder.calls) == 6
+    assert recorder.most_inside == 1
+
+
+@pytest.mark.parametrize(("disabled", "transport"), [(False, "native"), (True, "grpc.aio")])
+def test_the_service_serves_ext_proc_on_the_front_unless_disabled(config_path, monkeypatch, disabled, transport):
+    """A clean call's stream through either transport: one answer that skips every later
+    phase, then the processor closes the stream itself with OK; a refused call's stream gets
+    the refusal."""
+    if disabled:
+        monkeypatch.setenv("AEGIS_GRPC_FRONT", "0")
+    service = build_service(load_config(config_path))
+    server = start_ext_proc(service)
+
+    def headers(metadata: dict[str, str]) -> pb.ProcessingRequest:
+        request = pb.ProcessingRequest(
+            request_headers=pb.HttpHeaders(
+                headers=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key="content-type", raw_value=b"text/plain")])
+            )
+        )
+        struct = struct_pb2.Struct()
+        struct.update(metadata)
+        request.metadata_context.filter_metadata[EXT_AUTHZ_NAMESPACE].CopyFrom(struct)
+        return request
+
+    try:
+        assert server.transport == transport
+        with grpc.insecure_channel(service.config.service.ext_proc) as channel:
+            assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+            process = channel.stream_stream(
+                PROCESS,
+                request_serializer=pb.ProcessingRequest.SerializeToString,
+                response_deserializer=pb.ProcessingResponse.FromString,
+            )
+            call = process(iter([headers({MD_TOOL: "payments.refund"})]), timeout=5)
+            answers = list(call)
+            assert call.code() == grpc.StatusCode.OK
+            assert [a.WhichOneof("response") for a in answers] == ["request_headers"]
+            assert answers[0].mode_override.request_body_mode == answers[0].mode_override.NONE
+            assert answers[0].mode_override.response_header_mode == answers[0].mode_override.SKIP
+            refused = list(process(iter([headers({MD_TOOL: "crm.read", MD_REDACT: "{not json"})]), timeout=5))
+            assert [a.WhichOneof("response") for a in refused] == ["immediate_response"]
+            assert refused[0].immediate_response.status.code == 502
+    finally:
+        server.stop(1.0)
+        service.store.close()

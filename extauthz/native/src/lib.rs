@@ -4,6 +4,10 @@
 //! every message is handed to a Python callable as raw protobuf bytes (parsed there by upb),
 //! on the runtime thread that read it: no queue and no thread hand-off between the socket and
 //! the decision.  Python keeps every decision; this crate never looks inside a message.
+//!
+//! Bidirectional streams (ext_proc's ``Process``) work the same way: Python opens a session
+//! per stream and answers each inbound message with the messages to send back and whether
+//! the stream is done; the stream then ends with OK (a clean close, never a reset).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,12 +19,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service};
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// Messages pass through as bytes: Python parses and builds them.
 #[derive(Clone, Copy, Default)]
@@ -61,10 +66,28 @@ impl Decoder for RawDecoder {
 /// The Python callables by full method path (`/package.Service/Method`).
 struct Handlers {
     unary: HashMap<String, Py<PyAny>>,
-    /// How many calls may be inside Python at once.  Calls beyond it wait here, holding no
-    /// thread; more than one in Python at a time only trade the GIL every switch interval
-    /// (5 ms), which is what set the tail under load, unless handlers wait on I/O.
-    python: tokio::sync::Semaphore,
+    /// Bidirectional streams: ``open(metadata, peer)`` returns the stream's session.
+    streaming: HashMap<String, Py<PyAny>>,
+    /// How many calls may be inside Python at once, shared by every server in the process
+    /// that is given the same `Gate`.  Calls beyond it wait here, holding no thread; more than
+    /// one in Python at a time only trade the GIL every switch interval (5 ms), which is what
+    /// set the tail under load, unless handlers wait on I/O.
+    python: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many handler calls may be inside Python at once, across the servers sharing it (the
+/// Check server and the ext_proc server share one GIL).
+#[pyclass(module = "aegis_grpc_front", frozen)]
+struct Gate {
+    semaphore: Arc<tokio::sync::Semaphore>,
+}
+
+#[pymethods]
+impl Gate {
+    #[new]
+    fn new(concurrency: usize) -> Self {
+        Gate { semaphore: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))) }
+    }
 }
 
 /// grpcio's peer format, which the drain logic keys Envoys by.
@@ -76,7 +99,7 @@ fn peer_string(addr: Option<SocketAddr>) -> String {
     }
 }
 
-fn metadata_pairs(request: &Request<Bytes>) -> Vec<(String, String)> {
+fn metadata_pairs<T>(request: &Request<T>) -> Vec<(String, String)> {
     request
         .metadata()
         .iter()
@@ -107,6 +130,99 @@ fn call_python(handler: &Py<PyAny>, message: &[u8], metadata: Vec<(String, Strin
         Ok::<_, PyErr>(Err(Status::new(tonic::Code::from_i32(code), text)))
     })
     .unwrap_or_else(|_| Err(Status::unknown("aegis: the handler failed")))
+}
+
+const HANDLER_FAILED: &str = "aegis: the handler failed";
+
+/// ``open(metadata, peer)``: the Python session of one stream, or the status to end it with.
+fn open_session(open: &Py<PyAny>, metadata: Vec<(String, String)>, peer: String) -> Result<Py<PyAny>, Status> {
+    Python::attach(|py| {
+        let out = open.bind(py).call1((PyList::new(py, metadata)?, peer))?;
+        if let Ok(status) = out.cast::<PyTuple>() {
+            let (code, text): (i32, String) = status.extract()?;
+            return Ok(Err(Status::new(tonic::Code::from_i32(code), text)));
+        }
+        Ok::<_, PyErr>(Ok(out.unbind()))
+    })
+    .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
+}
+
+/// ``session(message)``: ``(responses, done)``, or a non-OK status ``(code, details)``.
+fn call_session(session: &Py<PyAny>, message: &[u8]) -> Result<(Vec<Bytes>, bool), Status> {
+    Python::attach(|py| {
+        let out = session.bind(py).call1((PyBytes::new(py, message),))?;
+        let pair = out.cast::<PyTuple>()?;
+        let first = pair.get_item(0)?;
+        if let Ok(responses) = first.cast::<PyList>() {
+            let done: bool = pair.get_item(1)?.extract()?;
+            let mut messages = Vec::with_capacity(responses.len());
+            for response in responses.iter() {
+                messages.push(Bytes::copy_from_slice(response.cast::<PyBytes>()?.as_bytes()));
+            }
+            return Ok(Ok((messages, done)));
+        }
+        let (code, text): (i32, String) = pair.extract()?;
+        Ok::<_, PyErr>(Err(Status::new(tonic::Code::from_i32(code), text)))
+    })
+    .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
+}
+
+/// Answers queued per stream before the reader waits for Envoy to take them.
+const STREAM_BUFFER: usize = 8;
+
+struct PyStreaming {
+    open: Py<PyAny>,
+    handlers: Arc<Handlers>,
+}
+
+impl StreamingService<Bytes> for PyStreaming {
+    type Response = Bytes;
+    type ResponseStream = ReceiverStream<Result<Bytes, Status>>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let metadata = metadata_pairs(&request);
+        let peer = peer_string(request.remote_addr());
+        let open = Python::attach(|py| self.open.clone_ref(py));
+        let handlers = self.handlers.clone();
+        Box::pin(async move {
+            let mut inbound = request.into_inner();
+            let session = {
+                let _permit = handlers.python.acquire().await.map_err(|_| Status::unavailable("aegis: stopping"))?;
+                open_session(&open, metadata, peer)?
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+            tokio::spawn(async move {
+                // Ends when the session is done, on its first error, or when Envoy half-closes
+                // or resets the stream; dropping `tx` then ends the response with OK.
+                while let Ok(Some(message)) = inbound.message().await {
+                    let Ok(_permit) = handlers.python.acquire().await else {
+                        let _ = tx.send(Err(Status::unavailable("aegis: stopping"))).await;
+                        break;
+                    };
+                    match call_session(&session, &message) {
+                        Ok((responses, done)) => {
+                            drop(_permit);
+                            for response in responses {
+                                if tx.send(Ok(response)).await.is_err() {
+                                    return; // Envoy went away
+                                }
+                            }
+                            if done {
+                                break;
+                            }
+                        }
+                        Err(status) => {
+                            drop(_permit);
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(Response::new(ReceiverStream::new(rx)))
+        })
+    }
 }
 
 struct PyUnary {
@@ -163,12 +279,16 @@ macro_rules! named_service {
                 let handlers = self.0.clone();
                 Box::pin(async move {
                     let path = request.uri().path().to_string();
-                    let Some(handler) = handlers.unary.get(&path) else {
-                        return Ok(unimplemented());
-                    };
-                    let handler = Python::attach(|py| handler.clone_ref(py));
                     let mut grpc = Grpc::new(RawCodec);
-                    Ok(grpc.unary(PyUnary { handler, handlers: handlers.clone() }, request).await)
+                    if let Some(handler) = handlers.unary.get(&path) {
+                        let handler = Python::attach(|py| handler.clone_ref(py));
+                        return Ok(grpc.unary(PyUnary { handler, handlers: handlers.clone() }, request).await);
+                    }
+                    if let Some(open) = handlers.streaming.get(&path) {
+                        let open = Python::attach(|py| open.clone_ref(py));
+                        return Ok(grpc.streaming(PyStreaming { open, handlers: handlers.clone() }, request).await);
+                    }
+                    Ok(unimplemented())
                 })
             }
         }
@@ -177,6 +297,7 @@ macro_rules! named_service {
 
 named_service!(AuthorizationService, "envoy.service.auth.v3.Authorization");
 named_service!(HealthService, "grpc.health.v1.Health");
+named_service!(ExternalProcessorService, "envoy.service.ext_proc.v3.ExternalProcessor");
 
 struct Running {
     runtime: tokio::runtime::Runtime,
@@ -184,9 +305,13 @@ struct Running {
     done: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
-/// ``Server(address, unary, workers=2, python_concurrency=1)``: ``unary`` maps method paths
-/// to ``handler(message: bytes, metadata: list[tuple[str, str]], peer: str)``, answering the
-/// response bytes or ``(status code, details)``.
+/// ``Server(address, unary, streaming=None, workers=2, python_concurrency=1, gate=None)``:
+/// ``unary`` maps method paths to ``handler(message: bytes, metadata: list[tuple[str, str]],
+/// peer: str)``, answering the response bytes or ``(status code, details)``; ``streaming``
+/// maps them to ``open(metadata, peer)``, answering a session callable (or a status), and
+/// ``session(message: bytes)`` answers ``(list[bytes], done: bool)`` or a status.  ``gate``
+/// (a `Gate`) bounds the calls in Python across servers; without it, ``python_concurrency``
+/// does for this server alone.
 #[pyclass(module = "aegis_grpc_front")]
 struct Server {
     address: String,
@@ -198,10 +323,21 @@ struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (address, unary, workers = 2, python_concurrency = 1))]
-    fn new(address: String, unary: HashMap<String, Py<PyAny>>, workers: usize, python_concurrency: usize) -> Self {
-        let python = tokio::sync::Semaphore::new(python_concurrency.max(1));
-        Server { address, workers: workers.max(1), handlers: Arc::new(Handlers { unary, python }), running: Mutex::new(None) }
+    #[pyo3(signature = (address, unary, streaming = None, workers = 2, python_concurrency = 1, gate = None))]
+    fn new(
+        address: String,
+        unary: HashMap<String, Py<PyAny>>,
+        streaming: Option<HashMap<String, Py<PyAny>>>,
+        workers: usize,
+        python_concurrency: usize,
+        gate: Option<&Gate>,
+    ) -> Self {
+        let python = match gate {
+            Some(gate) => gate.semaphore.clone(),
+            None => Arc::new(tokio::sync::Semaphore::new(python_concurrency.max(1))),
+        };
+        let handlers = Handlers { unary, streaming: streaming.unwrap_or_default(), python };
+        Server { address, workers: workers.max(1), handlers: Arc::new(handlers), running: Mutex::new(None) }
     }
 
     /// Bind and start serving; OSError when the address cannot be bound (never shared:
@@ -227,7 +363,8 @@ impl Server {
                 let incoming = async_stream_nodelay(listener);
                 let router = tonic::transport::Server::builder()
                     .add_service(AuthorizationService(handlers.clone()))
-                    .add_service(HealthService(handlers));
+                    .add_service(HealthService(handlers.clone()))
+                    .add_service(ExternalProcessorService(handlers));
                 Ok::<_, std::io::Error>(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })))
@@ -294,5 +431,6 @@ where
 #[pymodule]
 fn aegis_grpc_front(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Server>()?;
+    m.add_class::<Gate>()?;
     Ok(())
 }
