@@ -65,9 +65,11 @@ impl Decoder for RawDecoder {
 
 /// The Python callables by full method path (`/package.Service/Method`).
 struct Handlers {
-    unary: HashMap<String, Py<PyAny>>,
+    /// Behind `Arc`s so a call takes its handler without the GIL: the only GIL acquisitions
+    /// are the handler calls themselves, inside the gate.
+    unary: HashMap<String, Arc<Py<PyAny>>>,
     /// Bidirectional streams: ``open(metadata, peer)`` returns the stream's session.
-    streaming: HashMap<String, Py<PyAny>>,
+    streaming: HashMap<String, Arc<Py<PyAny>>>,
     /// How many calls may be inside Python at once, shared by every server in the process
     /// that is given the same `Gate`.  Calls beyond it wait here, holding no thread; more than
     /// one in Python at a time only trade the GIL every switch interval (5 ms), which is what
@@ -171,7 +173,7 @@ fn call_session(session: &Py<PyAny>, message: &[u8]) -> Result<(Vec<Bytes>, bool
 const STREAM_BUFFER: usize = 8;
 
 struct PyStreaming {
-    open: Py<PyAny>,
+    open: Arc<Py<PyAny>>,
     handlers: Arc<Handlers>,
 }
 
@@ -183,7 +185,7 @@ impl StreamingService<Bytes> for PyStreaming {
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let metadata = metadata_pairs(&request);
         let peer = peer_string(request.remote_addr());
-        let open = Python::attach(|py| self.open.clone_ref(py));
+        let open = self.open.clone();
         let handlers = self.handlers.clone();
         Box::pin(async move {
             let mut inbound = request.into_inner();
@@ -226,7 +228,7 @@ impl StreamingService<Bytes> for PyStreaming {
 }
 
 struct PyUnary {
-    handler: Py<PyAny>,
+    handler: Arc<Py<PyAny>>,
     handlers: Arc<Handlers>,
 }
 
@@ -237,7 +239,7 @@ impl UnaryService<Bytes> for PyUnary {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let metadata = metadata_pairs(&request);
         let peer = peer_string(request.remote_addr());
-        let handler = Python::attach(|py| self.handler.clone_ref(py));
+        let handler = self.handler.clone();
         let handlers = self.handlers.clone();
         Box::pin(async move {
             let message = request.into_inner();
@@ -281,11 +283,11 @@ macro_rules! named_service {
                     let path = request.uri().path().to_string();
                     let mut grpc = Grpc::new(RawCodec);
                     if let Some(handler) = handlers.unary.get(&path) {
-                        let handler = Python::attach(|py| handler.clone_ref(py));
+                        let handler = handler.clone();
                         return Ok(grpc.unary(PyUnary { handler, handlers: handlers.clone() }, request).await);
                     }
                     if let Some(open) = handlers.streaming.get(&path) {
-                        let open = Python::attach(|py| open.clone_ref(py));
+                        let open = open.clone();
                         return Ok(grpc.streaming(PyStreaming { open, handlers: handlers.clone() }, request).await);
                     }
                     Ok(unimplemented())
@@ -336,7 +338,8 @@ impl Server {
             Some(gate) => gate.semaphore.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(python_concurrency.max(1))),
         };
-        let handlers = Handlers { unary, streaming: streaming.unwrap_or_default(), python };
+        let shared = |map: HashMap<String, Py<PyAny>>| map.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let handlers = Handlers { unary: shared(unary), streaming: shared(streaming.unwrap_or_default()), python };
         Server { address, workers: workers.max(1), handlers: Arc::new(handlers), running: Mutex::new(None) }
     }
 
@@ -353,6 +356,7 @@ impl Server {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.workers)
             .thread_name("aegis-grpc-front")
+            .on_thread_start(keep_python_thread_state)
             .enable_all()
             .build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -390,6 +394,26 @@ impl Server {
             running.runtime.shutdown_timeout(Duration::from_secs(1));
         });
         Ok(())
+    }
+}
+
+/// Give this runtime thread a Python thread state for its whole life.
+///
+/// Without one, every `Python::attach` from a runtime thread creates a thread state and the
+/// matching release destroys it (CPython's `PyGILState_Release` at count 0), and with it the
+/// thread's frame stack: each call then maps fresh memory for its frames, faults it in and
+/// unmaps it, and starts with empty thread-local caches.  Measured in the live service under
+/// load: Python work per Check 172 µs with that churn, vs 66 µs for the same code in one
+/// thread.  Holding one `PyGILState_Ensure` (then releasing the GIL, keeping the state) makes
+/// every later attach reuse it.  The state is never torn down when the thread stops: taking
+/// the GIL then could deadlock a runtime dropped while its owner holds it, and CPython frees
+/// leftover thread states at exit.
+fn keep_python_thread_state() {
+    // SAFETY: the interpreter is initialised (this module is loaded in it); Ensure attaches
+    // this thread and takes the GIL, SaveThread releases the GIL and keeps the thread state.
+    unsafe {
+        let _ = pyo3::ffi::PyGILState_Ensure();
+        let _ = pyo3::ffi::PyEval_SaveThread();
     }
 }
 
