@@ -32,18 +32,18 @@ RawHandler = Callable[[bytes, Sequence[tuple[str, str]], str], "bytes | tuple[in
 RawSession = Callable[[bytes], "tuple[list[bytes], bool] | tuple[int, str]"]
 # Opens one stream: (metadata, peer) -> its session, or (code, details) to refuse it.
 RawStreamOpener = Callable[[Sequence[tuple[str, str]], str], "RawSession | tuple[int, str]"]
-FRONT_WORKERS = 4  # runtime threads: one per handler that may wait on I/O with the GIL released
+NETWORK_CONCURRENCY = 4  # calls in Python at once when a handler may wait on the network
 
 
 def python_concurrency(waits_on_network: bool) -> int:
     """Calls let into Python at once.  One when a Check only computes (embedded engine, local
     store): several would trade the GIL every 5 ms mid-call, which set the tail under load.
-    ``FRONT_WORKERS`` when a Check waits on a network round trip (the OPA sidecar, Redis),
-    so those waits overlap."""
+    ``NETWORK_CONCURRENCY`` when a Check waits on a network round trip (the OPA sidecar,
+    Redis), so those waits overlap."""
     override = os.environ.get("AEGIS_GRPC_PYTHON_CONCURRENCY")
     if override:
         return max(1, int(override))
-    return FRONT_WORKERS if waits_on_network else 1
+    return NETWORK_CONCURRENCY if waits_on_network else 1
 
 
 class SerializableMessage(Protocol):
@@ -169,7 +169,14 @@ class PythonGate:
 
 class FrontServer:
     """The compiled gRPC server on ``address``, serving ``methods`` (full method path → unary
-    handler) and ``streams`` (full method path → stream opener)."""
+    handler) and ``streams`` (full method path → stream opener).
+
+    ``concurrency`` calls may be in Python at once (``gate``, when given, bounds them across
+    servers instead), and the runtime has as many threads (``workers``): a handler waiting on
+    I/O holds its thread.  When handlers only compute, one thread serves HTTP/2 and Python in
+    turn; four measured ~20% more CPU per request (wake-ups and work stealing between idle
+    threads), on the saturated Slack-post run (docs/performance.md).
+    """
 
     transport = "native"
 
@@ -179,14 +186,15 @@ class FrontServer:
         methods: Mapping[str, RawHandler],
         *,
         streams: Mapping[str, RawStreamOpener] | None = None,
-        workers: int = FRONT_WORKERS,
+        workers: int | None = None,
         concurrency: int = 1,
         gate: PythonGate | None = None,
     ) -> None:
         import aegis_grpc_front
 
+        threads = workers or concurrency
         self._server = aegis_grpc_front.Server(
-            address, dict(methods), dict(streams or {}), workers, concurrency, gate.native if gate else None
+            address, dict(methods), dict(streams or {}), threads, concurrency, gate.native if gate else None
         )
 
     def start(self) -> int:

@@ -220,7 +220,7 @@ def test_the_service_serves_check_on_the_front_unless_disabled(config_path, monk
 def test_one_call_at_a_time_unless_a_check_waits_on_the_network(monkeypatch):
     monkeypatch.delenv("AEGIS_GRPC_PYTHON_CONCURRENCY", raising=False)
     assert grpc_front.python_concurrency(False) == 1
-    assert grpc_front.python_concurrency(True) == grpc_front.FRONT_WORKERS
+    assert grpc_front.python_concurrency(True) == grpc_front.NETWORK_CONCURRENCY
     monkeypatch.setenv("AEGIS_GRPC_PYTHON_CONCURRENCY", "3")
     assert grpc_front.python_concurrency(False) == 3
 

@@ -9,9 +9,10 @@
 //! per stream and answers each inbound message with the messages to send back and whether
 //! the stream is done; the stream then ends with OK (a clean close, never a reset).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,7 +26,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
-use tokio_stream::wrappers::ReceiverStream;
 
 /// Messages pass through as bytes: Python parses and builds them.
 #[derive(Clone, Copy, Default)]
@@ -169,17 +169,60 @@ fn call_session(session: &Py<PyAny>, message: &[u8]) -> Result<(Vec<Bytes>, bool
     .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
 }
 
-/// Answers queued per stream before the reader waits for Envoy to take them.
-const STREAM_BUFFER: usize = 8;
-
 struct PyStreaming {
     open: Arc<Py<PyAny>>,
     handlers: Arc<Handlers>,
 }
 
+/// One stream in flight: Envoy's messages still to read, the answers not yet sent.
+struct StreamState {
+    inbound: Streaming<Bytes>,
+    session: Py<PyAny>,
+    handlers: Arc<Handlers>,
+    unsent: VecDeque<Result<Bytes, Status>>,
+    finished: bool,
+}
+
+type AnswerStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// The answers of one stream, produced as tonic asks for them, in the task that sends them:
+/// read one message, answer it in Python, send the answers, read the next.  No task or
+/// channel of its own, so no cross-thread wake per message.  Ends (OK) when the session is
+/// done or Envoy half-closes or resets; after a non-OK status from the session.
+fn answers(state: StreamState) -> AnswerStream {
+    Box::pin(futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(answer) = state.unsent.pop_front() {
+                return Some((answer, state));
+            }
+            if state.finished {
+                return None;
+            }
+            let Ok(Some(message)) = state.inbound.message().await else {
+                return None;
+            };
+            let Ok(_permit) = state.handlers.python.acquire().await else {
+                state.unsent.push_back(Err(Status::unavailable("aegis: stopping")));
+                state.finished = true;
+                continue;
+            };
+            match call_session(&state.session, &message) {
+                Ok((responses, done)) => {
+                    state.unsent.extend(responses.into_iter().map(Ok));
+                    state.finished = done;
+                }
+                Err(status) => {
+                    state.unsent.push_back(Err(status));
+                    state.finished = true;
+                }
+            }
+        }
+    }))
+}
+
 impl StreamingService<Bytes> for PyStreaming {
     type Response = Bytes;
-    type ResponseStream = ReceiverStream<Result<Bytes, Status>>;
+    type ResponseStream = AnswerStream;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
@@ -188,41 +231,13 @@ impl StreamingService<Bytes> for PyStreaming {
         let open = self.open.clone();
         let handlers = self.handlers.clone();
         Box::pin(async move {
-            let mut inbound = request.into_inner();
+            let inbound = request.into_inner();
             let session = {
                 let _permit = handlers.python.acquire().await.map_err(|_| Status::unavailable("aegis: stopping"))?;
                 open_session(&open, metadata, peer)?
             };
-            let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-            tokio::spawn(async move {
-                // Ends when the session is done, on its first error, or when Envoy half-closes
-                // or resets the stream; dropping `tx` then ends the response with OK.
-                while let Ok(Some(message)) = inbound.message().await {
-                    let Ok(_permit) = handlers.python.acquire().await else {
-                        let _ = tx.send(Err(Status::unavailable("aegis: stopping"))).await;
-                        break;
-                    };
-                    match call_session(&session, &message) {
-                        Ok((responses, done)) => {
-                            drop(_permit);
-                            for response in responses {
-                                if tx.send(Ok(response)).await.is_err() {
-                                    return; // Envoy went away
-                                }
-                            }
-                            if done {
-                                break;
-                            }
-                        }
-                        Err(status) => {
-                            drop(_permit);
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                }
-            });
-            Ok(Response::new(ReceiverStream::new(rx)))
+            let state = StreamState { inbound, session, handlers, unsent: VecDeque::new(), finished: false };
+            Ok(Response::new(answers(state)))
         })
     }
 }
