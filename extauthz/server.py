@@ -3,8 +3,8 @@
 Check and ext_proc are served by the compiled gRPC front (``extauthz.grpc_front``) when built,
 one server each, sharing one gate into Python; else Check by grpcio's synchronous server
 (measured ~1.6x cheaper per unary Check than grpc.aio) and ext_proc by grpc.aio in its own
-thread.  The HTTP API (Starlette under uvicorn) runs in a
-thread beside them.  Decision logic never depends on these choices (see ``authorizer``).
+thread.  The HTTP API (Starlette under uvicorn) runs in a thread beside them.  Decision
+logic never depends on these choices (see ``authorizer``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig
 from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
-from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, RotatingHealth, drain
+from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
@@ -474,8 +474,7 @@ def serve(config: AegisConfig) -> int:
     service.reloader.stop()
     if draining.is_set():  # SIGTERM: out of Envoy's balancing first (extauthz/drain.py)
         log.info("aegis stopping: draining")
-        health: tuple[RotatingHealth, ...] = (grpc_health, ext_proc.health)
-        waited = drain(*health)
+        waited = drain(grpc_health, ext_proc.health)
         log.info("aegis drained", extra={"aegis": {"waited_s": round(waited, 2)}})
     # In-flight Checks and ext_proc streams finish; new ones are refused.
     grpc_server.stop(STOP_GRACE_S)
