@@ -44,9 +44,15 @@ def check_headers(headers: Mapping[str, str]) -> None:
     """431 for a header map over the count or size limit (names and values, in bytes)."""
     if len(headers) > MAX_REQUEST_HEADERS:
         raise HeadersTooLarge(f"the request has more than {MAX_REQUEST_HEADERS} headers", code="too_many_headers")
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
-    if size > MAX_REQUEST_HEADER_BYTES:
+    chars = sum(map(len, headers)) + sum(map(len, headers.values()))
+    # UTF-8 takes at most 4 bytes a character, so bytes are counted (every value encoded, on
+    # every Check) only when the characters alone could be over the limit.
+    if chars * 4 > MAX_REQUEST_HEADER_BYTES and _encoded_size(headers) > MAX_REQUEST_HEADER_BYTES:
         raise HeadersTooLarge(f"the request headers exceed {MAX_REQUEST_HEADER_BYTES} bytes", code="headers_too_large")
+
+
+def _encoded_size(headers: Mapping[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
 
 
 def too_many_params() -> HeadersTooLarge:

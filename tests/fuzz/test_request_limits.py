@@ -120,6 +120,13 @@ def test_lone_surrogates_are_refused_not_a_503():
     assert refusal(refund(b'{"amount": 120, "customer_id": "\\ud800"}')) == (400, "malformed_body")
 
 
+def test_the_header_size_limit_counts_utf8_bytes_not_characters():
+    """Two-byte characters: within the limit counted in characters, over it in bytes."""
+    half = MAX_REQUEST_HEADER_BYTES // 2
+    assert refusal(refund({"amount": 20}, {"x-big": "\u00e9" * (half + 1)})) == (431, "headers_too_large")
+    assert refund({"amount": 20}, {"x-big": "\u00e9" * (half - 1024)}).status.code == 0
+
+
 def test_header_limits_come_before_identity():
     """An oversized header block is refused as such, token or not (like Envoy's own 431)."""
     response = target.exercise(

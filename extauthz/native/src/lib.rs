@@ -27,6 +27,9 @@ use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
+/// The status text of a Python exception: its message may quote the request.
+const HANDLER_FAILED: &str = "aegis: the handler failed";
+
 /// Messages pass through as bytes: Python parses and builds them.
 #[derive(Clone, Copy, Default)]
 struct RawCodec;
@@ -119,8 +122,8 @@ fn metadata_pairs<T>(request: &Request<T>) -> Vec<(String, String)> {
 /// becomes UNKNOWN with a fixed text: its message may quote the request.
 ///
 /// No ``block_in_place``: it moves the runtime's other work to another thread on every call,
-/// which measured slower; the runtime has several workers, so a handler waiting on I/O (with
-/// the GIL released) holds one of them, not the server.
+/// which measured slower; the runtime has a thread per call allowed into Python, so a handler
+/// waiting on I/O (with the GIL released) holds one of them, not the server.
 fn call_python(handler: &Py<PyAny>, message: &[u8], metadata: Vec<(String, String)>, peer: String) -> Result<Bytes, Status> {
     Python::attach(|py| {
         let args = (PyBytes::new(py, message), PyList::new(py, metadata)?, peer);
@@ -131,10 +134,8 @@ fn call_python(handler: &Py<PyAny>, message: &[u8], metadata: Vec<(String, Strin
         let (code, text): (i32, String) = out.extract()?;
         Ok::<_, PyErr>(Err(Status::new(tonic::Code::from_i32(code), text)))
     })
-    .unwrap_or_else(|_| Err(Status::unknown("aegis: the handler failed")))
+    .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
 }
-
-const HANDLER_FAILED: &str = "aegis: the handler failed";
 
 /// ``open(metadata, peer)``: the Python session of one stream, or the status to end it with.
 fn open_session(open: &Py<PyAny>, metadata: Vec<(String, String)>, peer: String) -> Result<Py<PyAny>, Status> {
