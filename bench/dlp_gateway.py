@@ -5,19 +5,18 @@
 Starts on free loopback ports a fixed-response upstream (small JSON for the refund, a ~2 KB
 support ticket with 11 PII items for the Slack post and the CRM read), Envoy direct (no
 ext_authz, no ext_proc), Envoy → Aegis with the **full** generated bootstrap
-(ext_authz → ext_proc → router; the service serves ext_proc on ``service.ext_proc``) and the
+(ext_authz → ext_proc instances → router; the service serves ext_proc on ``service.ext_proc``) and the
 floor: the same bootstrap in front of ``bench.noop_authz``, a Check and an ext_proc that ask
 for the same phases as Aegis and change nothing (for the two redacted calls).
 Verifies that direct returns the ticket as is and Aegis redacts it, then drives, back to
 back at 1 and 32 connections (wrk), three calls through both:
 
-* ``refund``: allowed, nothing to redact: ext_proc answers the request headers with a
-  ``mode_override`` skipping every body phase;
+* ``refund``: allowed, nothing to redact: Check names no ext_proc instance, no stream;
 * ``slack``: a Slack post with an SSN, an e-mail and a phone number under
   ``slack-redact-pii`` (detectors): the request body and the ticket in the response are
-  redacted;
+  redacted (3 ext_proc messages: request headers, request body, response body);
 * ``crm``: a CRM read under ``crm-redact-pii`` (fields ssn, dob, full_name): the response
-  body is redacted, the request has none.
+  body is redacted, the request has none (1 message: the response body).
 
 The policy is the repo's support policy with its business-hours calendar open all week, so
 the Slack rules allow at any time of day.  Envoy's ext_authz and ext_proc counters are read

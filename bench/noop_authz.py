@@ -3,12 +3,13 @@
 ``python -m bench.noop_authz CHECK_ADDR [EXT_PROC_ADDR]`` serves ``Authorization/Check``,
 answering OK to every request, on the server Aegis's Check runs on (the compiled gRPC front,
 or sync grpcio with the same worker pool when that is disabled; gRPC health for Envoy's
-active check); with ``EXT_PROC_ADDR`` also
-``ExternalProcessor/Process`` as Aegis serves it (on the compiled front, through the gate the
-Check server shares, or on grpc.aio in its own thread), asking for both bodies and changing
-nothing.  ``bench.gateway`` and ``bench.dlp_gateway`` measure them
-behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added latency
-splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
+active check).  With ``EXT_PROC_ADDR`` it also serves ``ExternalProcessor/Process`` as Aegis
+does (on the compiled front, through the gate the Check server shares, or on grpc.aio in its
+own thread): its Check then names the ext_proc instance Aegis would for a redacted call
+(``body_phases``: both bodies when the request has one, else the response body), and its
+ext_proc answers every message changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway``
+measure them behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added
+latency splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
 """
 
 from __future__ import annotations
@@ -20,39 +21,51 @@ from collections.abc import AsyncIterator
 from concurrent import futures
 
 import grpc
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as proc_pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz import grpc_front
+from extauthz.metadata import MD_BODY_PHASES, PHASES_BOTH_BODIES, PHASES_RESPONSE
 from extauthz.server import AUTHZ_SERVICE, EXT_PROC_SERVICE, GRPC_WORKERS, HEALTH_SERVICE
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
-_MODE = processing_mode_pb2.ProcessingMode
-# The phases Aegis asks for on a call that redacts both bodies (extauthz.envoy_proc).
-_BOTH_BODIES = _MODE(
-    request_body_mode=_MODE.BUFFERED, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED
-)
+
+
+def _ok_with_phases(phases: str) -> external_auth_pb2.CheckResponse:
+    metadata = struct_pb2.Struct()
+    metadata.fields[MD_BODY_PHASES].string_value = phases
+    return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK), dynamic_metadata=metadata)
+
+
+_OK_BOTH_BODIES = _ok_with_phases(PHASES_BOTH_BODIES)
+_OK_RESPONSE_BODY = _ok_with_phases(PHASES_RESPONSE)
 
 
 class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """OK to everything; with ``redacting``, naming the ext_proc instance as Aegis does."""
+
+    def __init__(self, *, redacting: bool = False) -> None:
+        self._redacting = redacting
+
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        return _OK
+        if not self._redacting:
+            return _OK
+        http = request.attributes.request.http
+        return _OK_BOTH_BODIES if http.raw_body or http.body else _OK_RESPONSE_BODY
 
 
 def pass_everything(request: proc_pb.ProcessingRequest) -> tuple[list[proc_pb.ProcessingResponse], bool]:
-    """Every phase Aegis's redaction asks for, answered with "no change"; done after the
+    """Every message Envoy sends the instance, answered with "no change"; done after the
     response body, as Aegis closes the stream."""
     kind = request.WhichOneof("request")
     if kind == "request_headers":
-        return [
-            proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse(), mode_override=_BOTH_BODIES)
-        ], False
+        return [proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse())], False
     if kind == "request_body":
         return [proc_pb.ProcessingResponse(request_body=proc_pb.BodyResponse())], False
     if kind == "response_headers":
@@ -95,7 +108,7 @@ def serve(address: str, ext_proc: str | None) -> None:
         threading.Thread(
             target=lambda: asyncio.run(_serve_ext_proc(ext_proc)), name="noop-ext-proc", daemon=True
         ).start()
-    serve_grpcio(address)
+    serve_grpcio(address, redacting=ext_proc is not None)
 
 
 def serve_front(address: str, ext_proc: str | None) -> None:
@@ -106,7 +119,8 @@ def serve_front(address: str, ext_proc: str | None) -> None:
             health_servicer.Check, health_pb2.HealthCheckRequest.FromString, "Health/Check"
         )
     }
-    check = grpc_front.unary_handler(AllowEverything().Check, external_auth_pb2.CheckRequest.FromString, "Check")
+    allow = AllowEverything(redacting=ext_proc is not None)
+    check = grpc_front.unary_handler(allow.Check, external_auth_pb2.CheckRequest.FromString, "Check")
     # Kept referenced: a FrontServer that is garbage collected stops serving.
     servers = [
         grpc_front.FrontServer(
@@ -126,12 +140,12 @@ def serve_front(address: str, ext_proc: str | None) -> None:
     threading.Event().wait()
 
 
-def serve_grpcio(address: str) -> None:
+def serve_grpcio(address: str, *, redacting: bool = False) -> None:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="noop-grpc"),
         options=[("grpc.so_reuseport", 0)],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AllowEverything(), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AllowEverything(redacting=redacting), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if server.add_insecure_port(address) == 0:

@@ -28,7 +28,12 @@ import yaml
 from bench.procs import BenchError, ProcessGroup, wait_ready
 from extauthz.config import AegisConfig, load_config
 from extauthz.devtokens import generate_keypair, mint_token
-from extauthz.envoyconfig import EXT_AUTHZ_FILTER, EXT_PROC_FILTER, GRPC_CLUSTER, render_bootstrap
+from extauthz.envoyconfig import (
+    EXT_AUTHZ_FILTER,
+    EXT_PROC_FILTERS,
+    GRPC_CLUSTER,
+    render_bootstrap,
+)
 from extauthz.ports import free_loopback_port
 from extauthz.supervisor import envoy_binary
 
@@ -41,7 +46,7 @@ MAX_TOKEN_LIFETIME = "1h"  # identity.max_lifetime must accept TOKEN_TTL_S
 AGENT = "bench-bot"
 TENANT = "acme"
 SCOPES = ("payments.refund",)
-AUTHZ_FILTERS = {EXT_AUTHZ_FILTER, EXT_PROC_FILTER}
+AUTHZ_FILTERS = {EXT_AUTHZ_FILTER, *EXT_PROC_FILTERS.values()}
 _T = "type.googleapis.com/envoy."
 _HCM = "envoy.filters.network.http_connection_manager"
 

@@ -16,7 +16,15 @@ from google.rpc import code_pb2, status_pb2
 
 from extauthz.answer import Answer, decision_id_header
 from extauthz.authorizer import Authorizer
-from extauthz.metadata import HEADER_CLEAN, HEADER_DECISION_ID, HEADER_OVERRIDE, MD_REDACT, MD_USAGE
+from extauthz.metadata import (
+    HEADER_DECISION_ID,
+    HEADER_OVERRIDE,
+    MD_BODY_PHASES,
+    MD_REDACT,
+    MD_USAGE,
+    PHASES_BOTH_BODIES,
+    PHASES_RESPONSE,
+)
 from extauthz.tools import HttpRequest
 
 # The agent's credentials stop at the gateway: the upstream tool never sees them.
@@ -55,28 +63,34 @@ def _struct(values: Mapping[str, str]) -> struct_pb2.Struct:
     return struct
 
 
-def needs_body_processing(answer: Answer) -> bool:
-    """Whether ext_proc has work on this call: redaction obligations or usage to meter."""
-    return MD_REDACT in answer.metadata or MD_USAGE in answer.metadata
+def body_phases(answer: Answer, request: HttpRequest, *, always_process_bodies: bool = False) -> str | None:
+    """Which ext_proc instance handles this call's bodies (``metadata.BODY_PHASES``), or None
+    when ext_proc has nothing to do: no redaction obligations and no usage to meter."""
+    metadata = answer.metadata
+    redacts = MD_REDACT in metadata
+    if not (answer.allowed and (redacts or MD_USAGE in metadata or always_process_bodies)):
+        return None
+    # Rule obligations apply to both bodies; default detectors and usage read the response only,
+    # and so does a call without a request body (Check saw the whole body: Envoy sends no more).
+    return PHASES_BOTH_BODIES if redacts and request.body else PHASES_RESPONSE
 
 
-def response_from_answer(answer: Answer, *, always_process_bodies: bool = False) -> external_auth_pb2.CheckResponse:
-    """An Answer as a CheckResponse: OK with upstream headers, or a denied local reply."""
+def response_from_answer(answer: Answer, phases: str | None = None) -> external_auth_pb2.CheckResponse:
+    """An Answer as a CheckResponse: OK with upstream headers, or a denied local reply.
+
+    ``phases`` (``body_phases``) goes into the dynamic metadata, where Envoy's matchers pick
+    the ext_proc instance; without it every ext_proc filter is skipped.
+    """
     decision_id = decision_id_header(answer)
     metadata = _struct(answer.metadata)
+    if phases is not None:
+        metadata.fields[MD_BODY_PHASES].string_value = phases
     if answer.allowed:
-        upstream = [_header(*decision_id)]
-        removed = list(STRIPPED_UPSTREAM_HEADERS)
-        # Mark clean calls so Envoy skips ext_proc; otherwise remove any agent-sent marker.
-        if always_process_bodies or needs_body_processing(answer):
-            removed.append(HEADER_CLEAN)
-        else:
-            upstream.append(_header(HEADER_CLEAN, "1"))
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=upstream,
-                headers_to_remove=removed,
+                headers=[_header(*decision_id)],
+                headers_to_remove=STRIPPED_UPSTREAM_HEADERS,
                 response_headers_to_add=[_header(*decision_id)],
             ),
             dynamic_metadata=metadata,
@@ -105,8 +119,12 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        answer = self._authorizer.check(request_from_check(request))
-        return response_from_answer(answer, always_process_bodies=self._always_process_bodies)
+        http_request = request_from_check(request)
+        answer = self._authorizer.check(http_request)
+        return response_from_answer(answer, self.phases(answer, http_request))
+
+    def phases(self, answer: Answer, request: HttpRequest) -> str | None:
+        return body_phases(answer, request, always_process_bodies=self._always_process_bodies)
 
 
 __all__ = ["HEADER_DECISION_ID", "AuthorizationServicer", "request_from_check", "response_from_answer"]

@@ -3,8 +3,13 @@ that imports the ext_proc protobufs; redaction itself lives in ``redactor`` and 
 
 Served by the compiled gRPC front (``extauthz.grpc_front``: a stream holds no thread while
 the upstream answers, and each message is answered on the runtime thread that read it), or
-by grpc.aio when the front is not built.  Calls with nothing to redact skip every body phase
-with a ``mode_override`` answered to the request headers, so they cost one message round trip.
+by grpc.aio when the front is not built.
+
+Envoy runs one of two ext_proc instances per call, the one Check named in ``body_phases``
+(``metadata.BODY_PHASES``, ``envoyconfig.filters``): both bodies, or the response only, in
+which case the stream starts at the response headers (the agent's trace context then comes
+as attributes).  An event stream switches to STREAMED at its response headers
+(``mode_override``).
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ from google.protobuf import struct_pb2
 
 from extauthz.limits.enforce import UsageCharge
 from extauthz.limits.usage import usage_tokens
-from extauthz.metadata import EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE, MD_OVER_LIMIT, MD_REDACTIONS
+from extauthz.metadata import (
+    EXT_AUTHZ_NAMESPACE,
+    EXT_PROC_NAMESPACE,
+    MD_OVER_LIMIT,
+    MD_REDACTIONS,
+    TRACE_HEADER_ATTRIBUTES,
+)
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
 from extauthz.tracing import Tracing, trace_carrier
 
 _MODE = processing_mode_pb2.ProcessingMode
-# The static mode skips response headers, so ext_authz's local replies (403, 202, 401, 429,
-# 503) open no ext_proc stream; the answer to the request headers says which phases this call
-# needs.  A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
+# A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
 _SKIP_ALL = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SKIP, response_body_mode=_MODE.NONE)
 _RESPONSE_ONLY = _MODE(request_body_mode=_MODE.NONE, response_header_mode=_MODE.SEND, response_body_mode=_MODE.BUFFERED)
 _BOTH_BODIES = _MODE(
@@ -47,6 +56,17 @@ def authz_metadata(request: pb.ProcessingRequest) -> dict[str, object]:
     if struct is None:
         return {}
     return {key: value.string_value for key, value in struct.fields.items() if value.HasField("string_value")}
+
+
+def trace_attributes(request: pb.ProcessingRequest) -> dict[str, str]:
+    """The trace headers Envoy sent as attributes (``TRACE_HEADER_ATTRIBUTES``), by name."""
+    found: dict[str, str] = {}
+    for struct in request.attributes.values():  # keyed by the filter's name
+        for header, expression in TRACE_HEADER_ATTRIBUTES.items():
+            value = struct.fields.get(expression)
+            if value is not None and value.HasField("string_value"):
+                found[header] = value.string_value
+    return found
 
 
 def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
@@ -116,40 +136,48 @@ class ProcessStream:
         self._grpc_metadata = grpc_metadata
         self._exchange: Exchange | None = None
         self._request_content_type = ""
+        self._streams_response = False  # the response body comes in STREAMED chunks
 
     def blocks_on(self, request: pb.ProcessingRequest) -> bool:
         """Whether answering ``request`` makes a store round trip (response token usage)."""
-        exchange = self._exchange
         return (
             request.HasField("response_body")
-            and exchange is not None
-            and not exchange.streams_response
-            and bool(exchange.usage)
             and self._processor.records_usage
+            and not self._streams_response
+            and bool(self._exchange_for(request).usage)
         )
 
     def answer(self, request: pb.ProcessingRequest) -> Step:
         kind = request.WhichOneof("request")
-        exchange = self._exchange
+        exchange = self._exchange_for(request)
+        if exchange.refusal is not None:
+            return [refusal_response(*exchange.refusal)], True
         if kind == "request_headers":
-            return self._request_headers(request)
-        if kind == "request_body" and exchange is not None:
+            return self._request_headers(exchange, request.request_headers)
+        if kind == "request_body":
             return self._request_body(exchange, request.request_body.body)
         if kind == "response_headers":
             return self._response_headers(exchange, request.response_headers)
-        if kind == "response_body" and exchange is not None and exchange.streams_response:
+        if kind == "response_body" and self._streams_response:
             return self._response_chunk(exchange, request.response_body)
-        if kind == "response_body" and exchange is not None:
-            return self._response_body(exchange, request.response_body.body)
+        if kind == "response_body":
+            return self._response_body(exchange, request)
         return [_continue(kind)], False
 
-    def _request_headers(self, request: pb.ProcessingRequest) -> Step:
+    def _exchange_for(self, request: pb.ProcessingRequest) -> Exchange:
+        """The exchange, from the first message: every message carries the forwarded metadata,
+        and the first response message the trace attributes (a response-only stream)."""
+        if self._exchange is not None:
+            return self._exchange
         processor = self._processor
         exchange = self._exchange = Exchange.from_metadata(processor.settings, authz_metadata(request))
         if exchange.refusal is not None:
             processor.metrics.redaction_refusals.labels(exchange.refusal[1], exchange.tool).inc()
-            return [refusal_response(*exchange.refusal)], True
-        headers = header_map(request.request_headers)
+        exchange.trace_headers = trace_carrier(self._grpc_metadata, trace_attributes(request))
+        return exchange
+
+    def _request_headers(self, exchange: Exchange, request_headers: pb.HttpHeaders) -> Step:
+        headers = header_map(request_headers)
         exchange.trace_headers = trace_carrier(self._grpc_metadata, headers)
         self._request_content_type = headers.get("content-type", "")
         mode = _mode_for(exchange)
@@ -168,15 +196,14 @@ class ProcessStream:
         )
         return [answer], not exchange.wants_response
 
-    def _response_headers(self, exchange: Exchange | None, headers: pb.HttpHeaders) -> Step:
-        if exchange is None:
-            # A response without request headers (not sent by the configured mode): nothing to redact.
-            answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=_SKIP_RESPONSE_BODY)
-            return [answer], True
+    def _response_headers(self, exchange: Exchange, headers: pb.HttpHeaders) -> Step:
         exchange.note_response_headers(header_map(headers))
-        mode = _STREAM_RESPONSE_BODY if exchange.streams_response else None
+        mode = None
         if not exchange.reads_response_body:
             mode = _SKIP_RESPONSE_BODY
+        elif exchange.streams_response:
+            mode = _STREAM_RESPONSE_BODY
+            self._streams_response = True
         answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
         return [answer], mode is _SKIP_RESPONSE_BODY
 
@@ -192,7 +219,8 @@ class ProcessStream:
         )
         return [answer], body.end_of_stream
 
-    def _response_body(self, exchange: Exchange, body: bytes) -> Step:
+    def _response_body(self, exchange: Exchange, request: pb.ProcessingRequest) -> Step:
+        body = request.response_body.body
         self._processor.record_usage(exchange, body)
         outcome = exchange.redact_response(body)
         self._processor.count(exchange, outcome, "response")

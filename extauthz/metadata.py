@@ -25,6 +25,29 @@ MD_SHADOW = "shadow"  # shadow outcomes that would change the answer: "would_den
 # JSON list of cost budgets (counter key, window end, per-token prices) ext_proc adds the
 # response's token usage to (extauthz/limits/enforce.py UsageCharge).  Not in the access log.
 MD_USAGE = "usage_budgets"
+# Which ext_proc filter instance processes this call's bodies (one of BODY_PHASES); absent on
+# calls with nothing to redact or meter and on every denial, so Envoy opens no ext_proc stream.
+# Dynamic metadata, not a header: the agent cannot set it.
+MD_BODY_PHASES = "body_phases"
+# Every message Envoy can send for both bodies: request headers, request body, response
+# headers, response body.  The request headers message is what lets the answer to the body
+# set the redacted body's content-length; the response headers message holds the response
+# back (a refusal can still be a 413/502 with a reason, not a reset) and switches an event
+# stream to STREAMED.  Rule obligations apply to both bodies.
+PHASES_BOTH_BODIES = "request_and_response"
+# The response only (response headers, response body): a call without a request body,
+# default response detectors, token usage to meter.  A CRM read is 2 messages, not 3.
+PHASES_RESPONSE = "response"
+BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
+
+# The agent's trace context, for a stream that starts at the response (no request header
+# message): Envoy sends these attributes (CEL expressions, keyed by the expression)
+# with the first response message.  Only a fallback: Envoy's own span travels in the gRPC
+# metadata when Envoy traces.
+TRACE_HEADER_ATTRIBUTES = {
+    "traceparent": "request.headers['traceparent']",
+    "tracestate": "request.headers['tracestate']",
+}
 
 ACCESS_LOG_METADATA_KEYS = (
     MD_DECISION,
@@ -51,6 +74,3 @@ HEADER_DECISION_ID = "x-aegis-decision-id"
 HEADER_PURPOSE = "x-aegis-purpose"
 HEADER_OVERRIDE = "x-aegis-override"
 HEADER_PARENT_AGENT = "x-aegis-parent-agent"
-# Set by Check on allowed calls with nothing for ext_proc to do: Envoy's matcher then skips
-# the ext_proc filter (no gRPC stream at all); removed otherwise, and never sent upstream.
-HEADER_CLEAN = "x-aegis-clean"

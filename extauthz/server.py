@@ -214,7 +214,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
         carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
         self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
-        return response_from_answer(answer, always_process_bodies=self._always_process_bodies)
+        return response_from_answer(answer, self.phases(answer, http_request))
 
 
 CheckServer = FrontServer | GrpcioServer

@@ -5,12 +5,13 @@ One function per Envoy resource, each returning plain dicts in the v3 API's YAML
 no timestamps, no absolute paths from the config) so the rendered files under ``envoy/`` are
 golden-tested against this module.
 
-The filter chain is ``ext_authz → ext_proc → router``:
+The filter chain is ``ext_authz → ext_proc (two instances) → router``:
 
 * ext_authz sends every request, with its body (``pack_as_bytes``), to the Aegis ``Check``;
   it fails closed, and an unreachable service is a 503.
 * ext_proc (optional, ``with_ext_proc``) rewrites bodies under the redaction obligations that
-  Check left in the ext_authz dynamic-metadata namespace (see ``extauthz.metadata``).
+  Check left in the ext_authz dynamic-metadata namespace (see ``extauthz.metadata``).  One
+  instance per set of body phases; Check's ``body_phases`` metadata picks at most one.
 * the router sends the request, unchanged, to the upstream named by the Host header.
 """
 
@@ -27,6 +28,7 @@ from extauthz.envoyconfig._base import (
     EXT_AUTHZ_FILTER,
     EXT_PROC_CLUSTER,
     EXT_PROC_FILTER,
+    EXT_PROC_FILTERS,
     GRPC_CLUSTER,
     INGRESS_LISTENER,
     METRICS_LISTENER,
@@ -127,6 +129,7 @@ __all__ = [
     "EXT_AUTHZ_FILTER",
     "EXT_PROC_CLUSTER",
     "EXT_PROC_FILTER",
+    "EXT_PROC_FILTERS",
     "GRPC_CLUSTER",
     "INGRESS_LISTENER",
     "METRICS_LISTENER",

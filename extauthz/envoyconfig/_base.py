@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from extauthz.config_fields import parse_address
+from extauthz.metadata import BODY_PHASES
 
 Resource = dict[str, Any]
 
 GRPC_CLUSTER = "aegis_grpc"
-# ext_proc has its own (grpc.aio) listener in the service, so its own cluster.
+# ext_proc has its own listener in the service, so its own cluster.
 EXT_PROC_CLUSTER = "aegis_ext_proc"
 OTEL_CLUSTER = "otel_collector"
 ADMIN_CLUSTER = "envoy_admin"
@@ -20,6 +21,8 @@ METRICS_LISTENER = "envoy_metrics"
 ROUTE_CONFIG = "aegis_routes"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+# One ext_proc instance per set of body phases Check can choose (metadata.BODY_PHASES).
+EXT_PROC_FILTERS = {phases: f"{EXT_PROC_FILTER}.{phases}" for phases in BODY_PHASES}
 ROUTER_FILTER = "envoy.filters.http.router"
 # Both gRPC calls are on the request path: a slow policy service must fail fast (closed).
 GRPC_TIMEOUT = "1s"

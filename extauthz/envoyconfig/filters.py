@@ -1,4 +1,5 @@
-"""HTTP filters: ext_authz → ext_proc (skipped for clean calls) → router."""
+"""HTTP filters: ext_authz → ext_proc, one instance per body-phase set (all skipped for clean
+calls) → router."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from extauthz.config import AegisConfig
 from extauthz.envoyconfig._base import (
     EXT_AUTHZ_FILTER,
     EXT_PROC_CLUSTER,
-    EXT_PROC_FILTER,
+    EXT_PROC_FILTERS,
     GRPC_CLUSTER,
     GRPC_TIMEOUT,
     ROUTER_FILTER,
@@ -15,9 +16,13 @@ from extauthz.envoyconfig._base import (
     _extension,
 )
 from extauthz.metadata import (
+    BODY_PHASES,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
-    HEADER_CLEAN,
+    MD_BODY_PHASES,
+    PHASES_BOTH_BODIES,
+    PHASES_RESPONSE,
+    TRACE_HEADER_ATTRIBUTES,
 )
 
 # --- filters ------------------------------------------------------------------------------
@@ -69,12 +74,29 @@ def ext_authz_filter(config: AegisConfig) -> Resource:
     )
 
 
-def _ext_proc_config() -> Resource:
-    """ext_proc: buffered bodies both ways, fed the ext_authz metadata (redaction obligations).
+# The static processing mode of each instance (metadata.BODY_PHASES says why these two).
+# Both see the response headers: Envoy holds them while the body is redacted, so a refusal
+# is still a status with a reason, and the answer there can switch an event stream to
+# STREAMED (mode_override) or skip a body nothing reads.
+_PROCESSING_MODES: dict[str, Resource] = {
+    PHASES_BOTH_BODIES: {
+        "request_header_mode": "SEND",
+        "request_body_mode": "BUFFERED",
+        "response_header_mode": "SEND",
+        "response_body_mode": "BUFFERED",
+    },
+    PHASES_RESPONSE: {
+        "request_header_mode": "SKIP",
+        "request_body_mode": "NONE",
+        "response_header_mode": "SEND",
+        "response_body_mode": "BUFFERED",
+    },
+}
 
-    ``allow_mode_override`` lets the service choose the phases per call (nothing to redact:
-    none); the static mode has no response phase, so ext_authz's local replies open no stream.
-    """
+
+def _ext_proc_config(phases: str) -> Resource:
+    """One ext_proc instance: the ``phases`` mode, fed the ext_authz metadata (redaction
+    obligations)."""
     return _any(
         "extensions.filters.http.ext_proc.v3.ExternalProcessor",
         failure_mode_allow=False,
@@ -82,16 +104,9 @@ def _ext_proc_config() -> Resource:
         status_on_error={"code": "ServiceUnavailable"},
         grpc_service=grpc_service(EXT_PROC_CLUSTER),
         message_timeout=GRPC_TIMEOUT,
-        processing_mode={
-            "request_header_mode": "SEND",
-            "request_body_mode": "BUFFERED",
-            # No response phase by default, so ext_authz's local replies (403, 202, 401, 503)
-            # open no ext_proc stream; calls that need the response turn it on in the answer
-            # to their request headers (mode_override).
-            "response_header_mode": "SKIP",
-            "response_body_mode": "NONE",
-        },
+        processing_mode=_PROCESSING_MODES[phases],
         allow_mode_override=True,
+        response_attributes=list(TRACE_HEADER_ATTRIBUTES.values()),
         metadata_options={
             "forwarding_namespaces": {"untyped": [EXT_AUTHZ_NAMESPACE]},
             "receiving_namespaces": {"untyped": [EXT_PROC_NAMESPACE]},
@@ -99,20 +114,38 @@ def _ext_proc_config() -> Resource:
     )
 
 
-def ext_proc_filter() -> Resource:
-    """ext_proc, skipped entirely for calls Check marked clean (``x-aegis-clean: 1``).
+def ext_proc_filter(phases: str) -> Resource:
+    """The ext_proc instance for ``phases``, skipped unless Check chose it.
 
-    Check sets the marker on allowed calls with nothing to redact or meter and removes any
-    agent-sent copy otherwise, so a clean call costs no gRPC stream; local replies (denials)
-    carry no marker but open no stream either (no response phase in the static mode).
+    Check writes ``body_phases`` into its dynamic metadata on allowed calls with something to
+    redact or meter; the matcher skips this instance unless the value is ``phases``.  Clean
+    calls, denials and Envoy's own local replies (which never reach ext_authz's answer) carry
+    no value, so they open no ext_proc stream, and the agent cannot forge one.
     """
+    chosen = {
+        "single_predicate": {
+            "input": _extension(
+                "body_phases",
+                "extensions.matching.common_inputs.network.v3.DynamicMetadataInput",
+                filter=EXT_AUTHZ_NAMESPACE,
+                path=[{"key": MD_BODY_PHASES}],
+            ),
+            "custom_match": _extension(
+                "is_" + phases,
+                "extensions.matching.input_matchers.metadata.v3.Metadata",
+                value={"string_match": {"exact": phases}},
+            ),
+        }
+    }
     skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
-    header = _extension("clean", "type.matcher.v3.HttpRequestHeaderMatchInput", header_name=HEADER_CLEAN)
+    name = EXT_PROC_FILTERS[phases]
     return _extension(
-        EXT_PROC_FILTER,
+        name,
         "extensions.common.matching.v3.ExtensionWithMatcher",
-        extension_config={"name": EXT_PROC_FILTER, "typed_config": _ext_proc_config()},
-        xds_matcher={"matcher_tree": {"input": header, "exact_match_map": {"map": {"1": {"action": skip}}}}},
+        extension_config={"name": name, "typed_config": _ext_proc_config(phases)},
+        xds_matcher={
+            "matcher_list": {"matchers": [{"predicate": {"not_matcher": chosen}, "on_match": {"action": skip}}]}
+        },
     )
 
 
@@ -141,9 +174,10 @@ def router_filter() -> Resource:
 
 
 def http_filters(config: AegisConfig, *, with_ext_proc: bool = True) -> list[Resource]:
-    """ext_authz → (ext_proc) → router; ext_proc must follow ext_authz to receive its metadata."""
+    """ext_authz → (ext_proc instances) → router; ext_proc must follow ext_authz to receive
+    its metadata."""
     filters = [ext_authz_filter(config)]
     if with_ext_proc:
-        filters.append(ext_proc_filter())
+        filters.extend(ext_proc_filter(phases) for phases in BODY_PHASES)
     filters.append(router_filter())
     return filters

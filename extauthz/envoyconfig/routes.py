@@ -5,16 +5,12 @@ from __future__ import annotations
 from extauthz.config import AegisConfig
 from extauthz.envoyconfig._base import (
     EXT_AUTHZ_FILTER,
-    EXT_PROC_FILTER,
     ROUTE_CONFIG,
     UNKNOWN_HOST_BODY,
     Resource,
     _any,
 )
 from extauthz.envoyconfig.clusters import upstream_cluster_name
-from extauthz.metadata import (
-    HEADER_CLEAN,
-)
 
 # --- routes -------------------------------------------------------------------------------
 
@@ -38,16 +34,13 @@ def upstream_virtual_host(host: str) -> Resource:
         "name": upstream_cluster_name(host),
         "domains": [host, f"{host}:*"],
         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": upstream_cluster_name(host)}}],
-        # Check's clean marker is for Envoy's ext_proc matcher only.
-        "request_headers_to_remove": [HEADER_CLEAN],
     }
 
 
-def unknown_host_virtual_host(*, with_ext_proc: bool = True) -> Resource:
-    """``*``: a direct 404 JSON. Nothing reaches an upstream, so no Check is needed for it."""
+def unknown_host_virtual_host() -> Resource:
+    """``*``: a direct 404 JSON. Nothing reaches an upstream, so no Check is needed for it
+    (and without Check's metadata every ext_proc instance skips itself)."""
     disabled = {EXT_AUTHZ_FILTER: _any("extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", disabled=True)}
-    if with_ext_proc:
-        disabled[EXT_PROC_FILTER] = _any("extensions.filters.http.ext_proc.v3.ExtProcPerRoute", disabled=True)
     return {
         "name": "unknown_host",
         "domains": ["*"],
@@ -59,5 +52,5 @@ def unknown_host_virtual_host(*, with_ext_proc: bool = True) -> Resource:
 def route_config(config: AegisConfig, *, with_ext_proc: bool = True) -> Resource:
     """One virtual host per configured upstream, by Host header, then the 404 catch-all."""
     hosts = [upstream_virtual_host(host) for host in config.upstreams]
-    hosts.append(unknown_host_virtual_host(with_ext_proc=with_ext_proc))
+    hosts.append(unknown_host_virtual_host())
     return {"name": ROUTE_CONFIG, "virtual_hosts": hosts}

@@ -1,8 +1,9 @@
 """Target: the ext_proc handler (``ExternalProcessorServicer.Process`` + ``redactor``).
 
-A case is one stream as Envoy could send it: request headers (with or without the
-ext_authz dynamic metadata), body chunks, trailers, response headers and body chunks
-(JSON, text, SSE, gzip/deflate, garbage).  Promise, on every stream:
+A case is one stream as Envoy could send it: request headers, body chunks, trailers,
+response headers and body chunks (JSON, text, SSE, gzip/deflate, garbage), every message
+with or without the ext_authz dynamic metadata (a response-only stream starts at the
+response headers).  Promise, on every stream:
 
 * ``Process`` never raises: every input gets an answer;
 * one answer per message, of the same phase, until an ``immediate_response`` ends the
@@ -78,17 +79,23 @@ def _headers(values: Mapping[str, str]) -> pb.HttpHeaders:
 
 
 def to_request(phase: Phase, metadata: Mapping[str, str] | None) -> pb.ProcessingRequest:
+    """One message as Envoy sends it: every message carries the forwarded metadata."""
     kind = phase[0]
     if kind in ("request_headers", "response_headers"):
         request = pb.ProcessingRequest(**{kind: _headers(phase[1])})
-        if metadata is not None and kind == "request_headers":
-            struct = struct_pb2.Struct()
-            struct.update(dict(metadata))
-            request.metadata_context.filter_metadata[EXT_AUTHZ_NAMESPACE].CopyFrom(struct)
-        return request
-    if kind in ("request_body", "response_body"):
-        return pb.ProcessingRequest(**{kind: pb.HttpBody(body=phase[1], end_of_stream=phase[2])})
-    return pb.ProcessingRequest(**{kind: pb.HttpTrailers()})
+    elif kind in ("request_body", "response_body"):
+        request = pb.ProcessingRequest(**{kind: pb.HttpBody(body=phase[1], end_of_stream=phase[2])})
+    else:
+        request = pb.ProcessingRequest(**{kind: pb.HttpTrailers()})
+    if metadata is not None:
+        struct = struct_pb2.Struct()
+        struct.update(dict(metadata))
+        request.metadata_context.filter_metadata[EXT_AUTHZ_NAMESPACE].CopyFrom(struct)
+    return request
+
+
+def requests_of(case: Case) -> list[pb.ProcessingRequest]:
+    return [to_request(p, case.metadata) for p in case.phases]
 
 
 async def _stream(requests: Sequence[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingRequest]:
@@ -101,7 +108,7 @@ async def _collect(case: Case, requests: Sequence[pb.ProcessingRequest]) -> list
 
 
 def exercise(case: Case) -> list[pb.ProcessingResponse]:
-    requests = [to_request(p, case.metadata) for p in case.phases]
+    requests = requests_of(case)
     responses = asyncio.run(_collect(case, requests))
     _check_answers(case, requests, responses)
     return responses
@@ -136,11 +143,8 @@ def _check_refusal(immediate: pb.ImmediateResponse) -> None:
 
 
 def _phase_headers(case: Case, kind: str, before: int) -> Mapping[str, str] | None:
-    """The headers the exchange saw for a body at ``before``: the last ``kind`` phase before
-    it, and only after the request headers (response headers sent first are not noted)."""
-    phases = case.phases[:before]
-    starts = [i for i, p in enumerate(phases) if p[0] == "request_headers"]
-    found = [p[1] for i, p in enumerate(phases) if p[0] == kind and starts and i >= starts[0]]
+    """The headers the exchange saw for a body at ``before``: the last ``kind`` phase before it."""
+    found = [p[1] for p in case.phases[:before] if p[0] == kind]
     return found[-1] if found else None
 
 

@@ -165,18 +165,13 @@ def test_a_tool_response_cannot_smuggle_a_secret_in_odd_encodings(gateway):
         assert int(response.headers["content-length"]) == len(response.content)
 
 
-def test_an_agent_cannot_switch_redaction_off_with_the_clean_marker(gateway):
-    # Check marks calls with nothing to redact so Envoy skips ext_proc; an agent sending the
-    # marker itself on a call that must be redacted gets it removed before the matcher runs.
-    response = crm(gateway, **{"x-aegis-clean": "1"})
+def test_an_agent_cannot_switch_redaction_off_with_headers(gateway):
+    # Envoy picks the ext_proc instance from Check's dynamic metadata, which the agent cannot
+    # write: neither the header marker of earlier versions nor a header named like the
+    # metadata key skips redaction.
+    response = crm(gateway, **{"x-aegis-clean": "1", "body_phases": "none", "x-aegis-body-phases": "none"})
     assert response.status_code == 200
     assert response.json()["ssn"].startswith("[REDACTED")
-    seen = [
-        r
-        for r in gateway.received("crm.demo")
-        if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]
-    ]
-    assert "x-aegis-clean" not in seen[0]["headers"]
 
 
 def test_clean_calls_never_open_an_ext_proc_stream(gateway):
@@ -190,7 +185,7 @@ def test_clean_calls_never_open_an_ext_proc_stream(gateway):
         for r in gateway.received("payments.demo")
         if r["headers"].get("x-aegis-decision-id") == response.headers["x-aegis-decision-id"]
     ]
-    assert "x-aegis-clean" not in seen[0]["headers"]  # the marker never reaches the tool
+    assert seen[0]["headers"]["content-length"] == str(len(seen[0]["body"].encode()))
     after = httpx.get(f"http://{gateway.config.envoy.admin}/stats?filter=ext_proc.streams_started").text
     # This gateway applies SECRET to every response, so even clean calls go through ext_proc here.
     assert after != before

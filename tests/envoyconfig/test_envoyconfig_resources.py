@@ -12,7 +12,13 @@ import yaml
 from extauthz import envoyconfig as ec
 from extauthz.config import AegisConfig, EnvoyConfig, IdentityConfig, PolicyConfig
 from extauthz.errors import ConfigError
-from extauthz.metadata import ACCESS_LOG_METADATA_KEYS, EXT_AUTHZ_NAMESPACE, EXT_PROC_NAMESPACE
+from extauthz.metadata import (
+    ACCESS_LOG_METADATA_KEYS,
+    BODY_PHASES,
+    EXT_AUTHZ_NAMESPACE,
+    EXT_PROC_NAMESPACE,
+    MD_BODY_PHASES,
+)
 
 UPSTREAMS = {"payments.demo": "http://127.0.0.1:18081", "crm.demo": "http://crm:8080"}
 
@@ -98,48 +104,62 @@ def test_connection_manager_canonicalises_paths_and_owns_request_ids() -> None:
 def test_filter_chain_order(with_ext_proc: bool) -> None:
     manager = hcm(ec.render_bootstrap(make_config(), with_ext_proc=with_ext_proc))
     names = [f["name"] for f in manager["http_filters"]]
-    expected = [ec.EXT_AUTHZ_FILTER, ec.EXT_PROC_FILTER, ec.ROUTER_FILTER]
-    if not with_ext_proc:
-        expected.remove(ec.EXT_PROC_FILTER)
-    assert names == expected
+    if with_ext_proc:
+        dlp = [ec.EXT_PROC_FILTERS[phases] for phases in BODY_PHASES]
+        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.ROUTER_FILTER]
+    else:
+        assert names == [ec.EXT_AUTHZ_FILTER, ec.ROUTER_FILTER]
+    # The unknown host has no Check, hence no body_phases: no ext_proc instance needs disabling.
     per_route = manager["route_config"]["virtual_hosts"][-1]["typed_per_filter_config"]
-    assert (ec.EXT_PROC_FILTER in per_route) is with_ext_proc
+    assert list(per_route) == [ec.EXT_AUTHZ_FILTER]
 
 
-def test_ext_authz_fails_closed_with_the_whole_body() -> None:
-    typed = ec.ext_authz_filter(make_config(max_request_bytes=4096))["typed_config"]
-    assert typed["failure_mode_allow"] is False
-    assert typed["transport_api_version"] == "V3"
-    body = {"max_request_bytes": 4096, "allow_partial_message": False, "pack_as_bytes": True}
-    assert typed["with_request_body"] == body
-    assert typed["status_on_error"] == {"code": "ServiceUnavailable"}
-    assert typed["include_peer_certificate"] is False
-    assert typed["grpc_service"]["envoy_grpc"]["cluster_name"] == ec.GRPC_CLUSTER
-
-
-def test_ext_proc_is_skipped_for_calls_check_marked_clean() -> None:
-    wrapper = ec.ext_proc_filter()["typed_config"]
+@pytest.mark.parametrize("phases", BODY_PHASES)
+def test_each_ext_proc_instance_runs_only_when_checks_metadata_names_it(phases: str) -> None:
+    wrapper = ec.ext_proc_filter(phases)["typed_config"]
     assert wrapper["@type"].endswith("ExtensionWithMatcher")
-    tree = wrapper["xds_matcher"]["matcher_tree"]
-    assert tree["input"]["typed_config"]["header_name"] == "x-aegis-clean"
-    action = tree["exact_match_map"]["map"]["1"]["action"]["typed_config"]["@type"]
-    assert action.endswith("SkipFilter")
+    [matcher] = wrapper["xds_matcher"]["matcher_list"]["matchers"]
+    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
+    chosen = matcher["predicate"]["not_matcher"]["single_predicate"]
+    # Dynamic metadata Check wrote, not a header: the agent cannot choose (or skip) ext_proc.
+    assert chosen["input"]["typed_config"]["@type"].endswith("DynamicMetadataInput")
+    assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
+    assert chosen["input"]["typed_config"]["path"] == [{"key": MD_BODY_PHASES}]
+    assert chosen["custom_match"]["typed_config"]["value"] == {"string_match": {"exact": phases}}
 
 
-def test_ext_proc_buffers_bodies_skips_local_replies_and_receives_the_ext_authz_metadata() -> None:
-    typed = ec.ext_proc_filter()["typed_config"]["extension_config"]["typed_config"]
-    assert typed["processing_mode"] == {
+def test_the_response_only_instance_sends_no_request_message() -> None:
+    both, response = (
+        ec.ext_proc_filter(phases)["typed_config"]["extension_config"]["typed_config"] for phases in BODY_PHASES
+    )
+    # The request headers: the redacted request body's content-length is set there.  The
+    # response headers: Envoy holds the response back while its body is redacted.
+    assert both["processing_mode"] == {
         "request_header_mode": "SEND",
         "request_body_mode": "BUFFERED",
-        "response_header_mode": "SKIP",
-        "response_body_mode": "NONE",
+        "response_header_mode": "SEND",
+        "response_body_mode": "BUFFERED",
     }
-    assert typed["allow_mode_override"] is True
+    assert response["processing_mode"] == {
+        "request_header_mode": "SKIP",
+        "request_body_mode": "NONE",
+        "response_header_mode": "SEND",
+        "response_body_mode": "BUFFERED",
+    }
+    # The answer to the response headers switches an event stream to STREAMED.
+    assert both["allow_mode_override"] is True and response["allow_mode_override"] is True
+
+
+@pytest.mark.parametrize("phases", BODY_PHASES)
+def test_ext_proc_fails_closed_and_receives_the_metadata_and_attributes_it_reads(phases: str) -> None:
+    typed = ec.ext_proc_filter(phases)["typed_config"]["extension_config"]["typed_config"]
     assert typed["failure_mode_allow"] is False
     assert typed["message_timeout"] == "1s"
     assert typed["status_on_error"] == {"code": "ServiceUnavailable"}
     assert typed["metadata_options"]["forwarding_namespaces"] == {"untyped": [EXT_AUTHZ_NAMESPACE]}
     assert typed["metadata_options"]["receiving_namespaces"] == {"untyped": [EXT_PROC_NAMESPACE]}
+    # A stream that starts at the response body still finds the agent's trace context.
+    assert "request.headers['traceparent']" in typed["response_attributes"]
 
 
 def test_routes_by_host_to_one_cluster_each_unchanged() -> None:

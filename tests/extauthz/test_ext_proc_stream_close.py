@@ -15,7 +15,7 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from extauthz.metadata import MD_REDACT, MD_TOOL
-from fuzz.targets.ext_proc import Case, _Context, servicer, to_request
+from fuzz.targets.ext_proc import Case, _Context, requests_of, servicer
 
 JSON = {"content-type": "application/json"}
 SANITIZE = {MD_REDACT: json.dumps({"fields": ["ssn"], "detectors": ["EMAIL"]})}
@@ -33,7 +33,7 @@ async def _exactly(requests: Sequence[pb.ProcessingRequest]) -> AsyncIterator[pb
 
 
 def answers(case: Case) -> list[pb.ProcessingResponse]:
-    requests = [to_request(p, case.metadata) for p in case.phases]
+    requests = requests_of(case)
 
     async def collect() -> list[pb.ProcessingResponse]:
         return [r async for r in servicer(case.settings).Process(_exactly(requests), _Context())]
@@ -71,8 +71,10 @@ def answers(case: Case) -> list[pb.ProcessingResponse]:
                 ("response_body", b"data: b\n\n", True),
             ],
         ),
+        # The response-only instance: the stream starts at the response headers.
+        Case(0, SANITIZE, [("response_headers", JSON), ("response_body", b'{"ssn":"1"}', True)]),
     ],
-    ids=["clean", "local-reply", "buffered-response", "streamed-response"],
+    ids=["clean", "local-reply", "buffered-response", "streamed-response", "response-only"],
 )
 def test_the_stream_closes_when_the_exchange_is_complete(case: Case):
     responses = answers(case)

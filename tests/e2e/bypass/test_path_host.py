@@ -210,13 +210,15 @@ def test_underscore_override_header_never_reaches_the_tool(gateway: Gateway):
 # --- headers that only Aegis or Envoy may set --------------------------------------------------
 
 
-def test_forged_clean_marker_does_not_skip_redaction(gateway: Gateway):
-    # x-aegis-clean: 1 makes Envoy skip ext_proc; Check removes an agent-sent copy on calls
-    # with redaction obligations, so the CRM record still comes back redacted.
-    attempt = Attempt(OWN_RECORD, "crm.demo", headers=(("x-aegis-clean", "1"),))
+def test_forged_skip_markers_do_not_skip_redaction(gateway: Gateway):
+    # Envoy runs an ext_proc instance only when Check's dynamic metadata names it
+    # (body_phases); headers cannot: not the x-aegis-clean marker earlier versions used,
+    # nor one named like the metadata key.
+    forged = (("x-aegis-clean", "1"), ("body_phases", "none"), ("x-aegis-body-phases", "none"))
+    attempt = Attempt(OWN_RECORD, "crm.demo", headers=forged)
     response = send(gateway, attempt.wire(gateway.token()))
     record = check(gateway, response, crm_ok(), log=False)
-    assert record is not None and "x-aegis-clean" not in record["headers"]
+    assert record is not None
     document = response.json()
     # The rule crm-redact-pii names these fields: each comes back masked.
     assert all(document[name].startswith("[REDACTED") for name in ("ssn", "dob", "full_name"))
