@@ -14,9 +14,9 @@ back at 1 and 32 connections (wrk), three calls through both:
 * ``refund``: allowed, nothing to redact: Check names no ext_proc instance, no stream;
 * ``slack``: a Slack post with an SSN, an e-mail and a phone number under
   ``slack-redact-pii`` (detectors): the request body and the ticket in the response are
-  redacted (3 ext_proc messages: request headers, request body, response body);
+  redacted (4 ext_proc messages: headers and bodies both ways);
 * ``crm``: a CRM read under ``crm-redact-pii`` (fields ssn, dob, full_name): the response
-  body is redacted, the request has none (1 message: the response body).
+  body is redacted, the request has none (2 messages: the response headers and body).
 
 The policy is the repo's support policy with its business-hours calendar open all week, so
 the Slack rules allow at any time of day.  Envoy's ext_authz and ext_proc counters are read
