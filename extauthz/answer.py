@@ -7,7 +7,6 @@ reuse the same values.  This is the edge where typed errors become HTTP statuses
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,7 +77,7 @@ def answer_for_decision(
     )
     if decision.effect in (Effect.ALLOW, Effect.SANITIZE):
         if decision.obligations.needs_redaction:
-            metadata[MD_REDACT] = json.dumps(decision.obligations.redact_dict(), separators=(",", ":"))
+            metadata[MD_REDACT] = decision.obligations.redact_json
         return Answer(200, decision_id, metadata=metadata)
     if decision.effect is Effect.APPROVAL_NEEDED:
         if approval is None or status_url is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,12 @@ class Obligations:
         if self.redact_over_limit == "pass":
             data["over_limit"] = "pass"
         return data
+
+    @functools.cached_property
+    def redact_json(self) -> str:
+        """``redact_dict`` as the JSON Check writes into its dynamic metadata; kept, since a
+        cached decision's obligations answer many calls."""
+        return json.dumps(self.redact_dict(), separators=(",", ":"))
 
 
 @dataclass(frozen=True)

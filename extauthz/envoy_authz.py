@@ -5,14 +5,12 @@ Envoy authorization protobufs; the decision logic lives in ``authorizer``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 
 from extauthz.answer import Answer, decision_id_header
 from extauthz.authorizer import Authorizer
@@ -51,16 +49,11 @@ def request_from_check(check: external_auth_pb2.CheckRequest) -> HttpRequest:
     )
 
 
-def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
-    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
-
-
-def _struct(values: Mapping[str, str]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    fields = struct.fields  # set in place: half the cost of Struct.update's type dispatch
-    for key, value in values.items():
-        fields[key].string_value = value
-    return struct
+def _add_header(options: Any, key: str, value: str) -> None:
+    """Append an OVERWRITE header option to a repeated ``HeaderValueOption`` field, in place."""
+    option = options.add(append_action=_OVERWRITE)
+    option.header.key = key
+    option.header.value = value
 
 
 def body_phases(answer: Answer, request: HttpRequest, *, always_process_bodies: bool = False) -> str | None:
@@ -79,34 +72,33 @@ def response_from_answer(answer: Answer, phases: str | None = None) -> external_
     """An Answer as a CheckResponse: OK with upstream headers, or a denied local reply.
 
     ``phases`` (``body_phases``) goes into the dynamic metadata, where Envoy's matchers pick
-    the ext_proc instance; without it every ext_proc filter is skipped.
+    the ext_proc instance; without it every ext_proc filter is skipped.  Built in place: a
+    nested message passed to a constructor is copied (half the cost of a Check's answer).
     """
-    decision_id = decision_id_header(answer)
-    metadata = _struct(answer.metadata)
+    response = external_auth_pb2.CheckResponse()
+    fields = response.dynamic_metadata.fields
+    for key, value in answer.metadata.items():
+        fields[key].string_value = value
     if phases is not None:
-        metadata.fields[MD_BODY_PHASES].string_value = phases
+        fields[MD_BODY_PHASES].string_value = phases
+    decision_id = decision_id_header(answer)
     if answer.allowed:
-        return external_auth_pb2.CheckResponse(
-            status=status_pb2.Status(code=code_pb2.OK),
-            ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_header(*decision_id)],
-                headers_to_remove=STRIPPED_UPSTREAM_HEADERS,
-                response_headers_to_add=[_header(*decision_id)],
-            ),
-            dynamic_metadata=metadata,
-        )
-    headers = [_header("content-type", "application/json"), _header(*decision_id)]
-    headers.extend(_header(k, v) for k, v in answer.response_headers)
+        response.status.code = code_pb2.OK
+        ok = response.ok_response
+        _add_header(ok.headers, *decision_id)
+        ok.headers_to_remove.extend(STRIPPED_UPSTREAM_HEADERS)
+        _add_header(ok.response_headers_to_add, *decision_id)
+        return response
     # A non-OK status makes Envoy send the denied response; its HTTP status may be any code (202 too).
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=answer.status),
-            headers=headers,
-            body=json.dumps(answer.body or {}, separators=(",", ":")),
-        ),
-        dynamic_metadata=metadata,
-    )
+    response.status.code = code_pb2.PERMISSION_DENIED
+    denied = response.denied_response
+    denied.status.code = answer.status
+    _add_header(denied.headers, "content-type", "application/json")
+    _add_header(denied.headers, *decision_id)
+    for key, value in answer.response_headers:
+        _add_header(denied.headers, key, value)
+    denied.body = json.dumps(answer.body or {}, separators=(",", ":"))
+    return response
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]

@@ -37,7 +37,7 @@ from extauthz.metadata import (
 )
 from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
-from extauthz.tracing import Tracing, trace_carrier
+from extauthz.tracing import TRACE_KEYS, Tracing, trace_carrier
 
 _MODE = processing_mode_pb2.ProcessingMode
 # A mode_override replaces the whole mode: unset body modes mean NONE, so say every phase.
@@ -69,9 +69,20 @@ def trace_attributes(request: pb.ProcessingRequest) -> dict[str, str]:
     return found
 
 
-def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
-    """Envoy sends header values as bytes in ``raw_value``."""
-    return {h.key: (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in headers.headers.headers}
+def header_map(headers: pb.HttpHeaders, names: frozenset[str] | None = None) -> dict[str, str]:
+    """Envoy sends header values as bytes in ``raw_value`` (names in lowercase); only those
+    in ``names`` when given, the rest not decoded."""
+    return {
+        h.key: (h.raw_value.decode("latin-1") if h.raw_value else h.value)
+        for h in headers.headers.headers
+        if names is None or h.key in names
+    }
+
+
+# The headers each phase reads: the request's content type and trace context, the response's
+# content type and encoding.
+REQUEST_HEADERS_READ = frozenset({"content-type", *TRACE_KEYS})
+RESPONSE_HEADERS_READ = frozenset({"content-type", "content-encoding"})
 
 
 def _set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -172,12 +183,12 @@ class ProcessStream:
         processor = self._processor
         exchange = self._exchange = Exchange.from_metadata(processor.settings, authz_metadata(request))
         if exchange.refusal is not None:
-            processor.metrics.redaction_refusals.labels(exchange.refusal[1], exchange.tool).inc()
+            processor.metrics.redaction_refusals_by(exchange.refusal[1], exchange.tool).inc()
         exchange.trace_headers = trace_carrier(self._grpc_metadata, trace_attributes(request))
         return exchange
 
     def _request_headers(self, exchange: Exchange, request_headers: pb.HttpHeaders) -> Step:
-        headers = header_map(request_headers)
+        headers = header_map(request_headers, REQUEST_HEADERS_READ)
         exchange.trace_headers = trace_carrier(self._grpc_metadata, headers)
         self._request_content_type = headers.get("content-type", "")
         mode = _mode_for(exchange)
@@ -197,7 +208,7 @@ class ProcessStream:
         return [answer], not exchange.wants_response
 
     def _response_headers(self, exchange: Exchange, headers: pb.HttpHeaders) -> Step:
-        exchange.note_response_headers(header_map(headers))
+        exchange.note_response_headers(header_map(headers, RESPONSE_HEADERS_READ))
         mode = None
         if not exchange.reads_response_body:
             mode = _SKIP_RESPONSE_BODY
@@ -271,9 +282,9 @@ class ExternalProcessorServicer(external_processor_pb2_grpc.ExternalProcessorSer
         if outcome.counts:
             self._tracing.redaction_span(exchange.trace_headers, exchange.tool, outcome.counts, phase)
         for detector, count in outcome.counts.items():
-            self.metrics.redactions.labels(detector, exchange.tool).inc(count)
+            self.metrics.redactions_by(detector, exchange.tool).inc(count)
         if outcome.refusal:
-            self.metrics.redaction_refusals.labels(outcome.refusal[1], exchange.tool).inc()
+            self.metrics.redaction_refusals_by(outcome.refusal[1], exchange.tool).inc()
 
     async def Process(
         self, requests: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext[object, object]

@@ -11,6 +11,7 @@ precisely: a changed body, the same body, or a refusal with a status and a reaso
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -51,6 +52,8 @@ class BodyOutcome:
     passed_over_limit: bool = False
 
 
+OBLIGATIONS_CACHE_ENTRIES = 256
+
 BODY_TOO_LARGE = (413, "body_too_large", "the body is larger than Aegis redacts")
 MALFORMED_OBLIGATIONS = (REDACTION_FAILED_STATUS, "redaction_failed", "malformed redaction obligations")
 
@@ -82,17 +85,10 @@ class Exchange:
         """Build from the ext_authz dynamic metadata (None when ext_authz asked for nothing)."""
         raw = metadata.get(MD_REDACT)
         try:
-            data = json.loads(raw) if isinstance(raw, str) and raw else None
-            rule = _rule_obligations(data, settings)
+            rule, response, over_limit_pass = read_obligations(raw if isinstance(raw, str) else "", settings)
         except (ValueError, TypeError, dlp.DlpError):
             # Check wrote something this code cannot read: redact nothing wrongly, refuse (fail closed).
             return cls(settings, refusal=MALFORMED_OBLIGATIONS)
-        default = None
-        if settings.response_detectors:
-            default = dlp.Obligations(
-                detectors=settings.response_detectors, mode=settings.mode, hash_key=settings.hash_key
-            )
-        response = _merge(rule, default)
         tool = metadata.get(MD_TOOL)
         return cls(
             settings,
@@ -100,7 +96,7 @@ class Exchange:
             request_obligations=rule,
             response_obligations=response,
             usage=decode_charges(metadata.get(MD_USAGE)),
-            over_limit_pass=rule is not None and isinstance(data, dict) and data.get("over_limit") == "pass",
+            over_limit_pass=over_limit_pass,
         )
 
     @property
@@ -215,6 +211,25 @@ class Exchange:
         if not result.changed:
             return BodyOutcome(counts=result.counts)
         return BodyOutcome(body=_encode(result.body, encoding), counts=result.counts)
+
+
+# A policy version has a handful of distinct obligations, and every redacted call of one
+# rule carries the same text; reading it is pure (the Obligations are frozen), so the result
+# is kept.  Malformed text raises every time (exceptions are not cached).
+@functools.lru_cache(maxsize=OBLIGATIONS_CACHE_ENTRIES)
+def read_obligations(
+    raw: str, settings: RedactionSettings
+) -> tuple[dlp.Obligations | None, dlp.Obligations | None, bool]:
+    """Check's ``redact`` metadata (JSON, "" for none) → (request obligations, response
+    obligations with the settings' default detectors, whether over-limit bodies pass).
+    Raises ValueError, TypeError or ``dlp.DlpError`` on text it cannot read."""
+    data = json.loads(raw) if raw else None
+    rule = _rule_obligations(data, settings)
+    default = None
+    if settings.response_detectors:
+        default = dlp.Obligations(detectors=settings.response_detectors, mode=settings.mode, hash_key=settings.hash_key)
+    over_limit_pass = rule is not None and isinstance(data, dict) and data.get("over_limit") == "pass"
+    return rule, _merge(rule, default), over_limit_pass
 
 
 def _rule_obligations(data: object, settings: RedactionSettings) -> dlp.Obligations | None:

@@ -43,6 +43,7 @@ from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, Notify, UsageRecorder, webhook_notify
+from extauthz.log_stream import BufferedLogHandler
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
 from extauthz.redactor import RedactionSettings
 from extauthz.reload import PolicyReloader, source_for
@@ -82,7 +83,12 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """JSON lines on stderr, buffered (``log_stream``): a decision line costs no write(2)."""
+    handler: logging.Handler
+    try:
+        handler = BufferedLogHandler(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -209,7 +215,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         metrics = self._service.metrics
         metrics.decision_seconds.observe(time.perf_counter() - started)
         md = answer.metadata
-        metrics.decisions.labels(md.get(MD_DECISION, "error"), md.get(MD_TOOL, "unknown"), md.get(MD_RULE, "")).inc()
+        metrics.decisions_by(md.get(MD_DECISION, "error"), md.get(MD_TOOL, "unknown"), md.get(MD_RULE, "")).inc()
         reason = str((answer.body or {}).get("reason") or (answer.body or {}).get("message") or "")
         # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
         carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)

@@ -188,15 +188,15 @@ def _exporter(config: TelemetryConfig) -> SpanExporter:
     return GrpcExporter(endpoint=config.otlp_endpoint, insecure=True, timeout=EXPORT_TIMEOUT_MS / 1000)
 
 
-_TRACE_KEYS = ("traceparent", "tracestate")
+TRACE_KEYS = ("traceparent", "tracestate")  # the W3C trace context headers
 
 
 def trace_carrier(
     grpc_metadata: Sequence[tuple[str, str | bytes]] | None, headers: Mapping[str, str]
 ) -> dict[str, str]:
     """W3C trace headers from the gRPC call's metadata (Envoy's client span), else the request's."""
-    found = {k: v for k, v in (grpc_metadata or ()) if k in _TRACE_KEYS and isinstance(v, str)}
-    return found or {k: headers[k] for k in _TRACE_KEYS if k in headers}
+    found = {k: v for k, v in (grpc_metadata or ()) if k in TRACE_KEYS and isinstance(v, str)}
+    return found or {k: headers[k] for k in TRACE_KEYS if k in headers}
 
 
 class Tracing:
