@@ -4,7 +4,8 @@ Every decision writes a line, and ``logging.StreamHandler`` flushes after each o
 ``write(2)`` per call on the hot path (stderr is line-buffered besides).  Here lines collect
 in a 64 KiB buffer that a daemon thread flushes ``FLUSH_INTERVAL_S`` after it was first
 written to, as Envoy flushes its access log (``--file-flush-interval-msec``); warnings and
-errors are flushed at once, and so is everything at close (``logging.shutdown`` at exit).
+errors are flushed at once, and so is everything at close (``logging.shutdown`` at exit),
+after which every line is written at once.
 What a killed process (SIGKILL) loses is its last fraction of a second of operational lines;
 the signed decision log (``audit``) has its own durability and is not written here.
 """
@@ -24,7 +25,7 @@ class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     ``flush_level`` wait in a buffer for at most ``interval_s``."""
 
     def __init__(self, fd: int, *, interval_s: float = FLUSH_INTERVAL_S, flush_level: int = logging.WARNING) -> None:
-        stream: TextIO = open(  # noqa: SIM115 - the handler owns it; closed in close()
+        stream: TextIO = open(  # noqa: SIM115 - lives as long as the handler; the fd is not closed
             fd, "w", buffering=BUFFER_BYTES, encoding="utf-8", errors="backslashreplace", closefd=False
         )
         super().__init__(stream)
@@ -39,7 +40,7 @@ class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # Called with the handler's lock held (Handler.handle).
         try:
             self.stream.write(self.format(record) + self.terminator)
-            if record.levelno >= self._flush_level:
+            if record.levelno >= self._flush_level or self._stopping.is_set():
                 self._flush_locked()
             else:
                 self._pending = True
@@ -66,13 +67,12 @@ class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     return
 
     def close(self) -> None:
+        """Flush and stop the timer.  The stream stays open, unbuffered from now on: a library
+        that reconfigures logging (``logging.config.dictConfig`` closes every handler) must
+        not silence the service, and the descriptor is stderr's, not this handler's."""
         self._stopping.set()
-        try:
-            self.flush()
-        finally:
-            with self.lock:  # type: ignore[union-attr]
-                self.stream.close()
-            super().close()
+        self.flush()
+        super().close()
 
 
 __all__ = ["BUFFER_BYTES", "FLUSH_INTERVAL_S", "BufferedLogHandler"]

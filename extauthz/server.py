@@ -83,7 +83,12 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr, buffered (``log_stream``): a decision line costs no write(2)."""
+    """JSON lines on stderr, buffered (``log_stream``): a decision line costs no write(2).
+
+    The JSON lines carry no caller, thread or process, so records do not compute them (the
+    Logging HOWTO's "Optimization" switches; ~2 of a decision line's ~8 µs)."""
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler: logging.Handler
     try:
         handler = BufferedLogHandler(sys.stderr.fileno())
@@ -420,6 +425,13 @@ def redaction_settings(config: AegisConfig) -> RedactionSettings:
     )
 
 
+def http_server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings.  ``log_config=None``: uvicorn's default applies ``dictConfig``,
+    which closes every handler the service set up (``configure_logging``); its records go
+    to the service's JSON lines instead."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
+
+
 def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
     """Start the HTTP API on ``service.http`` in a background thread."""
     host, port = parse_address(service.config.service.http, what="service.http")
@@ -433,7 +445,7 @@ def start_http(service: Service) -> tuple[uvicorn.Server, threading.Thread]:
         service.readiness,
         extra_routes=policy_routes(service.authorizer, service.reloader, admin_token),
     )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(http_server_config(app, host, port))
     thread = threading.Thread(target=server.run, name="aegis-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

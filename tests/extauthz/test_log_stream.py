@@ -73,12 +73,32 @@ def test_warnings_are_written_at_once_with_what_was_buffered_before(
         assert [line["msg"] for line in _lines(path)] == ["decision", "policy rejected"]
 
 
-def test_close_flushes_what_is_left(logged: tuple[logging.Logger, BufferedLogHandler, Path]) -> None:
+def test_close_flushes_what_is_left_and_later_lines_are_written_at_once(
+    logged: tuple[logging.Logger, BufferedLogHandler, Path],
+) -> None:
     logger, handler, path = logged
     with handler.lock:  # type: ignore[union-attr]
         logger.info("last words")
-    handler.close()
+    handler.close()  # what logging.config.dictConfig does to every handler, e.g. in a library
     assert [line["msg"] for line in _lines(path)] == ["last words"]
+    with handler.lock:  # type: ignore[union-attr]
+        logger.info("after close")
+        assert [line["msg"] for line in _lines(path)] == ["last words", "after close"]
+
+
+def test_the_http_server_leaves_the_service_logging_alone() -> None:
+    from extauthz.server import http_server_config
+
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    closed: list[bool] = []
+    handler.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    try:
+        http_server_config(object(), "127.0.0.1", 0).configure_logging()
+        assert not closed and handler in root.handlers
+    finally:
+        root.removeHandler(handler)
 
 
 def test_a_service_process_that_exits_loses_no_line(tmp_path: Path) -> None:
@@ -104,6 +124,8 @@ def test_configure_logging_falls_back_when_stderr_has_no_descriptor(monkeypatch:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     monkeypatch.setattr(sys, "stderr", io.StringIO())
+    for switch in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, switch, getattr(logging, switch))  # restored afterwards
     try:
         configure_logging()
         (handler,) = root.handlers
