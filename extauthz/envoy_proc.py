@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
-from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
 
 from extauthz.limits.enforce import UsageCharge
 from extauthz.limits.usage import usage_tokens
@@ -35,7 +33,7 @@ from extauthz.metadata import (
     MD_REDACTIONS,
     TRACE_HEADER_ATTRIBUTES,
 )
-from extauthz.redactor import BodyOutcome, Exchange, RedactionSettings
+from extauthz.redactor import METADATA_READ, BodyOutcome, Exchange, RedactionSettings
 from extauthz.telemetry import Metrics
 from extauthz.tracing import TRACE_KEYS, Tracing, trace_carrier
 
@@ -50,12 +48,17 @@ _SKIP_RESPONSE_BODY = _MODE(response_body_mode=_MODE.NONE)
 _STREAM_RESPONSE_BODY = _MODE(response_body_mode=_MODE.STREAMED)
 
 
-def authz_metadata(request: pb.ProcessingRequest) -> dict[str, object]:
-    """The ext_authz dynamic metadata Envoy forwarded (``forwarding_namespaces``)."""
+def authz_metadata(request: pb.ProcessingRequest, keys: Iterable[str] | None = None) -> dict[str, object]:
+    """The ext_authz dynamic metadata Envoy forwarded (``forwarding_namespaces``): its string
+    values, only those of ``keys`` when given."""
     struct = request.metadata_context.filter_metadata.get(EXT_AUTHZ_NAMESPACE)
     if struct is None:
         return {}
-    return {key: value.string_value for key, value in struct.fields.items() if value.HasField("string_value")}
+    fields = struct.fields
+    if keys is not None:
+        found = ((key, fields.get(key)) for key in keys)
+        return {key: value.string_value for key, value in found if value is not None and value.HasField("string_value")}
+    return {key: value.string_value for key, value in fields.items() if value.HasField("string_value")}
 
 
 def trace_attributes(request: pb.ProcessingRequest) -> dict[str, str]:
@@ -85,45 +88,48 @@ REQUEST_HEADERS_READ = frozenset({"content-type", *TRACE_KEYS})
 RESPONSE_HEADERS_READ = frozenset({"content-type", "content-encoding"})
 
 
-def _set_header(key: str, value: str) -> base_pb2.HeaderValueOption:
-    # ext_proc ignores `value`: a header set only through it arrives empty.
-    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode()))
+def _add_header(options: Any, key: str, value: str) -> None:
+    """Append a header to a repeated ``HeaderValueOption`` field, in place.  ext_proc
+    ignores ``value``: a header set only through it arrives empty."""
+    header = options.add().header
+    header.key = key
+    header.raw_value = value.encode()
 
 
-def body_response(outcome: BodyOutcome) -> pb.CommonResponse:
-    """A body phase answer: the new body with its content-length, or nothing changed."""
-    if outcome.body is None:
-        return pb.CommonResponse()
-    return pb.CommonResponse(
-        body_mutation=pb.BodyMutation(body=outcome.body),
+def body_answer(phase: str, outcome: BodyOutcome) -> pb.ProcessingResponse:
+    """A body phase's answer (``phase``: ``request_body`` or ``response_body``): the new body
+    with its content-length, or nothing changed.  Built in place: a nested message passed
+    to a constructor is copied, and the body with it."""
+    answer = pb.ProcessingResponse()
+    body_response = getattr(answer, phase)
+    body_response.SetInParent()  # the phase is the answer, changed or not
+    if outcome.body is not None:
+        common = body_response.response
+        common.body_mutation.body = outcome.body
         # Without the matching content-length Envoy answers 500 after a body mutation.
-        header_mutation=pb.HeaderMutation(set_headers=[_set_header("content-length", str(len(outcome.body)))]),
-    )
+        _add_header(common.header_mutation.set_headers, "content-length", str(len(outcome.body)))
+    return answer
 
 
 def refusal_response(status: int, code: str, message: str) -> pb.ProcessingResponse:
     """Stop the exchange: the agent gets ``status`` with a JSON reason, nothing else."""
-    body = json.dumps({"error": code, "message": message}).encode()
-    return pb.ProcessingResponse(
-        immediate_response=pb.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=status),
-            headers=pb.HeaderMutation(set_headers=[_set_header("content-type", "application/json")]),
-            body=body,
-            details=f"aegis_{code}",
-        )
-    )
+    answer = pb.ProcessingResponse()
+    refusal = answer.immediate_response
+    refusal.status.code = status
+    _add_header(refusal.headers.set_headers, "content-type", "application/json")
+    refusal.body = json.dumps({"error": code, "message": message}).encode()
+    refusal.details = f"aegis_{code}"
+    return answer
 
 
-def counts_metadata(counts: Mapping[str, int], over_limit: Sequence[str] = ()) -> struct_pb2.Struct:
+def add_counts(answer: pb.ProcessingResponse, counts: Mapping[str, int], over_limit: Sequence[str] = ()) -> None:
     """Redaction counts (types and numbers only, never values) for the access log, and the
-    phases whose body went through unredacted over the size limit (policy ``over_limit: pass``)."""
-    struct = struct_pb2.Struct()
-    summary = ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
-    fields: dict[str, str] = {MD_REDACTIONS: summary}
+    phases whose body went through unredacted over the size limit (policy ``over_limit: pass``),
+    into ``answer``'s dynamic metadata."""
+    fields = answer.dynamic_metadata.fields[EXT_PROC_NAMESPACE].struct_value.fields
+    fields[MD_REDACTIONS].string_value = ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
     if over_limit:
-        fields[MD_OVER_LIMIT] = ",".join(over_limit)
-    struct.update({EXT_PROC_NAMESPACE: fields})
-    return struct
+        fields[MD_OVER_LIMIT].string_value = ",".join(over_limit)
 
 
 # One message's answers, and whether the stream is done: the processor then closes it
@@ -181,7 +187,7 @@ class ProcessStream:
         if self._exchange is not None:
             return self._exchange
         processor = self._processor
-        exchange = self._exchange = Exchange.from_metadata(processor.settings, authz_metadata(request))
+        exchange = self._exchange = Exchange.from_metadata(processor.settings, authz_metadata(request, METADATA_READ))
         if exchange.refusal is not None:
             processor.metrics.redaction_refusals_by(exchange.refusal[1], exchange.tool).inc()
         exchange.trace_headers = trace_carrier(self._grpc_metadata, trace_attributes(request))
@@ -199,12 +205,9 @@ class ProcessStream:
         self._processor.count(exchange, outcome, "request")
         if outcome.refusal:
             return [refusal_response(*outcome.refusal)], True
-        answer = pb.ProcessingResponse(
-            request_body=pb.BodyResponse(response=body_response(outcome)),
-            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit)
-            if outcome.passed_over_limit
-            else None,
-        )
+        answer = body_answer("request_body", outcome)
+        if outcome.passed_over_limit:
+            add_counts(answer, exchange.counts, exchange.passed_over_limit)
         return [answer], not exchange.wants_response
 
     def _response_headers(self, exchange: Exchange, headers: pb.HttpHeaders) -> Step:
@@ -223,11 +226,9 @@ class ProcessStream:
         self._processor.count(exchange, outcome, "response")
         if outcome.refusal:
             return [refusal_response(*outcome.refusal)], True
-        mutation = pb.CommonResponse(body_mutation=pb.BodyMutation(body=outcome.body or b""))
-        answer = pb.ProcessingResponse(
-            response_body=pb.BodyResponse(response=mutation),
-            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
-        )
+        answer = pb.ProcessingResponse()
+        answer.response_body.response.body_mutation.body = outcome.body or b""
+        add_counts(answer, exchange.counts, exchange.passed_over_limit)
         return [answer], body.end_of_stream
 
     def _response_body(self, exchange: Exchange, request: pb.ProcessingRequest) -> Step:
@@ -237,10 +238,8 @@ class ProcessStream:
         self._processor.count(exchange, outcome, "response")
         if outcome.refusal:
             return [refusal_response(*outcome.refusal)], True
-        answer = pb.ProcessingResponse(
-            response_body=pb.BodyResponse(response=body_response(outcome)),
-            dynamic_metadata=counts_metadata(exchange.counts, exchange.passed_over_limit),
-        )
+        answer = body_answer("response_body", outcome)
+        add_counts(answer, exchange.counts, exchange.passed_over_limit)
         return [answer], True
 
 

@@ -53,6 +53,8 @@ class BodyOutcome:
 
 
 OBLIGATIONS_CACHE_ENTRIES = 256
+# The ext_authz metadata keys an exchange reads (Exchange.from_metadata).
+METADATA_READ = (MD_REDACT, MD_TOOL, MD_USAGE)
 
 BODY_TOO_LARGE = (413, "body_too_large", "the body is larger than Aegis redacts")
 MALFORMED_OBLIGATIONS = (REDACTION_FAILED_STATUS, "redaction_failed", "malformed redaction obligations")
