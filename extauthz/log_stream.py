@@ -2,10 +2,10 @@
 
 Every decision writes a line, and ``logging.StreamHandler`` flushes after each one: a
 ``write(2)`` per call on the hot path (stderr is line-buffered besides).  Here lines collect
-in a 64 KiB buffer that a daemon thread flushes ``FLUSH_INTERVAL_S`` after it was first
-written to, as Envoy flushes its access log (``--file-flush-interval-msec``); warnings and
-errors are flushed at once, and so is everything at close (``logging.shutdown`` at exit),
-after which every line is written at once.
+in a 64 KiB buffer that a daemon thread, waking every ``FLUSH_INTERVAL_S``, flushes when it
+holds anything, as Envoy flushes its access log (``--file-flush-interval-msec``): a line waits
+at most that long.  Warnings and errors are flushed at once, and so is everything at close
+(``logging.shutdown`` at exit), after which every line is written at once.
 What a killed process (SIGKILL) loses is its last fraction of a second of operational lines;
 the signed decision log (``audit``) has its own durability and is not written here.
 """
