@@ -266,9 +266,9 @@ class _Reader(Fields):
     def service(self, raw: Mapping[str, Any]) -> ServiceConfig:
         s = self.section(raw, "service", {"grpc", "http", "ext_proc", "public_url", "admin_token_env"})
         return ServiceConfig(
-            grpc=self.address(s, "service.grpc", DEFAULT_GRPC_ADDR),
+            grpc=self.grpc_address(s, "service.grpc", DEFAULT_GRPC_ADDR),
             http=self.address(s, "service.http", DEFAULT_HTTP_ADDR),
-            ext_proc=self.address(s, "service.ext_proc", DEFAULT_EXT_PROC_ADDR),
+            ext_proc=self.grpc_address(s, "service.ext_proc", DEFAULT_EXT_PROC_ADDR),
             public_url=self.url(s, "service.public_url"),
             admin_token_env=self.string(s, "service.admin_token_env", ""),
         )

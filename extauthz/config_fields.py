@@ -9,6 +9,7 @@ part is the field's name in its mapping. Imports nothing from Aegis but ``errors
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,10 @@ from extauthz.errors import ConfigError
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A gRPC listener on a Unix domain socket: Envoy on the same host, no TCP stack per message.
+UNIX_PREFIX = "unix:"
+# Linux's sun_path holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 def parse_duration(value: object) -> float:
@@ -40,6 +45,11 @@ def parse_address(value: str, what: str = "address") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{what}: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def socket_path(address: str) -> str | None:
+    """The path of a ``unix:PATH`` address; None for ``host:port``."""
+    return address[len(UNIX_PREFIX) :] if address.startswith(UNIX_PREFIX) else None
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -121,6 +131,21 @@ class Fields:
         value = self.string(s, key, default)
         parse_address(value, what=f"{self.path}: {key}")
         return value
+
+    def grpc_address(self, s: Mapping[str, Any], key: str, default: str) -> str:
+        """A gRPC listener: ``host:port``, or ``unix:PATH`` (relative to the config file;
+        returned absolute, as Envoy and the service must both find it)."""
+        value = self.string(s, key, default)
+        path = socket_path(value)
+        if path is None:
+            parse_address(value, what=f"{self.path}: {key}")
+            return value
+        if not path:
+            raise self.fail(key, "host:port or unix:PATH", value)
+        resolved = str(resolve_path(self.base, path))
+        if len(os.fsencode(resolved)) > MAX_SOCKET_PATH_BYTES:
+            raise self.fail(key, f"a socket path of at most {MAX_SOCKET_PATH_BYTES} bytes once absolute", resolved)
+        return UNIX_PREFIX + resolved
 
     def file(self, s: Mapping[str, Any], key: str) -> Path | None:
         """A path (relative to the config file), or None when unset."""

@@ -168,7 +168,8 @@ class PythonGate:
 
 
 class FrontServer:
-    """The compiled gRPC server on ``address``, serving ``methods`` (full method path → unary
+    """The compiled gRPC server on ``address`` (``host:port``, or ``unix:PATH``: a stale
+    socket file left by a dead server is replaced, the socket removed on stop), serving ``methods`` (full method path → unary
     handler) and ``streams`` (full method path → stream opener).
 
     ``concurrency`` calls may be in Python at once (``gate``, when given, bounds them across

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from extauthz.config import AegisConfig
-from extauthz.config_fields import parse_address
+from extauthz.config_fields import UNIX_PREFIX, parse_address, socket_path
 from extauthz.devtokens import ensure_dev_keypair
 from extauthz.envoyconfig import render_bootstrap_yaml
 from extauthz.errors import AegisError
@@ -108,15 +108,24 @@ def replica_audit_path(path: Path, index: int) -> Path:
     return path.with_name(f"{path.stem}.replica-{index}{path.suffix}")
 
 
-def _offset(address: str, by: int) -> str:
+def replica_address(address: str, index: int) -> str:
+    """Replica ``index``'s listener: the port + index * REPLICA_PORT_STEP, or for a Unix
+    socket ``aegis.sock`` → ``aegis.replica-1.sock`` (as ``replica_audit_path``)."""
+    if not index:
+        return address
+    path = socket_path(address)
+    if path is not None:
+        socket_file = Path(path)
+        return UNIX_PREFIX + str(socket_file.with_name(f"{socket_file.stem}.replica-{index}{socket_file.suffix}"))
     host, port = parse_address(address)
-    if port + by >= 65536:
-        raise SupervisorError(f"replica port {port + by} is out of range (lower the ports or the replicas)")
-    return f"{host}:{port + by}" if ":" not in host else f"[{host}]:{port + by}"
+    port += index * REPLICA_PORT_STEP
+    if port >= 65536:
+        raise SupervisorError(f"replica port {port} is out of range (lower the ports or the replicas)")
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def replicas_of(config: AegisConfig, count: int) -> list[Replica]:
-    """The listeners of ``count`` replicas: the configured ports + i * REPLICA_PORT_STEP."""
+    """The listeners of ``count`` replicas (``replica_address``)."""
     if not 1 <= count <= MAX_REPLICAS:
         raise SupervisorError(f"--replicas: expected 1 to {MAX_REPLICAS}, got {count}")
     if count > 1 and config.sqlite_path is not None:
@@ -128,13 +137,23 @@ def replicas_of(config: AegisConfig, count: int) -> list[Replica]:
     return [
         Replica(
             i,
-            _offset(s.grpc, i * REPLICA_PORT_STEP),
-            _offset(s.http, i * REPLICA_PORT_STEP),
-            _offset(s.ext_proc, i * REPLICA_PORT_STEP),
+            replica_address(s.grpc, i),
+            replica_address(s.http, i),
+            replica_address(s.ext_proc, i),
             str(replica_audit_path(log, i)) if log is not None and count > 1 else "",
         )
         for i in range(count)
     ]
+
+
+def _socket_accepts(path: str) -> bool:
+    """Whether a server listens on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def check_ports_free(config: AegisConfig, replicas: list[Replica] | None = None) -> None:
@@ -151,6 +170,11 @@ def check_ports_free(config: AegisConfig, replicas: list[Replica] | None = None)
     if config.demo.tools:
         addresses.update({f"upstreams.{h}": u.split("://", 1)[1] for h, u in config.upstreams.items()})
     for key, address in addresses.items():
+        path = socket_path(address)
+        if path is not None:
+            if _socket_accepts(path):
+                raise SupervisorError(f"{key}: {address} is already in use (another aegis running?)")
+            continue  # a stale socket file is replaced by the server
         host, port = parse_address(address, what=key)
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:

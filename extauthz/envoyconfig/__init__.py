@@ -36,7 +36,13 @@ from extauthz.envoyconfig._base import (
     ROUTER_FILTER,
     Resource,
 )
-from extauthz.envoyconfig.clusters import admin_cluster, grpc_cluster, otel_collector_cluster, upstream_cluster
+from extauthz.envoyconfig.clusters import (
+    admin_cluster,
+    grpc_cluster,
+    may_be_replicated,
+    otel_collector_cluster,
+    upstream_cluster,
+)
 from extauthz.envoyconfig.filters import (
     ext_authz_filter,
     ext_proc_filter,
@@ -61,12 +67,16 @@ def render_bootstrap(
 ) -> Resource:
     """The whole Envoy bootstrap for ``config``.
 
-    ``service_endpoints`` (default ``[config.service.grpc]``) are the Aegis replicas;
-    ``metrics_listen`` adds a listener exposing only the Prometheus stats (for compose).
+    ``service_endpoints`` (default ``[config.service.grpc]``) are the Aegis replicas, each
+    ``host:port`` or ``unix:PATH``; ``metrics_listen`` adds a listener exposing only the
+    Prometheus stats (for compose).  Calls are retried on another replica only where there
+    may be one: several endpoints, or a host name (DNS may answer several addresses, as
+    compose's ``--scale`` does).
     """
     endpoints = service_endpoints if service_endpoints is not None else [config.service.grpc]
     proc_endpoints = ext_proc_endpoints if ext_proc_endpoints is not None else [config.service.ext_proc]
-    listeners = [listener(config, with_ext_proc=with_ext_proc)]
+    replicated = may_be_replicated(endpoints) or may_be_replicated(proc_endpoints)
+    listeners = [listener(config, with_ext_proc=with_ext_proc, replicated=replicated)]
     clusters = [grpc_cluster(endpoints)]
     if with_ext_proc:
         clusters.append(grpc_cluster(proc_endpoints, EXT_PROC_CLUSTER))

@@ -6,7 +6,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from extauthz.config_fields import parse_address
+from extauthz.config_fields import parse_address, socket_path
+from extauthz.errors import ConfigError
 from extauthz.metadata import BODY_PHASES
 
 Resource = dict[str, Any]
@@ -51,7 +52,19 @@ def _extension(name: str, type_name: str, **fields: Any) -> Resource:
 
 def _socket_address(address: str) -> Resource:
     host, port = parse_address(address, what="envoy address")
+    return _host_address(host, port)
+
+
+def _host_address(host: str, port: int) -> Resource:
     return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _endpoint_address(address: str, what: str) -> Resource:
+    """A gRPC service endpoint: ``host:port``, or ``unix:PATH`` as an Envoy pipe."""
+    path = socket_path(address)
+    if path is not None:
+        return {"pipe": {"path": path}}
+    return _host_address(*parse_address(address, what=what))
 
 
 def _is_ip(host: str) -> bool:
@@ -63,10 +76,14 @@ def _is_ip(host: str) -> bool:
 
 
 def _endpoints_cluster(
-    name: str, hosts: Sequence[tuple[str, int]], connect_timeout: str, lb_policy: str = "ROUND_ROBIN"
+    name: str, addresses: Sequence[Resource], connect_timeout: str, lb_policy: str = "ROUND_ROBIN"
 ) -> Resource:
-    """A cluster of ``hosts``; STATIC when every host is an IP literal, STRICT_DNS otherwise."""
-    static = all(_is_ip(host) for host, _ in hosts)
+    """A cluster of endpoint ``addresses``; STATIC when every one is an IP literal or a pipe
+    (a Unix socket), STRICT_DNS when they are host names."""
+    named = [a["socket_address"]["address"] for a in addresses if "pipe" not in a]
+    static = all(_is_ip(host) for host in named)
+    if not static and len(named) < len(addresses):
+        raise ConfigError(f"cluster {name}: Unix sockets and host names cannot be mixed (a DNS cluster has no pipes)")
     cluster: Resource = {
         "name": name,
         "type": "STATIC" if static else "STRICT_DNS",
@@ -76,8 +93,6 @@ def _endpoints_cluster(
     if not static:
         # Compose and Kubernetes DNS answer A records; AUTO would try AAAA first.
         cluster["dns_lookup_family"] = "V4_PREFERRED"
-    lb_endpoints = [
-        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}} for host, port in hosts
-    ]
+    lb_endpoints = [{"endpoint": {"address": address}} for address in addresses]
     cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
     return cluster

@@ -17,8 +17,12 @@ from extauthz.envoyconfig._base import (
     SYSTEM_CA_BUNDLE,
     UPSTREAM_CONNECT_TIMEOUT,
     Resource,
+    _endpoint_address,
     _endpoints_cluster,
     _extension,
+    _host_address,
+    _is_ip,
+    _socket_address,
 )
 from extauthz.errors import ConfigError
 
@@ -37,7 +41,8 @@ def upstream_cluster(host: str, url: str) -> Resource:
         raise ConfigError(f"upstreams.{host}: no host in {url!r}")
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
-    cluster = _endpoints_cluster(upstream_cluster_name(host), [(parts.hostname, port)], UPSTREAM_CONNECT_TIMEOUT)
+    address = _host_address(parts.hostname, port)
+    cluster = _endpoints_cluster(upstream_cluster_name(host), [address], UPSTREAM_CONNECT_TIMEOUT)
     if tls:
         cluster["transport_socket"] = _upstream_tls(parts.hostname)
     return cluster
@@ -66,11 +71,11 @@ def grpc_cluster(endpoints: Sequence[str], name: str = GRPC_CLUSTER) -> Resource
     the forwarded metadata, never on state kept by Check.
     """
     if not endpoints:
-        raise ConfigError("service endpoints: at least one host:port is needed")
-    hosts = [parse_address(e, what="service endpoint") for e in endpoints]
+        raise ConfigError("service endpoints: at least one host:port or unix:PATH is needed")
+    addresses = [_endpoint_address(e, what="service endpoint") for e in endpoints]
     # Not ROUND_ROBIN: each request opens two streams (Check, then ext_proc), so with two
     # replicas round robin sent every Check to one and every ext_proc stream to the other.
-    cluster = _endpoints_cluster(name, hosts, GRPC_TIMEOUT, lb_policy="LEAST_REQUEST")
+    cluster = _endpoints_cluster(name, addresses, GRPC_TIMEOUT, lb_policy="LEAST_REQUEST")
     cluster["typed_extension_protocol_options"] = {
         _HTTP_OPTIONS: {
             "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
@@ -82,6 +87,14 @@ def grpc_cluster(endpoints: Sequence[str], name: str = GRPC_CLUSTER) -> Resource
     }
     cluster["health_checks"] = [grpc_health_check()]
     return cluster
+
+
+def may_be_replicated(endpoints: Sequence[str]) -> bool:
+    """Whether ``endpoints`` may be several servers: more than one, or a host name."""
+    if len(endpoints) != 1:
+        return True
+    address = _endpoint_address(endpoints[0], what="service endpoint")
+    return "pipe" not in address and not _is_ip(address["socket_address"]["address"])
 
 
 def grpc_health_check() -> Resource:
@@ -99,13 +112,13 @@ def grpc_health_check() -> Resource:
 
 def admin_cluster(config: AegisConfig) -> Resource:
     """Loopback cluster to the admin API, used only by the metrics listener."""
-    return _endpoints_cluster(ADMIN_CLUSTER, [parse_address(config.envoy.admin)], "1s")
+    return _endpoints_cluster(ADMIN_CLUSTER, [_socket_address(config.envoy.admin)], "1s")
 
 
 def otel_collector_cluster(config: AegisConfig) -> Resource:
     """The OTLP/gRPC collector Envoy exports spans to (HTTP/2)."""
-    host = parse_address(config.telemetry.otlp_endpoint, what="telemetry.otlp_endpoint")
-    cluster = _endpoints_cluster(OTEL_CLUSTER, [host], GRPC_TIMEOUT)
+    host, port = parse_address(config.telemetry.otlp_endpoint, what="telemetry.otlp_endpoint")
+    cluster = _endpoints_cluster(OTEL_CLUSTER, [_host_address(host, port)], GRPC_TIMEOUT)
     cluster["typed_extension_protocol_options"] = {
         _HTTP_OPTIONS: {
             "@type": "type.googleapis.com/" + _HTTP_OPTIONS,

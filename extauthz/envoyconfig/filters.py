@@ -28,34 +28,37 @@ from extauthz.metadata import (
 # --- filters ------------------------------------------------------------------------------
 
 
-def grpc_service(cluster: str = GRPC_CLUSTER) -> Resource:
-    """The Aegis service as both filters call it: 1 s, one retry on another replica.
+def grpc_service(cluster: str = GRPC_CLUSTER, *, replicated: bool = True) -> Resource:
+    """The Aegis service as both filters call it: 1 s; with several replicas (``replicated``),
+    one retry on another replica.
 
     Only failures where the call never reached a replica are retried (``connect-failure``,
-    ``refused-stream``): Check has side effects (single-use override tokens, budgets).
+    ``refused-stream``): Check has side effects (single-use override tokens, budgets).  With
+    one replica there is no other to try, and the policy is not free: Envoy keeps each
+    request for a replay, ~10 % of its CPU per Check (docs/performance.md).
     """
-    return {
-        "envoy_grpc": {"cluster_name": cluster},
-        "timeout": GRPC_TIMEOUT,
-        "retry_policy": {
-            "retry_on": "connect-failure,refused-stream",
-            "num_retries": 1,
-            # The core RetryPolicy's default back-off starts at 1 s: longer than the whole call.
-            # Envoy also takes max_interval as the per-try timeout (convertCoreToRouteRetryPolicy):
-            # it must be the call's timeout, or a Check slower than it fails closed under load.
-            "retry_back_off": {"base_interval": "0.01s", "max_interval": GRPC_TIMEOUT},
-            "retry_host_predicate": [
-                _extension(
-                    "envoy.retry_host_predicates.previous_hosts",
-                    "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
-                )
-            ],
-            "host_selection_retry_max_attempts": 5,
-        },
+    service: Resource = {"envoy_grpc": {"cluster_name": cluster}, "timeout": GRPC_TIMEOUT}
+    if not replicated:
+        return service
+    service["retry_policy"] = {
+        "retry_on": "connect-failure,refused-stream",
+        "num_retries": 1,
+        # The core RetryPolicy's default back-off starts at 1 s: longer than the whole call.
+        # Envoy also takes max_interval as the per-try timeout (convertCoreToRouteRetryPolicy):
+        # it must be the call's timeout, or a Check slower than it fails closed under load.
+        "retry_back_off": {"base_interval": "0.01s", "max_interval": GRPC_TIMEOUT},
+        "retry_host_predicate": [
+            _extension(
+                "envoy.retry_host_predicates.previous_hosts",
+                "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            )
+        ],
+        "host_selection_retry_max_attempts": 5,
     }
+    return service
 
 
-def ext_authz_filter(config: AegisConfig) -> Resource:
+def ext_authz_filter(config: AegisConfig, *, replicated: bool = True) -> Resource:
     """ext_authz: fail closed, whole body (as bytes) to Check, 503 when the service is down."""
     body = {"max_request_bytes": config.envoy.max_request_bytes, "allow_partial_message": False, "pack_as_bytes": True}
     return _extension(
@@ -70,7 +73,7 @@ def ext_authz_filter(config: AegisConfig) -> Resource:
         include_peer_certificate=False,
         # Puts the Check latency in filter state for the access log (ext_authz_us).
         emit_filter_state_stats=True,
-        grpc_service=grpc_service(),
+        grpc_service=grpc_service(replicated=replicated),
     )
 
 
@@ -94,7 +97,7 @@ _PROCESSING_MODES: dict[str, Resource] = {
 }
 
 
-def _ext_proc_config(phases: str) -> Resource:
+def _ext_proc_config(phases: str, replicated: bool) -> Resource:
     """One ext_proc instance: the ``phases`` mode, fed the ext_authz metadata (redaction
     obligations)."""
     return _any(
@@ -102,7 +105,7 @@ def _ext_proc_config(phases: str) -> Resource:
         failure_mode_allow=False,
         # One failure shape for the agent: ext_proc's own errors are a 503 like ext_authz's.
         status_on_error={"code": "ServiceUnavailable"},
-        grpc_service=grpc_service(EXT_PROC_CLUSTER),
+        grpc_service=grpc_service(EXT_PROC_CLUSTER, replicated=replicated),
         message_timeout=GRPC_TIMEOUT,
         processing_mode=_PROCESSING_MODES[phases],
         allow_mode_override=True,
@@ -114,7 +117,7 @@ def _ext_proc_config(phases: str) -> Resource:
     )
 
 
-def ext_proc_filter(phases: str) -> Resource:
+def ext_proc_filter(phases: str, *, replicated: bool = True) -> Resource:
     """The ext_proc instance for ``phases``, skipped unless Check chose it.
 
     Check writes ``body_phases`` into its dynamic metadata on allowed calls with something to
@@ -142,7 +145,7 @@ def ext_proc_filter(phases: str) -> Resource:
     return _extension(
         name,
         "extensions.common.matching.v3.ExtensionWithMatcher",
-        extension_config={"name": name, "typed_config": _ext_proc_config(phases)},
+        extension_config={"name": name, "typed_config": _ext_proc_config(phases, replicated)},
         xds_matcher={
             "matcher_list": {"matchers": [{"predicate": {"not_matcher": chosen}, "on_match": {"action": skip}}]}
         },
@@ -173,11 +176,11 @@ def router_filter() -> Resource:
     return _extension(ROUTER_FILTER, "extensions.filters.http.router.v3.Router")
 
 
-def http_filters(config: AegisConfig, *, with_ext_proc: bool = True) -> list[Resource]:
+def http_filters(config: AegisConfig, *, with_ext_proc: bool = True, replicated: bool = True) -> list[Resource]:
     """ext_authz → (ext_proc instances) → router; ext_proc must follow ext_authz to receive
-    its metadata."""
-    filters = [ext_authz_filter(config)]
+    its metadata.  ``replicated``: the service has several endpoints (``grpc_service``)."""
+    filters = [ext_authz_filter(config, replicated=replicated)]
     if with_ext_proc:
-        filters.extend(ext_proc_filter(phases) for phases in BODY_PHASES)
+        filters.extend(ext_proc_filter(phases, replicated=replicated) for phases in BODY_PHASES)
     filters.append(router_filter())
     return filters

@@ -22,8 +22,9 @@ from extauthz.envoyconfig.routes import json_direct_response, route_config
 # --- listeners ----------------------------------------------------------------------------
 
 
-def http_connection_manager(config: AegisConfig, *, with_ext_proc: bool = True) -> Resource:
-    """HCM: canonical paths (what is authorised is what is sent), edge address handling."""
+def http_connection_manager(config: AegisConfig, *, with_ext_proc: bool = True, replicated: bool = True) -> Resource:
+    """HCM: canonical paths (what is authorised is what is sent), edge address handling.
+    ``replicated``: the Aegis service has several endpoints (``filters.grpc_service``)."""
     hcm: Resource = {
         "@type": _HCM_TYPE,
         "stat_prefix": "aegis",
@@ -47,7 +48,7 @@ def http_connection_manager(config: AegisConfig, *, with_ext_proc: bool = True) 
             )
         },
         "route_config": route_config(config, with_ext_proc=with_ext_proc),
-        "http_filters": http_filters(config, with_ext_proc=with_ext_proc),
+        "http_filters": http_filters(config, with_ext_proc=with_ext_proc, replicated=replicated),
         "access_log": [access_log(config)],
         "local_reply_config": local_reply_config(config),
     }
@@ -109,12 +110,13 @@ def _hcm_chain(hcm: Resource) -> Resource:
     return {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
 
 
-def listener(config: AegisConfig, *, with_ext_proc: bool = True) -> Resource:
+def listener(config: AegisConfig, *, with_ext_proc: bool = True, replicated: bool = True) -> Resource:
     """The agents' listener on ``envoy.listen``."""
+    hcm = http_connection_manager(config, with_ext_proc=with_ext_proc, replicated=replicated)
     return {
         "name": INGRESS_LISTENER,
         "address": _socket_address(config.envoy.listen),
-        "filter_chains": [_hcm_chain(http_connection_manager(config, with_ext_proc=with_ext_proc))],
+        "filter_chains": [_hcm_chain(hcm)],
     }
 
 

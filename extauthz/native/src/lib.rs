@@ -95,12 +95,19 @@ impl Gate {
     }
 }
 
-/// grpcio's peer format, which the drain logic keys Envoys by.
-fn peer_string(addr: Option<SocketAddr>) -> String {
-    match addr {
+/// grpcio's peer format, which the drain logic keys Envoys by; over a Unix socket, the
+/// client's process id (each Envoy is one process; its connections have no address).
+fn peer_string<T>(request: &Request<T>) -> String {
+    match request.remote_addr() {
         Some(SocketAddr::V4(a)) => format!("ipv4:{}:{}", a.ip(), a.port()),
         Some(SocketAddr::V6(a)) => format!("ipv6:[{}]:{}", a.ip(), a.port()),
-        None => "unknown".to_string(),
+        None => match request.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+            Some(info) => match info.peer_cred.and_then(|cred| cred.pid()) {
+                Some(pid) => format!("unix:pid={pid}"),
+                None => "unix:".to_string(),
+            },
+            None => "unknown".to_string(),
+        },
     }
 }
 
@@ -228,7 +235,7 @@ impl StreamingService<Bytes> for PyStreaming {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let metadata = metadata_pairs(&request);
-        let peer = peer_string(request.remote_addr());
+        let peer = peer_string(&request);
         let open = self.open.clone();
         let handlers = self.handlers.clone();
         Box::pin(async move {
@@ -254,7 +261,7 @@ impl UnaryService<Bytes> for PyUnary {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let metadata = metadata_pairs(&request);
-        let peer = peer_string(request.remote_addr());
+        let peer = peer_string(&request);
         let handler = self.handler.clone();
         let handlers = self.handlers.clone();
         Box::pin(async move {
@@ -360,15 +367,11 @@ impl Server {
     }
 
     /// Bind and start serving; OSError when the address cannot be bound (never shared:
-    /// no SO_REUSEPORT).  Returns the bound port.
+    /// no SO_REUSEPORT).  ``IP:port`` or ``unix:PATH`` (a Unix domain socket: Envoy on the
+    /// same host, no TCP stack per message).  Returns the bound port (0 for a socket path).
     fn start(&self, py: Python<'_>) -> PyResult<u16> {
-        let addr: SocketAddr = self
-            .address
-            .parse()
-            .map_err(|_| PyOSError::new_err(format!("not an IP:port address: {}", self.address)))?;
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
+        let listener = Listener::bind(&self.address)?;
+        let port = listener.port();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.workers)
             .thread_name("aegis-grpc-front")
@@ -379,15 +382,26 @@ impl Server {
         let handlers = self.handlers.clone();
         let done = py.detach(|| {
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                let incoming = async_stream_nodelay(listener);
                 let router = tonic::transport::Server::builder()
                     .add_service(AuthorizationService(handlers.clone()))
                     .add_service(HealthService(handlers.clone()))
                     .add_service(ExternalProcessorService(handlers));
-                Ok::<_, std::io::Error>(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+                let shutdown = async {
                     let _ = rx.await;
-                })))
+                };
+                let serving = match listener {
+                    Listener::Tcp(listener) => {
+                        let incoming = async_stream_nodelay(tokio::net::TcpListener::from_std(listener)?);
+                        tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+                    }
+                    Listener::Unix(listener) => {
+                        let incoming = tokio_stream::wrappers::UnixListenerStream::new(
+                            tokio::net::UnixListener::from_std(listener)?,
+                        );
+                        tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+                    }
+                };
+                Ok::<_, std::io::Error>(serving)
             })
         })?;
         *self.running.lock().unwrap() = Some(Running { runtime, shutdown: Some(tx), done: Some(done) });
@@ -409,7 +423,57 @@ impl Server {
             }
             running.runtime.shutdown_timeout(Duration::from_secs(1));
         });
+        if let Some(path) = self.address.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path); // ours: bound by start()
+        }
         Ok(())
+    }
+}
+
+/// Where the server listens: a TCP address, or a Unix domain socket path (``unix:PATH``).
+enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    fn bind(address: &str) -> PyResult<Listener> {
+        if let Some(path) = address.strip_prefix("unix:") {
+            remove_stale_socket(std::path::Path::new(path))?;
+            let listener = std::os::unix::net::UnixListener::bind(path)?;
+            listener.set_nonblocking(true)?;
+            return Ok(Listener::Unix(listener));
+        }
+        let addr: SocketAddr =
+            address.parse().map_err(|_| PyOSError::new_err(format!("not an IP:port address: {address}")))?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Listener::Tcp(listener))
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr().map(|a| a.port()).unwrap_or(0),
+            Listener::Unix(_) => 0,
+        }
+    }
+}
+
+/// A socket file left by a server that is gone (a crash, SIGKILL) would make the bind fail:
+/// remove it, but only when it is a socket nobody accepts on.  A live server's socket, or
+/// any other file, is left alone and the bind fails with "address in use".
+fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Ok(()); // bind reports it
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(()), // a live server: bind reports "address in use"
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(_) => Ok(()),
     }
 }
 
