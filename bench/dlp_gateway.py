@@ -45,12 +45,15 @@ from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
 from bench.request import BenchRequest, refund_request
 from bench.result import LoadResult
 from bench.stack import (
+    DEFAULT_TRANSPORT,
     POLICIES,
     REPO,
     TOOL_HOST,
+    TRANSPORTS,
     UPSTREAM_BODY,
     Target,
     direct_bootstrap,
+    grpc_listen,
     loopback,
     moved_config,
     start_envoy,
@@ -120,12 +123,13 @@ def requests(token: str | None) -> dict[str, BenchRequest]:
     }
 
 
-def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) -> DlpStack:
+def start_dlp_stack(
+    group: ProcessGroup, workdir: Path, envoy_concurrency: int, transport: str = DEFAULT_TRANSPORT
+) -> DlpStack:
     upstream = Target("upstream", loopback(), loopback())
     policy_dir = bench_policy_dir(workdir / "policies")
-    config = write_aegis_config(
-        workdir, upstream.listen, policy_dir=policy_dir, hosts=(TOOL_HOST, SLACK_HOST, CRM_HOST)
-    )
+    hosts = (TOOL_HOST, SLACK_HOST, CRM_HOST)
+    config = write_aegis_config(workdir, upstream.listen, policy_dir=policy_dir, hosts=hosts, transport=transport)
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
     floor = Target("floor", loopback(), loopback())
@@ -139,7 +143,8 @@ def start_dlp_stack(group: ProcessGroup, workdir: Path, envoy_concurrency: int) 
         start_envoy(group, "direct", direct_boot, direct.admin, binary, envoy_concurrency)
         start_service(group, config)
         start_envoy(group, "aegis", full_bootstrap(config), aegis.admin, binary, envoy_concurrency)
-        noop_check, noop_proc = loopback(), loopback()
+        noop_check = grpc_listen(workdir, "noop-check", transport)
+        noop_proc = grpc_listen(workdir, "noop-ext-proc", transport)
         group.spawn("noop-authz", [sys.executable, "-m", "bench.noop_authz", noop_check, noop_proc], cwd=REPO)
         floor_boot = full_bootstrap(
             moved_config(config, floor, workdir / "floor-access.log"), [noop_check], [noop_proc]
@@ -271,11 +276,17 @@ def warm_up(stack: DlpStack, workdir: Path) -> None:
 
 
 def run_all(
-    duration_s: float, envoy_concurrency: int, workdir: Path, progress: Callable[[str], None]
+    duration_s: float,
+    envoy_concurrency: int,
+    workdir: Path,
+    progress: Callable[[str], None],
+    transport: str = DEFAULT_TRANSPORT,
 ) -> tuple[list[Run], dict[str, Any]]:
     with ProcessGroup(workdir) as group:
-        progress("starting upstream, Envoy direct, the Aegis service and Envoy → Aegis (with ext_proc)")
-        stack = start_dlp_stack(group, workdir, envoy_concurrency)
+        progress(
+            f"starting upstream, Envoy direct, the Aegis service and Envoy → Aegis (ext_proc; gRPC over {transport})"
+        )
+        stack = start_dlp_stack(group, workdir, envoy_concurrency, transport)
         verified = verify(stack)
         progress(f"verified: direct bodies unchanged; Aegis 200 and redacted (ext_proc per call: {verified})")
         warm_up(stack, workdir)
@@ -356,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="worker threads per Envoy (default 1)")
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT, help="Envoy → gRPC services (default unix)"
+    )
     return parser.parse_args(argv)
 
 
@@ -372,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="aegis-dlp-bench-") as tmp:
             workdir = (args.workdir or Path(tmp)).resolve()
             workdir.mkdir(parents=True, exist_ok=True)
-            runs, verified = run_all(duration, args.envoy_concurrency, workdir, _progress)
+            runs, verified = run_all(duration, args.envoy_concurrency, workdir, _progress, args.transport)
     except BenchError as exc:
         print(f"bench.dlp_gateway: {exc}", file=sys.stderr)
         return 1
@@ -386,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "duration_s": duration,
+        "transport": args.transport,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "verified": verified,

@@ -35,7 +35,15 @@ from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
 from bench.report import COMPARED, Comparison, Measurement, Scenario, compare, floor_split, table
 from bench.request import DENIED_AMOUNT, BenchRequest, refund_request
 from bench.result import LoadResult
-from bench.stack import TOOL_HOST, UPSTREAM_BODY, BenchStack, Target, start_bench_stack
+from bench.stack import (
+    DEFAULT_TRANSPORT,
+    TOOL_HOST,
+    TRANSPORTS,
+    UPSTREAM_BODY,
+    BenchStack,
+    Target,
+    start_bench_stack,
+)
 from bench.wrk import run_wrk, wrk_binary
 
 DEFAULT_OUT = Path("bench/out/gateway.json")
@@ -58,6 +66,7 @@ class Settings:
     # False: aegis.yaml sets policy.decision_cache 0, so every Check runs the tool match and
     # the engine, as a stream of distinct calls would (the measured call repeats).
     decision_cache: bool = True
+    transport: str = DEFAULT_TRANSPORT
 
 
 def plan() -> list[Scenario]:
@@ -162,7 +171,13 @@ def run_all(
     """
     with ProcessGroup(workdir) as group:
         progress("starting upstream, Envoy direct, the no-op Check and its Envoy, the Aegis service and its Envoy")
-        stack = start_bench_stack(group, workdir, settings.envoy_concurrency, decision_cache=settings.decision_cache)
+        stack = start_bench_stack(
+            group,
+            workdir,
+            settings.envoy_concurrency,
+            decision_cache=settings.decision_cache,
+            transport=settings.transport,
+        )
         versions = {"envoy": _version([stack.envoy_binary, "--version"]), "wrk": _version([wrk_binary(), "-v"])}
         verify(stack)
         progress("verified: direct and floor 200, Aegis 200 (allowed), 403 (amount 900), 401 (no token)")
@@ -231,12 +246,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         action="store_true",
         help="policy.decision_cache: 0 (every Check decided afresh, as for distinct calls)",
     )
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT, help="Envoy → gRPC services (default unix)"
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     if not 0 < duration <= DURATION_S:
         parser.error(f"--duration must be in (0, {DURATION_S:g}]")
     warmup = QUICK_WARMUP_S if args.quick else WARMUP_S
-    settings = Settings(duration, warmup, args.envoy_concurrency, decision_cache=not args.no_decision_cache)
+    settings = Settings(
+        duration, warmup, args.envoy_concurrency, decision_cache=not args.no_decision_cache, transport=args.transport
+    )
     return args, settings
 
 

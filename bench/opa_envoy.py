@@ -51,7 +51,7 @@ from bench.opa_envoy_stack import (
 )
 from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
 from bench.request import DENIED_AMOUNT, BenchRequest, refund_request
-from bench.stack import TOOL_HOST, UPSTREAM_BODY
+from bench.stack import DEFAULT_TRANSPORT, TOOL_HOST, TRANSPORTS, UPSTREAM_BODY
 from bench.ticket import SSN, ticket_json
 from bench.wrk import wrk_binary
 
@@ -77,6 +77,7 @@ class Settings:
     rss_checks: int
     envoy_concurrency: int
     aegis_replicas: int = 1  # service processes behind both Aegis Envoys (a shared Redis when > 1)
+    transport: str = DEFAULT_TRANSPORT  # Envoy → Aegis and the plugin: Unix sockets or TCP
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,9 @@ def run_all(settings: Settings, workdir: Path, progress: Callable[[str], None]) 
     """Start, verify, warm up, run :func:`plan`, measure memory; everything is always stopped."""
     with ProcessGroup(workdir) as group:
         progress("starting upstream, Envoy direct, Aegis (+ its two Envoys), opa-envoy-plugin and its Envoy")
-        stack = start_comparison_stack(group, workdir, settings.envoy_concurrency, settings.aegis_replicas)
+        stack = start_comparison_stack(
+            group, workdir, settings.envoy_concurrency, settings.aegis_replicas, settings.transport
+        )
         verification = verify(stack)
         progress("verified: every system allows the refund and the CRM read, and answers 202/403/403/401")
         warm_up(stack, settings, workdir)
@@ -298,6 +301,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument(
         "--aegis-replicas", type=int, default=1, help="aegis serve processes behind Aegis's Envoys (default 1)"
     )
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT, help="Envoy → gRPC services (default unix)"
+    )
     args = parser.parse_args(argv)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     if not 1 <= duration <= DURATION_S:
@@ -311,7 +317,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP_S if args.quick else WARMUP_S)
     checks = args.rss_checks if args.rss_checks is not None else (QUICK_RSS_CHECKS if args.quick else RSS_CHECKS)
     settings = Settings(
-        duration, warmup, rates, args.connections, max(1, checks), args.envoy_concurrency, args.aegis_replicas
+        duration,
+        warmup,
+        rates,
+        args.connections,
+        max(1, checks),
+        args.envoy_concurrency,
+        args.aegis_replicas,
+        args.transport,
     )
     return args, settings
 

@@ -43,10 +43,12 @@ from bench.policygen import scopes as policy_scopes
 from bench.procs import BenchError, Child, ProcessGroup, wait_ready
 from bench.replicas import replica_config, start_redis
 from bench.stack import (
+    DEFAULT_TRANSPORT,
     REPO,
     TOOL_HOST,
     Target,
     direct_bootstrap,
+    grpc_listen,
     loopback,
     moved_config,
     start_envoy,
@@ -55,6 +57,7 @@ from bench.stack import (
 )
 from bench.ticket import ticket_json
 from extauthz.config import AegisConfig
+from extauthz.config_fields import socket_path
 from extauthz.devtokens import load_signing_key, mint_token
 from extauthz.envoyconfig import GRPC_CLUSTER, render_bootstrap
 from extauthz.supervisor import Replica, envoy_binary, replicas_of
@@ -132,13 +135,19 @@ def opa_envoy_bootstrap(config: AegisConfig, target: Target, access_log: Path, o
     return bootstrap
 
 
-def start_opa_envoy_plugin(group: ProcessGroup, workdir: Path, config: AegisConfig) -> tuple[str, Child]:
-    """The plugin (its HTTP API on a free port, ext_authz gRPC on another), once healthy."""
-    grpc_addr, http_addr = loopback(), loopback()
+def start_opa_envoy_plugin(
+    group: ProcessGroup, workdir: Path, config: AegisConfig, transport: str = DEFAULT_TRANSPORT
+) -> tuple[str, Child]:
+    """The plugin (its HTTP API on a free port, ext_authz gRPC on another port or a Unix
+    socket, as Aegis's), once healthy; returns the gRPC address as Envoy's endpoint."""
+    grpc_addr, http_addr = grpc_listen(workdir, "opa-envoy", transport), loopback()
     data = workdir / "opa-envoy-data.json"
     data.write_text(json.dumps(identity_data(config)), encoding="utf-8")
     cfg = workdir / "opa-envoy.yaml"
-    cfg.write_text(yaml.safe_dump(plugin_config(grpc_addr)), encoding="utf-8")
+    path = socket_path(grpc_addr)
+    # The plugin takes a socket as a URL (unix:///path), Envoy as a pipe (unix:PATH here).
+    plugin_addr = f"unix://{path}" if path is not None else grpc_addr
+    cfg.write_text(yaml.safe_dump(plugin_config(plugin_addr)), encoding="utf-8")
     argv = [opa_envoy_binary(), "run", "--server", "--addr", http_addr, "--log-level", "error"]
     argv += ["--config-file", str(cfg), str(POLICY_FILE), str(data)]
     child = group.spawn("opa-envoy-plugin", argv)
@@ -189,16 +198,23 @@ def start_services(group: ProcessGroup, config: AegisConfig, replicas: list[Repl
 
 
 def start_comparison_stack(
-    group: ProcessGroup, workdir: Path, envoy_concurrency: int, aegis_replicas: int = 1
+    group: ProcessGroup,
+    workdir: Path,
+    envoy_concurrency: int,
+    aegis_replicas: int = 1,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> ComparisonStack:
-    """Start everything once ready; ``group`` stops it all when its ``with`` block ends."""
+    """Start everything once ready; ``group`` stops it all when its ``with`` block ends.
+    Envoy reaches Aegis and the plugin the same way (``transport``); replicas listen on
+    ports (``bench.replicas``), so with several the plugin does too."""
     upstream = Target("upstream", loopback(), loopback())
     hosts = (TOOL_HOST, CRM_HOST)
     if aegis_replicas > 1:
         redis_url = f"redis://127.0.0.1:{start_redis(group)}/0"
         config = replica_config(workdir, upstream.listen, redis_url, aegis_replicas, set(), hosts=hosts)
+        transport = "tcp"
     else:
-        config = write_aegis_config(workdir, upstream.listen, hosts=hosts)
+        config = write_aegis_config(workdir, upstream.listen, hosts=hosts, transport=transport)
     replicas = replicas_of(config, aegis_replicas)
     grpc_endpoints, proc_endpoints = [r.grpc for r in replicas], [r.ext_proc for r in replicas]
     direct = Target("direct", loopback(), loopback())
@@ -217,7 +233,7 @@ def start_comparison_stack(
         envoy(aegis, render_bootstrap(config, with_ext_proc=False, service_endpoints=grpc_endpoints))
         moved = moved_config(config, aegis_dlp, workdir / "aegis_dlp.log")
         envoy(aegis_dlp, full_bootstrap(moved, grpc_endpoints, proc_endpoints))
-        opa_grpc, _ = start_opa_envoy_plugin(group, workdir, config)
+        opa_grpc, _ = start_opa_envoy_plugin(group, workdir, config, transport)
         envoy(opa, opa_envoy_bootstrap(config, opa, workdir / "opa_envoy.log", opa_grpc))
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
@@ -333,7 +349,8 @@ def generated_policy_memory(group: ProcessGroup, workdir: Path, rules: int, chec
     token = mint_token(config.identity, agent=POLICY_AGENT, tenant=POLICY_TENANT, scopes=policy_scopes(), ttl_s=600)
     requests = [_check_request(c, token) for c in [allowed_call(), *sample_calls()]]
     answers: dict[int, int] = {}
-    with grpc.insecure_channel(config.service.grpc) as channel:
+    # Over a socket grpcio's default authority is its path, which HTTP/2 servers refuse.
+    with grpc.insecure_channel(config.service.grpc, options=[("grpc.default_authority", "localhost")]) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         for i in range(checks):
             code = stub.Check(requests[i % len(requests)], timeout=5.0).status.code

@@ -55,6 +55,20 @@ def loopback() -> str:
     return f"127.0.0.1:{free_loopback_port()}"
 
 
+# How Envoy reaches the gRPC services under test (Aegis, the no-op floor, the OPA plugin):
+# a Unix socket, as a sidecar on the same host is deployed (docs/performance.md), or TCP.
+TRANSPORTS = ("unix", "tcp")
+DEFAULT_TRANSPORT = "unix"
+
+
+def grpc_listen(workdir: Path, name: str, transport: str) -> str:
+    """Where a gRPC service under test listens: ``unix:`` a socket in ``workdir``, or a free
+    loopback port."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport: expected one of {TRANSPORTS}, got {transport!r}")
+    return f"unix:{workdir / f'{name}.sock'}" if transport == "unix" else loopback()
+
+
 @dataclass(frozen=True)
 class Target:
     """An HTTP endpoint under test: where to send, and the Envoy admin API behind it."""
@@ -91,14 +105,20 @@ def write_aegis_config(
     policy_dir: Path = POLICIES,
     hosts: tuple[str, ...] = (TOOL_HOST,),
     decision_cache: bool = True,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> AegisConfig:
     """An aegis.yaml on free loopback ports, with fresh dev keys and the repo's policies
     (or ``policy_dir``); every host in ``hosts`` goes to the ``upstream`` address.
-    ``decision_cache`` False makes every call take the full path (as distinct calls do)."""
+    ``decision_cache`` False makes every call take the full path (as distinct calls do).
+    The gRPC listeners are Unix sockets in ``workdir``, or loopback ports (``transport``)."""
     generate_keypair(workdir / "keys" / "dev.pem", workdir / "keys" / "dev.pub.pem")
     raw: dict[str, Any] = {
         "envoy": {"listen": loopback(), "admin": loopback(), "access_log": str(workdir / "aegis-access.log")},
-        "service": {"grpc": loopback(), "http": loopback(), "ext_proc": loopback()},
+        "service": {
+            "grpc": grpc_listen(workdir, "aegis-grpc", transport),
+            "http": loopback(),
+            "ext_proc": grpc_listen(workdir, "aegis-ext-proc", transport),
+        },
         "identity": {
             "issuer": "https://issuer.bench",
             "audience": "aegis-bench",
@@ -220,7 +240,12 @@ def start_service(group: ProcessGroup, config: AegisConfig) -> None:
 
 
 def start_bench_stack(
-    group: ProcessGroup, workdir: Path, envoy_concurrency: int, *, decision_cache: bool = True
+    group: ProcessGroup,
+    workdir: Path,
+    envoy_concurrency: int,
+    *,
+    decision_cache: bool = True,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> BenchStack:
     """Start upstream, direct Envoy, the Aegis service and its Envoy, the no-op Check and its
     Envoy, each once ready.
@@ -228,7 +253,7 @@ def start_bench_stack(
     The processes belong to ``group``, which stops them when its own ``with`` block ends.
     """
     upstream = Target("upstream", loopback(), loopback())
-    config = write_aegis_config(workdir, upstream.listen, decision_cache=decision_cache)
+    config = write_aegis_config(workdir, upstream.listen, decision_cache=decision_cache, transport=transport)
     direct = Target("direct", loopback(), loopback())
     aegis = Target("aegis", config.envoy.listen, config.envoy.admin)
     floor = Target("floor", loopback(), loopback())
@@ -240,7 +265,7 @@ def start_bench_stack(
         start_service(group, config)
         aegis_boot = render_bootstrap(config, with_ext_proc=False)
         start_envoy(group, "aegis", aegis_boot, aegis.admin, binary, envoy_concurrency)
-        noop_grpc = loopback()
+        noop_grpc = grpc_listen(workdir, "noop-check", transport)
         group.spawn("noop-authz", [sys.executable, "-m", "bench.noop_authz", noop_grpc], cwd=REPO)
         floor_boot = floor_bootstrap(config, floor, workdir / "floor-access.log", noop_grpc)
         start_envoy(group, "floor", floor_boot, floor.admin, binary, envoy_concurrency)
