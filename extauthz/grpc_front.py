@@ -169,8 +169,9 @@ class PythonGate:
 
 class FrontServer:
     """The compiled gRPC server on ``address`` (``host:port``, or ``unix:PATH``: a stale
-    socket file left by a dead server is replaced, the socket removed on stop), serving ``methods`` (full method path → unary
-    handler) and ``streams`` (full method path → stream opener).
+    socket file left by a dead server is replaced, the socket removed on stop), serving
+    ``methods`` (full method path → unary handler) and ``streams`` (full method path →
+    stream opener).
 
     ``concurrency`` calls may be in Python at once (``gate``, when given, bounds them across
     servers instead), and the runtime has as many threads (``workers``): a handler waiting on

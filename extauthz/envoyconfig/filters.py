@@ -35,7 +35,7 @@ def grpc_service(cluster: str = GRPC_CLUSTER, *, replicated: bool = True) -> Res
     Only failures where the call never reached a replica are retried (``connect-failure``,
     ``refused-stream``): Check has side effects (single-use override tokens, budgets).  With
     one replica there is no other to try, and the policy is not free: Envoy keeps each
-    request for a replay, ~10 % of its CPU per Check (docs/performance.md).
+    request for a replay: 5 to 11 % of its CPU per Check, measured (docs/performance.md).
     """
     service: Resource = {"envoy_grpc": {"cluster_name": cluster}, "timeout": GRPC_TIMEOUT}
     if not replicated:
