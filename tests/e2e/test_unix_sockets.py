@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,10 +53,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, sockets_dir: Path) -> Iter
 def test_the_service_listens_on_the_sockets_and_envoy_uses_pipes(gateway: Gateway, sockets_dir: Path) -> None:
     for name in ("grpc.sock", "ext_proc.sock"):
         assert stat.S_ISSOCK(os.stat(sockets_dir / name).st_mode), name
-    clusters = httpx.get(f"http://{gateway.config.envoy.admin}/clusters", timeout=5).text
-    # Envoy's admin names a pipe endpoint by its path, and both clusters are healthy through it.
-    assert f"aegis_grpc::{sockets_dir / 'grpc.sock'}::health_flags::healthy" in clusters
-    assert f"aegis_ext_proc::{sockets_dir / 'ext_proc.sock'}::health_flags::healthy" in clusters
+    # Envoy's admin names a pipe endpoint by its path; both clusters turn healthy through it.
+    wanted = [
+        f"aegis_grpc::{sockets_dir / 'grpc.sock'}::health_flags::healthy",
+        f"aegis_ext_proc::{sockets_dir / 'ext_proc.sock'}::health_flags::healthy",
+    ]
+    deadline = time.monotonic() + 10
+    while True:
+        clusters = httpx.get(f"http://{gateway.config.envoy.admin}/clusters", timeout=5).text
+        if all(line in clusters for line in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for line in wanted:
+        assert line in clusters
 
 
 def test_decisions_over_a_unix_socket(gateway: Gateway) -> None:
