@@ -6,8 +6,10 @@ or sync grpcio with the same worker pool when that is disabled; gRPC health for 
 active check).  With ``EXT_PROC_ADDR`` it also serves ``ExternalProcessor/Process`` as Aegis
 does (on the compiled front, through the gate the Check server shares, or on grpc.aio in its
 own thread): its Check then names the ext_proc instance Aegis would for a redacted call
-(``body_phases``: both bodies when the request has one, else the response body), and its
-ext_proc answers every message changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway``
+(``body_phases``: both bodies when the request has one, else the response body), hands the
+request body back as Aegis hands a body it redacted (``request_body``), and its ext_proc
+puts that body in place at the request headers as Aegis does (three messages for a call with
+both bodies) and answers every other message changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway``
 measure them behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added
 latency splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
 """
@@ -29,7 +31,16 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz import grpc_front
-from extauthz.metadata import MD_BODY_PHASES, PHASES_BOTH_BODIES, PHASES_RESPONSE
+from extauthz.envoy_proc import authz_metadata, replaced_request_answer
+from extauthz.metadata import (
+    MAX_REQUEST_BODY_HANDED,
+    MD_BODY_PHASES,
+    MD_REQUEST_BODY,
+    MD_REQUEST_REDACTED,
+    PHASES_BOTH_BODIES,
+    PHASES_RESPONSE,
+)
+from extauthz.redactor import BodyOutcome
 from extauthz.server import AUTHZ_SERVICE, EXT_PROC_SERVICE, GRPC_WORKERS, HEALTH_SERVICE
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
@@ -45,6 +56,23 @@ _OK_BOTH_BODIES = _ok_with_phases(PHASES_BOTH_BODIES)
 _OK_RESPONSE_BODY = _ok_with_phases(PHASES_RESPONSE)
 
 
+def _ok_handing_back(body: bytes) -> external_auth_pb2.CheckResponse:
+    """Both bodies, the request body handed back unchanged, as Aegis hands one it redacted."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _OK_BOTH_BODIES
+    if len(body) > MAX_REQUEST_BODY_HANDED:
+        return _OK_BOTH_BODIES
+    response = external_auth_pb2.CheckResponse()
+    response.status.code = code_pb2.OK
+    fields = response.dynamic_metadata.fields
+    fields[MD_BODY_PHASES].string_value = PHASES_BOTH_BODIES
+    fields[MD_REQUEST_REDACTED].string_value = ""
+    fields[MD_REQUEST_BODY].string_value = text
+    return response
+
+
 class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """OK to everything; with ``redacting``, naming the ext_proc instance as Aegis does."""
 
@@ -57,7 +85,8 @@ class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
         if not self._redacting:
             return _OK
         http = request.attributes.request.http
-        return _OK_BOTH_BODIES if http.raw_body or http.body else _OK_RESPONSE_BODY
+        body = http.raw_body or http.body.encode()
+        return _ok_handing_back(body) if body else _OK_RESPONSE_BODY
 
 
 def pass_everything(request: proc_pb.ProcessingRequest) -> tuple[list[proc_pb.ProcessingResponse], bool]:
@@ -65,7 +94,10 @@ def pass_everything(request: proc_pb.ProcessingRequest) -> tuple[list[proc_pb.Pr
     response body, as Aegis closes the stream."""
     kind = request.WhichOneof("request")
     if kind == "request_headers":
-        return [proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse())], False
+        handed = authz_metadata(request, (MD_REQUEST_BODY,)).get(MD_REQUEST_BODY)
+        if not isinstance(handed, str):
+            return [proc_pb.ProcessingResponse(request_headers=proc_pb.HeadersResponse())], False
+        return [replaced_request_answer(BodyOutcome(body=handed.encode()))], False
     if kind == "request_body":
         return [proc_pb.ProcessingResponse(request_body=proc_pb.BodyResponse())], False
     if kind == "response_headers":

@@ -5,6 +5,7 @@ Envoy authorization protobufs; the decision logic lives in ``authorizer``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -68,12 +69,21 @@ def body_phases(answer: Answer, request: HttpRequest, *, always_process_bodies: 
     return PHASES_BOTH_BODIES if redacts and request.body else PHASES_RESPONSE
 
 
-def response_from_answer(answer: Answer, phases: str | None = None) -> external_auth_pb2.CheckResponse:
+# Check's own redaction of a request body, as the metadata handed to ext_proc
+# (``redactor.redact_request_in_check``): the answer's metadata (the obligations), the body
+# and its content type in.
+RequestRedaction = Callable[[Mapping[str, str], bytes, str], Mapping[str, str]]
+
+
+def response_from_answer(
+    answer: Answer, phases: str | None = None, handed: Mapping[str, str] | None = None
+) -> external_auth_pb2.CheckResponse:
     """An Answer as a CheckResponse: OK with upstream headers, or a denied local reply.
 
     ``phases`` (``body_phases``) goes into the dynamic metadata, where Envoy's matchers pick
-    the ext_proc instance; without it every ext_proc filter is skipped.  Built in place: a
-    nested message passed to a constructor is copied (half the cost of a Check's answer).
+    the ext_proc instance; without it every ext_proc filter is skipped.  ``handed``: more
+    metadata for ext_proc (the request body Check redacted).  Built in place: a nested
+    message passed to a constructor is copied (half the cost of a Check's answer).
     """
     response = external_auth_pb2.CheckResponse()
     fields = response.dynamic_metadata.fields
@@ -81,6 +91,8 @@ def response_from_answer(answer: Answer, phases: str | None = None) -> external_
         fields[key].string_value = value
     if phases is not None:
         fields[MD_BODY_PHASES].string_value = phases
+        for key, value in (handed or {}).items():
+            fields[key].string_value = value
     decision_id = decision_id_header(answer)
     if answer.allowed:
         response.status.code = code_pb2.OK
@@ -104,19 +116,31 @@ def response_from_answer(answer: Answer, phases: str | None = None) -> external_
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """``envoy.service.auth.v3.Authorization/Check`` on top of an Authorizer."""
 
-    def __init__(self, authorizer: Authorizer, *, always_process_bodies: bool = False) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        *,
+        always_process_bodies: bool = False,
+        redact_request: RequestRedaction | None = None,
+    ) -> None:
         self._authorizer = authorizer
         self._always_process_bodies = always_process_bodies
+        self._redact_request = redact_request
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http_request = request_from_check(request)
-        answer = self._authorizer.check(http_request)
-        return response_from_answer(answer, self.phases(answer, http_request))
+        return self.respond(self._authorizer.check(http_request), http_request)
 
-    def phases(self, answer: Answer, request: HttpRequest) -> str | None:
-        return body_phases(answer, request, always_process_bodies=self._always_process_bodies)
+    def respond(self, answer: Answer, request: HttpRequest) -> external_auth_pb2.CheckResponse:
+        """The CheckResponse, with the ext_proc instance to run and, when both bodies are
+        redacted, the request body already redacted (saves ext_proc's request body message)."""
+        phases = body_phases(answer, request, always_process_bodies=self._always_process_bodies)
+        handed = None
+        if phases == PHASES_BOTH_BODIES and self._redact_request is not None:
+            handed = self._redact_request(answer.metadata, request.body, request.headers.get("content-type", ""))
+        return response_from_answer(answer, phases, handed)
 
 
 __all__ = ["HEADER_DECISION_ID", "AuthorizationServicer", "request_from_check", "response_from_answer"]

@@ -8,8 +8,9 @@ by grpc.aio when the front is not built.
 Envoy runs one of two ext_proc instances per call, the one Check named in ``body_phases``
 (``metadata.BODY_PHASES``, ``envoyconfig.filters``): both bodies, or the response only, in
 which case the stream starts at the response headers (the agent's trace context then comes
-as attributes).  An event stream switches to STREAMED at its response headers
-(``mode_override``).
+as attributes).  When Check redacted the request body already (``metadata.MD_REQUEST_REDACTED``),
+the answer to the request headers carries it and Envoy sends no request body message.  An
+event stream switches to STREAMED at its response headers (``mode_override``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from extauthz.metadata import (
     MD_REDACTIONS,
     TRACE_HEADER_ATTRIBUTES,
 )
-from extauthz.redactor import METADATA_READ, BodyOutcome, Exchange, RedactionSettings
+from extauthz.redactor import METADATA_READ, BodyOutcome, Exchange, RedactionSettings, counts_text
 from extauthz.telemetry import Metrics
 from extauthz.tracing import TRACE_KEYS, Tracing, trace_carrier
 
@@ -111,6 +112,23 @@ def body_answer(phase: str, outcome: BodyOutcome) -> pb.ProcessingResponse:
     return answer
 
 
+def replaced_request_answer(outcome: BodyOutcome, *, wants_response: bool = True) -> pb.ProcessingResponse:
+    """The request headers' answer carrying the body Check redacted (CONTINUE_AND_REPLACE),
+    or nothing changed; either way no request body message follows, and the response's
+    phases only when ``wants_response``.  Envoy drops the request's content-length on a
+    replacement (a content-length set here too); the buffer filter after ext_proc sets it
+    again (``envoyconfig.filters.request_length_filter``): the tool gets a framed request."""
+    answer = pb.ProcessingResponse()
+    headers_response = answer.request_headers
+    headers_response.SetInParent()
+    if outcome.body is not None:
+        common = headers_response.response
+        common.status = pb.CommonResponse.CONTINUE_AND_REPLACE
+        common.body_mutation.body = outcome.body
+    answer.mode_override.CopyFrom(_RESPONSE_ONLY if wants_response else _SKIP_ALL)
+    return answer
+
+
 def refusal_response(status: int, code: str, message: str) -> pb.ProcessingResponse:
     """Stop the exchange: the agent gets ``status`` with a JSON reason, nothing else."""
     answer = pb.ProcessingResponse()
@@ -127,7 +145,7 @@ def add_counts(answer: pb.ProcessingResponse, counts: Mapping[str, int], over_li
     phases whose body went through unredacted over the size limit (policy ``over_limit: pass``),
     into ``answer``'s dynamic metadata."""
     fields = answer.dynamic_metadata.fields[EXT_PROC_NAMESPACE].struct_value.fields
-    fields[MD_REDACTIONS].string_value = ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
+    fields[MD_REDACTIONS].string_value = counts_text(counts)
     if over_limit:
         fields[MD_OVER_LIMIT].string_value = ",".join(over_limit)
 
@@ -197,8 +215,14 @@ class ProcessStream:
         headers = header_map(request_headers, REQUEST_HEADERS_READ)
         exchange.trace_headers = trace_carrier(self._grpc_metadata, headers)
         self._request_content_type = headers.get("content-type", "")
-        mode = _mode_for(exchange)
-        return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=mode)], mode is _SKIP_ALL
+        redacted = exchange.take_request_redacted()
+        if redacted is None:
+            mode = _mode_for(exchange)
+            return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=mode)], mode is _SKIP_ALL
+        # Check redacted the request body: it goes with this answer, and no request body
+        # message follows (mode_override).
+        self._processor.count(exchange, redacted, "request")
+        return [replaced_request_answer(redacted, wants_response=exchange.wants_response)], not exchange.wants_response
 
     def _request_body(self, exchange: Exchange, body: bytes) -> Step:
         outcome = exchange.redact_request(body, self._request_content_type)

@@ -39,6 +39,19 @@ PHASES_BOTH_BODIES = "request_and_response"
 # default response detectors, token usage to meter.  A CRM read is 2 messages, not 3.
 PHASES_RESPONSE = "response"
 BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
+# Check has the whole request body already (with_request_body), so on PHASES_BOTH_BODIES it
+# redacts it itself and hands ext_proc the outcome: the answer to the request headers
+# message then carries the new body (CONTINUE_AND_REPLACE) and Envoy sends no request body
+# message (3 messages for a Slack post, not 4).  MD_REQUEST_REDACTED: the counts found,
+# "EMAIL:1,PHONE:2" ("" for none); its presence means Check redacted the request.
+# MD_REQUEST_BODY: the redacted body (UTF-8), present only when it differs from the agent's.
+# Absent (a body over the size limits, a refusal, an older Check), ext_proc redacts the
+# request body message as before.
+MD_REQUEST_REDACTED = "request_redacted"
+MD_REQUEST_BODY = "request_body"
+# The largest body handed so: Envoy forwards the ext_authz metadata with every later ext_proc
+# message, and the buffer filter that frames it again holds this much.
+MAX_REQUEST_BODY_HANDED = 64 * 1024
 
 # The agent's trace context, for a stream that starts at the response (no request header
 # message): Envoy sends these attributes (CEL expressions, keyed by the expression)

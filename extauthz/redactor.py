@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 
 import dlp
 from extauthz.limits.enforce import UsageCharge, decode_charges
-from extauthz.metadata import MD_REDACT, MD_TOOL, MD_USAGE
+from extauthz.metadata import (
+    MAX_REQUEST_BODY_HANDED,
+    MD_REDACT,
+    MD_REQUEST_BODY,
+    MD_REQUEST_REDACTED,
+    MD_TOOL,
+    MD_USAGE,
+)
 
 # A response Aegis cannot redact must not reach the agent: 502 with a reason.
 REDACTION_FAILED_STATUS = 502
@@ -54,7 +61,7 @@ class BodyOutcome:
 
 OBLIGATIONS_CACHE_ENTRIES = 256
 # The ext_authz metadata keys an exchange reads (Exchange.from_metadata).
-METADATA_READ = (MD_REDACT, MD_TOOL, MD_USAGE)
+METADATA_READ = (MD_REDACT, MD_TOOL, MD_USAGE, MD_REQUEST_REDACTED, MD_REQUEST_BODY)
 
 BODY_TOO_LARGE = (413, "body_too_large", "the body is larger than Aegis redacts")
 MALFORMED_OBLIGATIONS = (REDACTION_FAILED_STATUS, "redaction_failed", "malformed redaction obligations")
@@ -80,6 +87,8 @@ class Exchange:
     passed_over_limit: list[str] = field(default_factory=list)  # phases that did: "request", "response"
     # Set when the obligations cannot be read: the exchange is refused at its first message.
     refusal: tuple[int, str, str] | None = None
+    # Check redacted the request body already (metadata.MD_REQUEST_REDACTED): its outcome.
+    request_redacted: BodyOutcome | None = None
     _pending_events: bytes = b""
 
     @classmethod
@@ -88,6 +97,7 @@ class Exchange:
         raw = metadata.get(MD_REDACT)
         try:
             rule, response, over_limit_pass = read_obligations(raw if isinstance(raw, str) else "", settings)
+            request_redacted = _redacted_by_check(metadata)
         except (ValueError, TypeError, dlp.DlpError):
             # Check wrote something this code cannot read: redact nothing wrongly, refuse (fail closed).
             return cls(settings, refusal=MALFORMED_OBLIGATIONS)
@@ -99,7 +109,16 @@ class Exchange:
             response_obligations=response,
             usage=decode_charges(metadata.get(MD_USAGE)),
             over_limit_pass=over_limit_pass,
+            request_redacted=request_redacted if rule is not None else None,
         )
+
+    def take_request_redacted(self) -> BodyOutcome | None:
+        """Check's redaction of the request body, counted into this exchange (None when
+        Check left the body to the request body message)."""
+        outcome = self.request_redacted
+        if outcome is not None:
+            self.counts.update(outcome.counts)
+        return outcome
 
     @property
     def wants_request_body(self) -> bool:
@@ -213,6 +232,52 @@ class Exchange:
         if not result.changed:
             return BodyOutcome(counts=result.counts)
         return BodyOutcome(body=_encode(result.body, encoding), counts=result.counts)
+
+
+def redact_request_in_check(
+    settings: RedactionSettings, metadata: Mapping[str, str], body: bytes, content_type: str
+) -> dict[str, str]:
+    """The metadata that hands ext_proc a request body Check redacted (``MD_REQUEST_REDACTED``,
+    and ``MD_REQUEST_BODY`` when it changed), or nothing when the request body message must
+    do it: no rule obligations, a body over the limits, a refusal (413 or 502 with its reason
+    comes from ext_proc, as before), or a redacted body that is not UTF-8."""
+    exchange = Exchange.from_metadata(settings, metadata)
+    if exchange.refusal is not None or exchange.request_obligations is None or not body:
+        return {}
+    if len(body) > min(settings.max_body_bytes, MAX_REQUEST_BODY_HANDED):
+        return {}
+    outcome = exchange.redact_request(body, content_type)
+    if outcome.refusal is not None or outcome.passed_over_limit:
+        return {}
+    handed = {MD_REQUEST_REDACTED: counts_text(outcome.counts)}
+    if outcome.body is not None:
+        if len(outcome.body) > MAX_REQUEST_BODY_HANDED:
+            return {}
+        try:
+            handed[MD_REQUEST_BODY] = outcome.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+    return handed
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """Redaction counts as text, ``EMAIL:2,SSN:1``: types and numbers, never values."""
+    return ",".join(f"{kind}:{count}" for kind, count in sorted(counts.items()))
+
+
+def _redacted_by_check(metadata: Mapping[str, object]) -> BodyOutcome | None:
+    """Check's request redaction from its metadata; ValueError on text it cannot read."""
+    counts_raw = metadata.get(MD_REQUEST_REDACTED)
+    if counts_raw is None:
+        return None
+    if not isinstance(counts_raw, str):
+        raise ValueError("request_redacted must be text")
+    counts: dict[str, int] = {}
+    for item in filter(None, counts_raw.split(",")):
+        kind, _, number = item.partition(":")
+        counts[kind] = int(number)
+    body = metadata.get(MD_REQUEST_BODY)
+    return BodyOutcome(body=body.encode("utf-8") if isinstance(body, str) else None, counts=counts)
 
 
 # A policy version has a handful of distinct obligations, and every redacted call of one

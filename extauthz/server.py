@@ -10,6 +10,7 @@ logic never depends on these choices (see ``authorizer``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from extauthz.config import AegisConfig
 from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
 from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
-from extauthz.envoy_authz import AuthorizationServicer, request_from_check, response_from_answer
+from extauthz.envoy_authz import AuthorizationServicer, request_from_check
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
 from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
@@ -45,7 +46,7 @@ from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, Notify, UsageRecorder, webhook_notify
 from extauthz.log_stream import BufferedLogHandler
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
-from extauthz.redactor import RedactionSettings
+from extauthz.redactor import RedactionSettings, redact_request_in_check
 from extauthz.reload import PolicyReloader, source_for
 from extauthz.store import Store
 from extauthz.store.sqlite import SqliteStore
@@ -208,7 +209,11 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
 
     def __init__(self, service: Service) -> None:
         # Responses always need ext_proc when every response gets default detectors.
-        super().__init__(service.authorizer, always_process_bodies=bool(service.config.dlp.response_detectors))
+        super().__init__(
+            service.authorizer,
+            always_process_bodies=bool(service.config.dlp.response_detectors),
+            redact_request=functools.partial(redact_request_in_check, redaction_settings(service.config)),
+        )
         self._service = service
 
     def Check(
@@ -225,7 +230,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
         carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
         self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
-        return response_from_answer(answer, self.phases(answer, http_request))
+        return self.respond(answer, http_request)
 
 
 CheckServer = FrontServer | GrpcioServer

@@ -33,6 +33,7 @@ from extauthz.envoyconfig._base import (
     INGRESS_LISTENER,
     METRICS_LISTENER,
     OTEL_CLUSTER,
+    REQUEST_LENGTH_FILTER,
     ROUTER_FILTER,
     Resource,
 )
@@ -49,6 +50,7 @@ from extauthz.envoyconfig.filters import (
     grpc_service,
     http_filters,
     layered_runtime,
+    request_length_filter,
 )
 from extauthz.envoyconfig.listeners import admin, listener, metrics_listener, overload_manager
 from extauthz.envoyconfig.observability import access_log, access_log_format, access_log_path, tracing_provider
@@ -144,6 +146,7 @@ __all__ = [
     "INGRESS_LISTENER",
     "METRICS_LISTENER",
     "OTEL_CLUSTER",
+    "REQUEST_LENGTH_FILTER",
     "ROUTER_FILTER",
     "Resource",
     "access_log",
@@ -164,6 +167,7 @@ __all__ = [
     "overload_manager",
     "render_bootstrap",
     "render_bootstrap_yaml",
+    "request_length_filter",
     "tracing_provider",
     "upstream_cluster",
 ]

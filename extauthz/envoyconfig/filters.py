@@ -1,5 +1,5 @@
 """HTTP filters: ext_authz → ext_proc, one instance per body-phase set (all skipped for clean
-calls) → router."""
+calls) → buffer (only for a request body Check redacted) → router."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from extauthz.envoyconfig._base import (
     EXT_PROC_FILTERS,
     GRPC_CLUSTER,
     GRPC_TIMEOUT,
+    REQUEST_LENGTH_FILTER,
     ROUTER_FILTER,
     Resource,
     _any,
@@ -19,7 +20,9 @@ from extauthz.metadata import (
     BODY_PHASES,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
+    MAX_REQUEST_BODY_HANDED,
     MD_BODY_PHASES,
+    MD_REQUEST_BODY,
     PHASES_BOTH_BODIES,
     PHASES_RESPONSE,
     TRACE_HEADER_ATTRIBUTES,
@@ -117,39 +120,60 @@ def _ext_proc_config(phases: str, replicated: bool) -> Resource:
     )
 
 
+def _skipped_unless(name: str, typed_config: Resource, key: str, match_name: str, value: Resource) -> Resource:
+    """Filter ``name``, skipped unless Check's dynamic metadata ``key`` matches ``value``.
+    Only ext_authz writes that namespace: the agent cannot set it."""
+    chosen = {
+        "single_predicate": {
+            "input": _extension(
+                key,
+                "extensions.matching.common_inputs.network.v3.DynamicMetadataInput",
+                filter=EXT_AUTHZ_NAMESPACE,
+                path=[{"key": key}],
+            ),
+            "custom_match": _extension(
+                match_name, "extensions.matching.input_matchers.metadata.v3.Metadata", value=value
+            ),
+        }
+    }
+    skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
+    return _extension(
+        name,
+        "extensions.common.matching.v3.ExtensionWithMatcher",
+        extension_config={"name": name, "typed_config": typed_config},
+        xds_matcher={
+            "matcher_list": {"matchers": [{"predicate": {"not_matcher": chosen}, "on_match": {"action": skip}}]}
+        },
+    )
+
+
 def ext_proc_filter(phases: str, *, replicated: bool = True) -> Resource:
     """The ext_proc instance for ``phases``, skipped unless Check chose it.
 
     Check writes ``body_phases`` into its dynamic metadata on allowed calls with something to
     redact or meter; the matcher skips this instance unless the value is ``phases``.  Clean
     calls, denials and Envoy's own local replies (which never reach ext_authz's answer) carry
-    no value, so they open no ext_proc stream, and the agent cannot forge one.
+    no value, so they open no ext_proc stream.
     """
-    chosen = {
-        "single_predicate": {
-            "input": _extension(
-                "body_phases",
-                "extensions.matching.common_inputs.network.v3.DynamicMetadataInput",
-                filter=EXT_AUTHZ_NAMESPACE,
-                path=[{"key": MD_BODY_PHASES}],
-            ),
-            "custom_match": _extension(
-                "is_" + phases,
-                "extensions.matching.input_matchers.metadata.v3.Metadata",
-                value={"string_match": {"exact": phases}},
-            ),
-        }
-    }
-    skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
-    name = EXT_PROC_FILTERS[phases]
-    return _extension(
-        name,
-        "extensions.common.matching.v3.ExtensionWithMatcher",
-        extension_config={"name": name, "typed_config": _ext_proc_config(phases, replicated)},
-        xds_matcher={
-            "matcher_list": {"matchers": [{"predicate": {"not_matcher": chosen}, "on_match": {"action": skip}}]}
-        },
+    return _skipped_unless(
+        EXT_PROC_FILTERS[phases],
+        _ext_proc_config(phases, replicated),
+        MD_BODY_PHASES,
+        "is_" + phases,
+        {"string_match": {"exact": phases}},
     )
+
+
+def request_length_filter() -> Resource:
+    """The buffer filter, only on calls whose request body Check redacted (``request_body``
+    in its metadata; ``metadata.MD_REQUEST_REDACTED``).
+
+    ext_proc puts that body in place with CONTINUE_AND_REPLACE, and Envoy then drops the
+    content-length (the processor might not know it); buffering the whole body sets it
+    again, so the tool gets a framed request, not a chunked one.  Every other call skips it.
+    """
+    buffer = _any("extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_REQUEST_BODY_HANDED)
+    return _skipped_unless(REQUEST_LENGTH_FILTER, buffer, MD_REQUEST_BODY, "has_request_body", {"present_match": True})
 
 
 # Without it Envoy ends every ext_proc stream it is done with by resetting it (RST_STREAM),
@@ -182,5 +206,6 @@ def http_filters(config: AegisConfig, *, with_ext_proc: bool = True, replicated:
     filters = [ext_authz_filter(config, replicated=replicated)]
     if with_ext_proc:
         filters.extend(ext_proc_filter(phases, replicated=replicated) for phases in BODY_PHASES)
+        filters.append(request_length_filter())
     filters.append(router_filter())
     return filters

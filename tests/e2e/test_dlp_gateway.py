@@ -5,10 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from helpers import POLICIES, Gateway, copy_policy_dir, start_gateway
+
+from extauthz.metadata import MAX_REQUEST_BODY_HANDED
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +55,60 @@ def test_ssn_in_a_slack_post_never_reaches_slack(gateway):
     assert sent["channel"] == "#support"  # structure kept; only PII changed
     assert "[REDACTED:SSN]" in sent["text"]
     assert int(seen[0]["headers"]["content-length"]) == len(body.encode())
+
+
+def ext_proc_counters(gw: Gateway) -> dict[str, int]:
+    text = httpx.get(f"http://{gw.config.envoy.admin}/stats", params={"filter": "ext_proc"}, timeout=5).text
+    counters: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            stat = name.rsplit("ext_proc.", 1)[-1]  # summed over the listener's ext_proc instances
+            counters[stat] = counters.get(stat, 0) + int(value)
+    return counters
+
+
+def slack_post(gw: Gateway, text: str) -> tuple[httpx.Response, dict[str, Any], dict[str, int]]:
+    """A Slack post, what the tool received, and the ext_proc messages it cost."""
+    before = ext_proc_counters(gw)
+    response = gw.call("POST", "slack.demo", "/api/chat.postMessage", json={"channel": "#support", "text": text})
+    after = ext_proc_counters(gw)
+    decision_id = response.headers["x-aegis-decision-id"]
+    [seen] = [r for r in gw.received("slack.demo") if r["headers"].get("x-aegis-decision-id") == decision_id]
+    return response, seen, {key: after[key] - before.get(key, 0) for key in after}
+
+
+def test_check_redacts_the_request_so_a_slack_post_costs_three_ext_proc_messages(gateway):
+    response, seen, cost = slack_post(gateway, f"Customer {EMAIL} verified with SSN {SSN}")
+    assert response.status_code == 200
+    # Request headers (carrying the body Check redacted), response headers, response body.
+    assert cost["stream_msgs_sent"] == 3 and cost["streams_started"] == 1
+    assert SSN not in seen["body"] and EMAIL not in seen["body"]
+    # The buffer filter framed the replaced body again: a content-length, no chunking.
+    assert int(seen["headers"]["content-length"]) == len(seen["body"].encode())
+    assert "transfer-encoding" not in seen["headers"]
+    entry = gateway.access_log(response.headers["x-aegis-decision-id"])
+    counts = dict(item.split(":") for item in entry["redactions"].split(","))
+    assert counts["SSN"] == "1" and counts["EMAIL"] == "1"  # the request's, counted by ext_proc
+    assert SSN not in json.dumps(entry) and EMAIL not in json.dumps(entry)
+
+
+def test_a_post_with_nothing_to_redact_goes_through_as_sent(gateway):
+    text = "Customer verified, refund issued"
+    response, seen, cost = slack_post(gateway, text)
+    assert response.status_code == 200
+    assert json.loads(seen["body"]) == {"channel": "#support", "text": text}
+    assert seen["headers"]["content-length"] == str(len(seen["body"].encode()))  # the agent's own framing
+    assert cost["stream_msgs_sent"] == 3
+
+
+def test_a_body_too_big_to_hand_over_is_redacted_by_the_request_body_message(gateway):
+    text = f"Customer {EMAIL} verified with SSN {SSN} " + "x" * MAX_REQUEST_BODY_HANDED
+    response, seen, cost = slack_post(gateway, text)
+    assert response.status_code == 200
+    assert cost["stream_msgs_sent"] == 4  # request headers, request body, response headers and body
+    assert SSN not in seen["body"] and EMAIL not in seen["body"]
+    assert int(seen["headers"]["content-length"]) == len(seen["body"].encode())
 
 
 def test_crm_record_reaches_the_agent_without_ssn_dob_full_name(gateway):

@@ -17,7 +17,9 @@ from extauthz.metadata import (
     BODY_PHASES,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
+    MAX_REQUEST_BODY_HANDED,
     MD_BODY_PHASES,
+    MD_REQUEST_BODY,
 )
 
 UPSTREAMS = {"payments.demo": "http://127.0.0.1:18081", "crm.demo": "http://crm:8080"}
@@ -106,7 +108,7 @@ def test_filter_chain_order(with_ext_proc: bool) -> None:
     names = [f["name"] for f in manager["http_filters"]]
     if with_ext_proc:
         dlp = [ec.EXT_PROC_FILTERS[phases] for phases in BODY_PHASES]
-        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.ROUTER_FILTER]
+        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.REQUEST_LENGTH_FILTER, ec.ROUTER_FILTER]
     else:
         assert names == [ec.EXT_AUTHZ_FILTER, ec.ROUTER_FILTER]
     # The unknown host has no Check, hence no body_phases: no ext_proc instance needs disabling.
@@ -126,6 +128,20 @@ def test_each_ext_proc_instance_runs_only_when_checks_metadata_names_it(phases: 
     assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
     assert chosen["input"]["typed_config"]["path"] == [{"key": MD_BODY_PHASES}]
     assert chosen["custom_match"]["typed_config"]["value"] == {"string_match": {"exact": phases}}
+
+
+def test_the_buffer_filter_runs_only_on_a_request_body_check_redacted() -> None:
+    wrapper = ec.request_length_filter()["typed_config"]
+    buffer = wrapper["extension_config"]["typed_config"]
+    assert buffer["@type"].endswith("filters.http.buffer.v3.Buffer")
+    # Check hands over no body larger than this (redactor.redact_request_in_check).
+    assert buffer["max_request_bytes"] == MAX_REQUEST_BODY_HANDED
+    [matcher] = wrapper["xds_matcher"]["matcher_list"]["matchers"]
+    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
+    chosen = matcher["predicate"]["not_matcher"]["single_predicate"]
+    assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
+    assert chosen["input"]["typed_config"]["path"] == [{"key": MD_REQUEST_BODY}]
+    assert chosen["custom_match"]["typed_config"]["value"] == {"present_match": True}
 
 
 def test_the_response_only_instance_sends_no_request_message() -> None:
