@@ -89,7 +89,7 @@ def decode(data: bytes) -> target.Case:
         phases.append(("response_trailers",))
     if fdp.ConsumeIntInRange(0, 7) == 0:  # out of order: Envoy never does this, Process must cope
         phases.insert(0, phases.pop(fdp.ConsumeIntInRange(0, len(phases) - 1)))
-    return target.Case(settings=settings, metadata=metadata, phases=tuple(phases))
+    return target.Case(settings=settings, metadata=metadata, phases=tuple(phases), check_redacts=fdp.ConsumeBool())
 
 
 def test_one_input(data: bytes) -> None:

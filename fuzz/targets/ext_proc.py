@@ -9,6 +9,8 @@ response headers).  Promise, on every stream:
 * one answer per message, of the same phase, until an ``immediate_response`` ends the
   stream; an immediate response is 413 or 502 with a JSON ``{error, message}`` body;
 * a changed body is sent with a matching ``content-length``;
+* a request body replaced at its headers (``check_redacts``: Check redacted it) is exactly
+  the one Check handed over (Envoy's buffer filter sets its length);
 * a redacted body that was valid JSON is still valid JSON (after its content-encoding);
 * an e-mail address held as a JSON string value is gone when EMAIL redaction applies.
 """
@@ -30,8 +32,8 @@ from google.protobuf import struct_pb2
 
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.limits.enforce import UsageRecorder
-from extauthz.metadata import EXT_AUTHZ_NAMESPACE, MD_REDACT
-from extauthz.redactor import RedactionSettings
+from extauthz.metadata import EXT_AUTHZ_NAMESPACE, MD_REDACT, MD_REQUEST_BODY
+from extauthz.redactor import RedactionSettings, redact_request_in_check
 from extauthz.telemetry import Metrics
 from extauthz.tracing import Tracing
 from fuzz.targets import FuzzFailure
@@ -57,6 +59,9 @@ class Case:
     settings: int = 0  # index into SETTINGS
     metadata: Mapping[str, str] | None = None  # the ext_authz namespace, None: not forwarded
     phases: Sequence[Phase] = field(default_factory=tuple)
+    # Check redacted the request body (the whole of the request_body phases) and handed the
+    # outcome over in the metadata, as it does on a call with both bodies.
+    check_redacts: bool = False
 
 
 class _Context:
@@ -95,7 +100,22 @@ def to_request(phase: Phase, metadata: Mapping[str, str] | None) -> pb.Processin
 
 
 def requests_of(case: Case) -> list[pb.ProcessingRequest]:
-    return [to_request(p, case.metadata) for p in case.phases]
+    metadata = forwarded_metadata(case)
+    return [to_request(p, metadata) for p in case.phases]
+
+
+def forwarded_metadata(case: Case) -> Mapping[str, str] | None:
+    """The case's metadata, plus what Check hands over when ``check_redacts``."""
+    if not case.check_redacts or case.metadata is None:
+        return case.metadata
+    content_type = (_phase_headers(case, "request_headers", len(case.phases)) or {}).get("content-type", "")
+    handed = redact_request_in_check(SETTINGS[case.settings], case.metadata, _request_body(case), content_type)
+    return {**case.metadata, **handed}
+
+
+def _request_body(case: Case) -> bytes:
+    """The whole request body, as Check sees it (Envoy buffers it for ext_authz)."""
+    return b"".join(p[1] for p in case.phases if p[0] == "request_body")
 
 
 async def _stream(requests: Sequence[pb.ProcessingRequest]) -> AsyncIterator[pb.ProcessingRequest]:
@@ -130,6 +150,8 @@ def _check_answers(case: Case, requests: Sequence[pb.ProcessingRequest], respons
             raise FuzzFailure(f"a {requests[index].WhichOneof('request')} message got a {kind} answer")
         if kind in ("request_body", "response_body"):
             _check_body(case, index, getattr(response, kind).response)
+        if kind == "request_headers" and response.request_headers.response.HasField("body_mutation"):
+            _check_replaced_request(case, response.request_headers.response)
     # Fewer answers than messages: the servicer closed the stream cleanly once the exchange
     # needed nothing more (Envoy then proceeds without it and sends no further messages).
 
@@ -176,6 +198,24 @@ def _check_body(case: Case, index: int, common: pb.CommonResponse) -> None:
         raise FuzzFailure("a redacted JSON body is no longer valid JSON")
     if _email_redacted(case, side) and EMAIL in _string_values(original) and EMAIL in _string_values(redacted):
         raise FuzzFailure("an e-mail address survived EMAIL redaction" + ("" if changed else " (body passed on)"))
+
+
+def _check_replaced_request(case: Case, common: pb.CommonResponse) -> None:
+    """A request body replaced at its headers is the one Check handed over, redacted."""
+    handed = (forwarded_metadata(case) or {}).get(MD_REQUEST_BODY)
+    if handed is None or common.body_mutation.body != handed.encode():
+        raise FuzzFailure("a request body was replaced with one Check did not hand over")
+    if common.status != pb.CommonResponse.CONTINUE_AND_REPLACE:
+        raise FuzzFailure("a replaced request body without CONTINUE_AND_REPLACE")
+    content_type = (_phase_headers(case, "request_headers", len(case.phases)) or {}).get("content-type", "")
+    original = _strict_json(_request_body(case)) if _is_json(content_type) else INVALID
+    if original is INVALID:
+        return
+    redacted = _strict_json(common.body_mutation.body)
+    if redacted is INVALID:
+        raise FuzzFailure("a request body Check redacted is no longer valid JSON")
+    if _email_redacted(case, "request") and EMAIL in _string_values(original) and EMAIL in _string_values(redacted):
+        raise FuzzFailure("an e-mail address survived Check's EMAIL redaction")
 
 
 def _is_json(content_type: str) -> bool:

@@ -85,6 +85,7 @@ def cases(draw: st.DrawFn) -> target.Case:
         settings=draw(st.integers(0, len(target.SETTINGS) - 1)),
         metadata=draw(METADATA),
         phases=tuple(phases),
+        check_redacts=draw(st.booleans()),
     )
 
 
