@@ -1,0 +1,300 @@
+"""Two revisions of the service side by side, in alternating rounds: what one change buys.
+
+``python -m bench.ab --base REV [--call slack] [--connections 32] [--rounds 7] [--duration 5]``
+
+On this machine the same run moves by 30 % from one minute to the next (other tenants), so
+two benchmark runs minutes apart cannot show a change of 5 or 10 %.  Here both revisions run
+at once: ``REV`` checked out into a temporary git worktree (the *base*), the working tree
+(the *candidate*).  Each side has its own ``aegis.yaml`` (own sockets, ports, keys and
+SQLite store; the same policies), its own service process started from its own checkout,
+and its own Envoy on the bootstrap its own code renders (``aegis envoy-config``), in front
+of one shared upstream.  wrk sends the same call through each side in turn, round after
+round (the side that goes first alternates); around every run the CPU of that side's Envoy
+and service is read from /proc, and Envoy's ext_proc counters give the messages per call.
+
+Prints each round, then the medians and the candidate's ratios against the base; writes
+JSON (``--out``).  The compiled extensions (the gRPC front, the DLP core) are this venv's
+for both sides: a change in Rust is not compared by this tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench.dlp_gateway import CRM_HOST, SCOPES, SLACK_HOST, SLACK_PATH, bench_policy_dir, ext_counters, requests
+from bench.gateway import _workdir, machine
+from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, wait_ready
+from bench.stack import REPO, TOOL_HOST, Target, loopback, upstream_bootstrap, write_aegis_config
+from bench.telemetry import cpu_seconds
+from bench.ticket import ticket_json
+from bench.wrk import run_wrk
+from extauthz.config import AegisConfig
+from extauthz.devtokens import mint_token
+from extauthz.supervisor import envoy_binary
+
+CALLS = ("slack", "crm", "refund")
+SIDES = ("base", "candidate")
+WARMUP_S = 2.0
+TOKEN_TTL_S = 3600
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str
+    checkout: Path
+    config: AegisConfig
+    target: Target
+    service_pid: int
+    envoy_pid: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Round:
+    """One wrk run through one side: throughput, latency (ms) and CPU per call (µs)."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    envoy_us: float
+    service_us: float
+    ext_proc_messages: float
+    errors: int
+
+    FIELDS = ("rps", "p50_ms", "p99_ms", "envoy_us", "service_us", "ext_proc_messages")
+
+
+@dataclass
+class Outcome:
+    rounds: dict[str, list[Round]] = field(default_factory=lambda: {side: [] for side in SIDES})
+
+    def medians(self, side: str) -> dict[str, float]:
+        return {name: statistics.median(getattr(r, name) for r in self.rounds[side]) for name in Round.FIELDS}
+
+
+@contextmanager
+def base_checkout(revision: str, workdir: Path) -> Iterator[Path]:
+    """``revision`` in a detached worktree under ``workdir``, removed afterwards."""
+    path = workdir / "base-checkout"
+    git = ["git", "-C", str(REPO)]
+    added = subprocess.run(
+        [*git, "worktree", "add", "--detach", str(path), revision], capture_output=True, text=True, check=False
+    )
+    if added.returncode != 0:
+        raise BenchError(f"cannot check out {revision}: {added.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(path)], capture_output=True, check=False)
+
+
+def start_side(group: ProcessGroup, name: str, checkout: Path, workdir: Path, upstream: str) -> Side:
+    """One side: its config, its service from ``checkout``, its Envoy on the bootstrap that
+    ``checkout``'s code renders for that config."""
+    side_dir = workdir / name
+    side_dir.mkdir(parents=True, exist_ok=True)
+    policies = bench_policy_dir(side_dir / "policies")
+    config = write_aegis_config(side_dir, upstream, policy_dir=policies, hosts=(TOOL_HOST, SLACK_HOST, CRM_HOST))
+    bootstrap = side_dir / "envoy.yaml"
+    rendered = subprocess.run(
+        [sys.executable, "-m", "extauthz.cli", "envoy-config", "-c", str(config.path), "-o", str(bootstrap)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if rendered.returncode != 0:
+        raise BenchError(f"{name}: aegis envoy-config failed: {rendered.stderr.strip()[-400:]}")
+    service = group.spawn(
+        f"{name}-service", [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)], cwd=checkout
+    )
+    wait_ready(service, f"http://{config.service.http}/readyz", lambda r: r.status_code == 200)
+    binary = envoy_binary(config)
+    argv = [binary, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
+    envoy = group.spawn(f"{name}-envoy", argv)
+    admin = config.envoy.admin
+    wait_ready(envoy, f"http://{admin}/ready", lambda r: r.status_code == 200 and r.text.strip() == "LIVE")
+    token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=TOKEN_TTL_S)
+    target = Target(name, config.envoy.listen, admin)
+    return Side(name, checkout, config, target, service.process.pid, envoy.process.pid, token)
+
+
+def expect_ok(side: Side, call: str) -> None:
+    """The call answers 200 through ``side`` (Envoy health-checks the service first)."""
+    request = requests(side.token)[call]
+    deadline = time.monotonic() + 15
+    while True:
+        response = httpx.request(
+            request.method, side.target.url + request.path, content=request.body or None, headers=request.headers
+        )
+        if response.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{side.name}: {call} answered {response.status_code}: {response.text[:200]}")
+        time.sleep(0.2)
+
+
+def measure(side: Side, call: str, connections: int, duration_s: float, workdir: Path) -> Round:
+    request = requests(side.token)[call]
+    messages_before = ext_counters(side.target, "ext_proc.").get("ext_proc.stream_msgs_sent", 0)
+    service_before, envoy_before = cpu_seconds(side.service_pid), cpu_seconds(side.envoy_pid)
+    result = run_wrk(side.target.url, request, connections, duration_s, workdir)
+    service_after, envoy_after = cpu_seconds(side.service_pid), cpu_seconds(side.envoy_pid)
+    messages = ext_counters(side.target, "ext_proc.").get("ext_proc.stream_msgs_sent", 0) - messages_before
+    calls = max(result.requests, 1)
+    return Round(
+        rps=result.rps,
+        p50_ms=result.latency_us["p50"] / 1000,
+        p99_ms=result.latency_us["p99"] / 1000,
+        envoy_us=(envoy_after - envoy_before) / calls * 1e6,
+        service_us=(service_after - service_before) / calls * 1e6,
+        ext_proc_messages=messages / calls,
+        errors=result.error_count,
+    )
+
+
+def run(args: argparse.Namespace, workdir: Path, progress: Any) -> Outcome:
+    outcome = Outcome()
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with base_checkout(args.base, workdir) as checkout, ProcessGroup(logs) as group:
+        upstream = Target("upstream", loopback(), loopback())
+        sides = [
+            start_side(group, "base", checkout, workdir, upstream.listen),
+            start_side(group, "candidate", REPO, workdir, upstream.listen),
+        ]
+        bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
+        start_upstream(group, upstream, bodies, envoy_binary(sides[0].config))
+        for side in sides:
+            expect_ok(side, args.call)
+            run_wrk(side.target.url, requests(side.token)[args.call], args.connections, WARMUP_S, workdir)
+        for index in range(args.rounds):
+            for side in sides if index % 2 == 0 else sides[::-1]:
+                measured = measure(side, args.call, args.connections, args.duration, workdir)
+                outcome.rounds[side.name].append(measured)
+                progress(f"round {index + 1} {side.name:9s} {_row(measured)}")
+    return outcome
+
+
+def start_upstream(group: ProcessGroup, upstream: Target, bodies: dict[str, str], binary: str) -> None:
+    """The tool both sides call: an Envoy answering fixed bodies."""
+    path = group.log_dir / "upstream.envoy.yaml"
+    bootstrap = upstream_bootstrap(upstream.listen, upstream.admin, bodies)
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False), encoding="utf-8")
+    argv = [binary, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
+    child = group.spawn("upstream", argv)
+    wait_ready(child, f"http://{upstream.admin}/ready", lambda r: r.status_code == 200)
+
+
+def _row(r: Round) -> str:
+    return (
+        f"{r.rps:7.0f} RPS  P50 {r.p50_ms:6.2f}  P99 {r.p99_ms:6.2f} ms  "
+        f"Envoy {r.envoy_us:5.0f} µs  service {r.service_us:5.0f} µs  ext_proc msgs {r.ext_proc_messages:.2f}"
+    )
+
+
+def table(outcome: Outcome) -> str:
+    base, candidate = outcome.medians("base"), outcome.medians("candidate")
+    lines = [
+        "| side | RPS | P50 ms | P99 ms | Envoy µs/call | service µs/call | ext_proc msgs/call |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, med in (("base", base), ("candidate", candidate)):
+        cells = [f"{med['rps']:,.0f}", f"{med['p50_ms']:.2f}", f"{med['p99_ms']:.2f}"]
+        cells += [f"{med['envoy_us']:.0f}", f"{med['service_us']:.0f}", f"{med['ext_proc_messages']:.2f}"]
+        lines.append(f"| {name} (median) | " + " | ".join(cells) + " |")
+    ratios = [f"{_ratio(candidate, base, key)}" for key in Round.FIELDS[:5]]
+    lines.append("| candidate / base | " + " | ".join(ratios) + " | |")
+    return "\n".join(lines)
+
+
+def _ratio(candidate: dict[str, float], base: dict[str, float], key: str) -> str:
+    return f"{candidate[key] / base[key]:.2f}x" if base[key] else "—"
+
+
+def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command": " ".join(["python -m bench.ab", *sys.argv[1:]]),
+        "base": args.base,
+        "base_commit": _commit(args.base),
+        "candidate_commit": _commit("HEAD"),
+        "candidate_dirty": bool(_git("status", "--porcelain")),
+        "call": args.call,
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "machine": machine(),
+        **context,
+        "medians": {side: outcome.medians(side) for side in SIDES},
+        "runs": {side: [r.__dict__ for r in outcome.rounds[side]] for side in SIDES},
+        "errors": {side: sum(r.errors for r in outcome.rounds[side]) for side in SIDES},
+    }
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _commit(revision: str) -> str:
+    return _git("rev-parse", revision)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="the git revision to compare the working tree against")
+    parser.add_argument("--call", choices=CALLS, default="slack", help="bench.dlp_gateway's calls (default slack)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=7, help="runs per side, alternating (default 7)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ab.json")
+    parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.connections < 1 or args.duration <= 0:
+        parser.error("--rounds and --connections must be at least 1, --duration above 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_on_sigterm()
+    load_before, started = os.getloadavg(), time.monotonic()
+    try:
+        with _workdir(args.workdir) as workdir:
+            outcome = run(args, workdir, lambda line: print(f"[bench.ab] {line}", file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print(f"bench.ab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.ab: interrupted; every started process was stopped", file=sys.stderr)
+        return 130
+    print(table(outcome))
+    context = {
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report(args, outcome, context), indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out} ({context['wall_s']} s)", file=sys.stderr)
+    errors = sum(r.errors for side in SIDES for r in outcome.rounds[side])
+    if errors:
+        print(f"bench.ab: {errors} errors in the runs (see the JSON)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""bench.ab's own logic: the base revision's checkout, one side started from a checkout with
+its own rendered Envoy config and measured through real Envoy, the medians and ratios.
+No timing assertions."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.ab import Outcome, Round, base_checkout, expect_ok, measure, parse_args, start_side, start_upstream, table
+from bench.dlp_gateway import SLACK_PATH
+from bench.procs import BenchError, ProcessGroup
+from bench.stack import REPO, Target, loopback
+from bench.ticket import ticket_json
+from extauthz.supervisor import envoy_binary
+
+
+def _head(path: Path) -> str:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def test_the_base_is_checked_out_at_its_revision_and_removed_after(tmp_path: Path) -> None:
+    with base_checkout("HEAD", tmp_path) as checkout:
+        assert (checkout / "extauthz" / "server.py").is_file()
+        assert _head(checkout) == _head(REPO)
+    assert not checkout.exists()
+    listed = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert str(checkout) not in listed
+
+
+def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
+    with (
+        pytest.raises(BenchError, match="cannot check out no-such-revision"),
+        base_checkout("no-such-revision", tmp_path),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--connections", "0"], ["--duration", "0"], ["--call", "x"]])
+def test_bad_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--base", "HEAD", *argv])
+
+
+def _round(rps: float, service_us: float) -> Round:
+    return Round(rps, 2.0, 4.0, 500.0, service_us, 3.0, 0)
+
+
+def test_the_table_shows_medians_and_the_candidates_ratios() -> None:
+    outcome = Outcome()
+    outcome.rounds["base"] = [_round(1000, 500), _round(1200, 400), _round(900, 600)]
+    outcome.rounds["candidate"] = [_round(1100, 450), _round(1320, 300), _round(5000, 350)]
+    assert outcome.medians("base")["rps"] == 1000 and outcome.medians("candidate")["rps"] == 1320
+    text = table(outcome)
+    assert "| candidate / base | 1.32x | 1.00x | 1.00x | 1.00x | 0.70x |" in text
+
+
+def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with ProcessGroup(logs) as group:
+        upstream = Target("upstream", loopback(), loopback())
+        side = start_side(group, "candidate", REPO, tmp_path, upstream.listen)
+        start_upstream(group, upstream, {SLACK_PATH: ticket_json()}, envoy_binary(side.config))
+        assert (tmp_path / "candidate" / "envoy.yaml").is_file()  # rendered by the checkout's own code
+        expect_ok(side, "slack")
+        measured = measure(side, "slack", 1, 1.0, tmp_path)
+    assert measured.errors == 0 and measured.rps > 0
+    # Check, then the request headers (carrying the body Check redacted), response headers and body.
+    assert measured.ext_proc_messages == pytest.approx(3.0, abs=0.05)
+    assert measured.envoy_us > 0 and measured.service_us > 0
