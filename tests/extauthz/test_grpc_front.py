@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import grpc
 import pytest
@@ -376,3 +377,150 @@ def test_the_service_serves_ext_proc_on_the_front_unless_disabled(config_path, m
     finally:
         server.stop(1.0)
         service.store.close()
+
+
+# --- answering a response headers message ahead (grpc_front.AnswerAhead) ------------------
+
+AHEAD = grpc_front.AnswerAhead(b"plain-headers-answer", ("text/event-stream",))
+
+
+def _response_headers(content_type: str | None, *, end_of_stream: bool = False, key: str = "content-type") -> bytes:
+    values = [] if content_type is None else [base_pb2.HeaderValue(key=key, raw_value=content_type.encode())]
+    headers = pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=values), end_of_stream=end_of_stream)
+    return pb.ProcessingRequest(response_headers=headers).SerializeToString()
+
+
+BODY = pb.ProcessingRequest(response_body=pb.HttpBody(body=b"{}", end_of_stream=True)).SerializeToString()
+
+
+class AheadSession:
+    """Answers every message with ``AHEAD.answer`` (the body: ``b"body-answer"``, done),
+    or as ``held_answer`` says for the response headers; logs what Python saw, in order."""
+
+    def __init__(self, log: list[object], held_answer: tuple[list[bytes], bool] | None = None) -> None:
+        self.log = log
+        self.held_answer = held_answer
+
+    def __call__(self, message: bytes) -> tuple[list[bytes], bool]:
+        kind = pb.ProcessingRequest.FromString(message).WhichOneof("request")
+        self.log.append(kind)
+        if kind == "response_body":
+            return [b"body-answer"], True
+        if self.held_answer is not None:
+            return self.held_answer
+        return [AHEAD.answer], False
+
+
+class Paced:
+    """Client messages sent one at a time: the next only after the answer to the last one
+    (as Envoy does for ext_proc phases), so what Python saw before each answer is known."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self._messages = messages
+        self._answered = threading.Semaphore(0)
+        self.seen_before_answer: list[list[object]] = []
+
+    def requests(self) -> Iterator[bytes]:
+        for index, message in enumerate(self._messages):
+            if index:
+                self._answered.acquire()
+            yield message
+
+    def answered(self) -> None:
+        self._answered.release()
+
+
+def test_response_headers_are_answered_ahead_and_handed_to_python_with_the_body(serve):
+    log: list[object] = []
+
+    def opener(metadata: list[tuple[str, str]], peer: str) -> AheadSession:
+        log.append("open")
+        return AheadSession(log)
+
+    channel = serve({}, streams={PROCESS: opener}, ahead={PROCESS: AHEAD})
+    paced = Paced([_response_headers("application/json; charset=utf-8"), BODY])
+    call = _stream(channel)(paced.requests(), timeout=5)
+    answers = []
+    for answer in call:
+        answers.append(answer)
+        paced.seen_before_answer.append(list(log))
+        paced.answered()
+    assert answers == [AHEAD.answer, b"body-answer"]
+    assert call.code() == grpc.StatusCode.OK
+    # The headers were answered before Python saw anything (the session not even opened);
+    # then the session was opened, and answered the headers and the body, in order, in one go.
+    assert paced.seen_before_answer == [[], ["open", "response_headers", "response_body"]]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _response_headers("text/event-stream"),
+        _response_headers(" Text/Event-Stream ; charset=utf-8"),
+        _response_headers("application/json", end_of_stream=True),  # no body follows
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders()).SerializeToString(),
+        b"\xff\xff\xff",  # does not decode: Python answers it (INTERNAL), as before
+    ],
+    ids=["event-stream", "event-stream-spelled-otherwise", "no-body", "request-headers", "garbage"],
+)
+def test_other_messages_go_to_python_first(serve, message):
+    log: list[object] = []
+    channel = serve({}, streams={PROCESS: lambda metadata, peer: AheadSession(log)}, ahead={PROCESS: AHEAD})
+    answers: list[bytes] = []
+    with pytest.raises(grpc.RpcError) if message == b"\xff\xff\xff" else nullcontext():
+        for answer in _stream(channel)(iter([message]), timeout=5):
+            answers.append(answer)
+            break
+    assert AHEAD.applies_to(message) is False
+    if message != b"\xff\xff\xff":
+        assert answers == [AHEAD.answer] and len(log) == 1  # Python answered it itself
+
+
+def test_the_decision_reads_the_content_type_as_python_does():
+    assert AHEAD.applies_to(_response_headers("application/json"))
+    assert AHEAD.applies_to(_response_headers(None))  # no content type: not an event stream
+    # Python reads the last content-type, by its lowercase name (Envoy lowercases names).
+    two = pb.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[
+                base_pb2.HeaderValue(key="content-type", raw_value=b"application/json"),
+                base_pb2.HeaderValue(key="content-type", raw_value=b"text/event-stream"),
+            ]
+        )
+    )
+    assert not AHEAD.applies_to(pb.ProcessingRequest(response_headers=two).SerializeToString())
+    assert AHEAD.applies_to(_response_headers("text/event-stream", key="Content-Type"))
+    assert not AHEAD.applies_to(_response_headers("\x1ctext/event-stream\x1f"))  # str.strip() strips these
+
+
+def test_python_refusing_the_held_headers_ends_the_stream_with_its_refusal(serve):
+    log: list[object] = []
+    refusal = b"refusal"
+    session = AheadSession(log, held_answer=([refusal], True))
+    channel = serve({}, streams={PROCESS: lambda metadata, peer: session}, ahead={PROCESS: AHEAD})
+    call = _stream(channel)(iter([_response_headers("application/json"), BODY]), timeout=5)
+    assert list(call) == [AHEAD.answer, refusal]
+    assert call.code() == grpc.StatusCode.OK
+    assert log == ["response_headers"]  # the body was never answered
+
+
+def test_python_answering_the_held_headers_otherwise_fails_the_stream(serve):
+    log: list[object] = []
+    session = AheadSession(log, held_answer=([b"another answer"], False))
+    channel = serve({}, streams={PROCESS: lambda metadata, peer: session}, ahead={PROCESS: AHEAD})
+    call = _stream(channel)(iter([_response_headers("application/json"), BODY]), timeout=5)
+    answers = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for answer in call:
+            answers.append(answer)
+    assert answers == [AHEAD.answer]
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+def test_a_stream_without_messages_never_opens_a_session(serve):
+    log: list[object] = []
+    channel = serve({}, streams={PROCESS: _opener(log)})
+    call = _stream(channel)(iter([]), timeout=5)
+    assert list(call) == []
+    assert call.code() == grpc.StatusCode.OK
+    assert log == []
