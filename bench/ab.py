@@ -14,7 +14,9 @@ and service is read from /proc, and Envoy's ext_proc counters give the messages 
 
 Prints each round, then the medians and the candidate's ratios against the base; writes
 JSON (``--out``).  The compiled extensions (the gRPC front, the DLP core) are this venv's
-for both sides: a change in Rust is not compared by this tool.
+for the candidate; when the base's Rust sources differ, the base's own are built (maturin,
+a cargo target directory kept under ``.aegis/ab-target`` so a rebuild is incremental) and
+put first on its ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +84,7 @@ class Round:
 @dataclass
 class Outcome:
     rounds: dict[str, list[Round]] = field(default_factory=lambda: {side: [] for side in SIDES})
+    base_native: list[str] = field(default_factory=list)  # the base's own compiled extensions
 
     def medians(self, side: str) -> dict[str, float]:
         return {name: statistics.median(getattr(r, name) for r in self.rounds[side]) for name in Round.FIELDS}
@@ -102,9 +106,46 @@ def base_checkout(revision: str, workdir: Path) -> Iterator[Path]:
         subprocess.run([*git, "worktree", "remove", "--force", str(path)], capture_output=True, check=False)
 
 
-def start_side(group: ProcessGroup, name: str, checkout: Path, workdir: Path, upstream: str) -> Side:
-    """One side: its config, its service from ``checkout``, its Envoy on the bootstrap that
-    ``checkout``'s code renders for that config."""
+# The compiled extensions: crate directory → the package its wheel installs.
+NATIVE_CRATES = {"extauthz/native": "aegis_grpc_front", "dlp/native": "aegis_dlp_native"}
+
+
+def base_native(revision: str, checkout: Path, workdir: Path, progress: Any) -> Path | None:
+    """The base's compiled extensions, where its Rust differs from the working tree's, in a
+    directory to put first on the base service's ``PYTHONPATH`` (None: nothing differs)."""
+    changed = [crate for crate in NATIVE_CRATES if _differs(revision, crate)]
+    if not changed:
+        return None
+    packages = workdir / "base-native"
+    maturin = Path(sys.executable).with_name("maturin")
+    for crate in changed:
+        progress(f"building the base's {crate} (its Rust differs from the working tree's)")
+        wheels = workdir / "wheels" / NATIVE_CRATES[crate]
+        env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / ".aegis" / "ab-target" / NATIVE_CRATES[crate])}
+        argv = [str(maturin), "build", "--release", "--quiet", "-m", str(checkout / crate / "Cargo.toml")]
+        built = subprocess.run(
+            [*argv, "-o", str(wheels), "--interpreter", sys.executable], env=env, capture_output=True, text=True
+        )
+        if built.returncode != 0:
+            raise BenchError(f"cannot build the base's {crate}: {built.stderr.strip()[-400:]}")
+        [wheel] = wheels.glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(packages)
+    return packages
+
+
+def _differs(revision: str, path: str) -> bool:
+    """Whether ``path`` in the working tree (committed or not) differs from ``revision``."""
+    diff = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", revision, "--", path], check=False)
+    return diff.returncode != 0
+
+
+def start_side(
+    group: ProcessGroup, name: str, checkout: Path, workdir: Path, upstream: str, native: Path | None = None
+) -> Side:
+    """One side: its config, its service from ``checkout`` (with ``native``'s compiled
+    extensions first on its path, when given), its Envoy on the bootstrap that ``checkout``'s
+    code renders for that config."""
     side_dir = workdir / name
     side_dir.mkdir(parents=True, exist_ok=True)
     policies = bench_policy_dir(side_dir / "policies")
@@ -119,9 +160,9 @@ def start_side(group: ProcessGroup, name: str, checkout: Path, workdir: Path, up
     )
     if rendered.returncode != 0:
         raise BenchError(f"{name}: aegis envoy-config failed: {rendered.stderr.strip()[-400:]}")
-    service = group.spawn(
-        f"{name}-service", [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)], cwd=checkout
-    )
+    env = {**os.environ, "PYTHONPATH": str(native)} if native is not None else None
+    argv = [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)]
+    service = group.spawn(f"{name}-service", argv, cwd=checkout, env=env)
     wait_ready(service, f"http://{config.service.http}/readyz", lambda r: r.status_code == 200)
     binary = envoy_binary(config)
     argv = [binary, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"]
@@ -173,8 +214,11 @@ def run(args: argparse.Namespace, workdir: Path, progress: Any) -> Outcome:
     logs.mkdir(parents=True, exist_ok=True)
     with base_checkout(args.base, workdir) as checkout, ProcessGroup(logs) as group:
         upstream = Target("upstream", loopback(), loopback())
+        native = base_native(args.base, checkout, workdir, progress)
+        if native is not None:
+            outcome.base_native = sorted(p.name for p in native.iterdir() if p.name in NATIVE_CRATES.values())
         sides = [
-            start_side(group, "base", checkout, workdir, upstream.listen),
+            start_side(group, "base", checkout, workdir, upstream.listen, native),
             start_side(group, "candidate", REPO, workdir, upstream.listen),
         ]
         bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
@@ -233,6 +277,7 @@ def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) 
         "base_commit": _commit(args.base),
         "candidate_commit": _commit("HEAD"),
         "candidate_dirty": bool(_git("status", "--porcelain")),
+        "base_native": outcome.base_native,
         "call": args.call,
         "connections": args.connections,
         "rounds": args.rounds,

@@ -9,7 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from bench.ab import Outcome, Round, base_checkout, expect_ok, measure, parse_args, start_side, start_upstream, table
+from bench.ab import (
+    NATIVE_CRATES,
+    Outcome,
+    Round,
+    _differs,
+    base_checkout,
+    base_native,
+    expect_ok,
+    measure,
+    parse_args,
+    start_side,
+    start_upstream,
+    table,
+)
 from bench.dlp_gateway import SLACK_PATH
 from bench.procs import BenchError, ProcessGroup
 from bench.stack import REPO, Target, loopback
@@ -28,6 +41,15 @@ def test_the_base_is_checked_out_at_its_revision_and_removed_after(tmp_path: Pat
     assert not checkout.exists()
     listed = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
     assert str(checkout) not in listed
+
+
+def test_a_base_with_the_working_trees_rust_uses_the_venvs_extensions(tmp_path: Path) -> None:
+    if any(_differs("HEAD", crate) for crate in NATIVE_CRATES):
+        pytest.skip("the working tree's Rust has uncommitted changes")
+    said: list[str] = []
+    with base_checkout("HEAD", tmp_path) as checkout:
+        assert base_native("HEAD", checkout, tmp_path, said.append) is None
+    assert said == [] and not (tmp_path / "base-native").exists()
 
 
 def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
