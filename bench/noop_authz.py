@@ -31,7 +31,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz import grpc_front
-from extauthz.envoy_proc import RESPONSE_HEADERS_AHEAD, authz_metadata, replaced_request_answer
+from extauthz.envoy_proc import authz_metadata, replaced_request_answer
 from extauthz.metadata import (
     MAX_REQUEST_BODY_HANDED,
     MD_BODY_PHASES,
@@ -163,10 +163,8 @@ def serve_front(address: str, ext_proc: str | None) -> None:
         process = grpc_front.stream_handler(
             lambda context: pass_everything, proc_pb.ProcessingRequest.FromString, "Process"
         )
-        path = grpc_front.method_path(EXT_PROC_SERVICE, "Process")
-        # Aegis's response headers answer, sent ahead by the front as Aegis's is: like for like.
-        ahead = {path: grpc_front.AnswerAhead(*RESPONSE_HEADERS_AHEAD)}
-        servers.append(grpc_front.FrontServer(ext_proc, health_check, streams={path: process}, gate=gate, ahead=ahead))
+        streams = {grpc_front.method_path(EXT_PROC_SERVICE, "Process"): process}
+        servers.append(grpc_front.FrontServer(ext_proc, health_check, streams=streams, gate=gate))
     for server in servers:
         server.start()
     for service in ("", AUTHZ_SERVICE):

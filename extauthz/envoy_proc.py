@@ -34,14 +34,7 @@ from extauthz.metadata import (
     MD_REDACTIONS,
     TRACE_HEADER_ATTRIBUTES,
 )
-from extauthz.redactor import (
-    EVENT_STREAM,
-    METADATA_READ,
-    BodyOutcome,
-    Exchange,
-    RedactionSettings,
-    counts_text,
-)
+from extauthz.redactor import METADATA_READ, BodyOutcome, Exchange, RedactionSettings, counts_text
 from extauthz.telemetry import Metrics
 from extauthz.tracing import TRACE_KEYS, Tracing, trace_carrier
 
@@ -54,13 +47,6 @@ _BOTH_BODIES = _MODE(
 )
 _SKIP_RESPONSE_BODY = _MODE(response_body_mode=_MODE.NONE)
 _STREAM_RESPONSE_BODY = _MODE(response_body_mode=_MODE.STREAMED)
-# A response headers message's answer when the body is read as configured (BUFFERED).
-PLAIN_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-# What the compiled front may answer without Python (grpc_front.AnswerAhead): a response
-# headers message with a body to follow gets PLAIN_RESPONSE_HEADERS unless it is an event
-# stream, because that is what ProcessStream answers to it (or a refusal, which Python then
-# gives with the body: the agent gets the same status, since a BUFFERED body holds the headers).
-RESPONSE_HEADERS_AHEAD = (PLAIN_RESPONSE_HEADERS.SerializeToString(), (EVENT_STREAM,))
 
 
 def authz_metadata(request: pb.ProcessingRequest, keys: Iterable[str] | None = None) -> dict[str, object]:
@@ -250,14 +236,14 @@ class ProcessStream:
 
     def _response_headers(self, exchange: Exchange, headers: pb.HttpHeaders) -> Step:
         exchange.note_response_headers(header_map(headers, RESPONSE_HEADERS_READ))
-        if exchange.streams_response:
+        mode = None
+        if not exchange.reads_response_body:
+            mode = _SKIP_RESPONSE_BODY
+        elif exchange.streams_response:
+            mode = _STREAM_RESPONSE_BODY
             self._streams_response = True
-            return [_headers_answer(_STREAM_RESPONSE_BODY)], False
-        if exchange.is_event_stream:  # nothing to redact, and usage is not read from a stream: never buffer one
-            return [_headers_answer(_SKIP_RESPONSE_BODY)], True
-        # Every other body is read, even one nothing applies to (Check names no response
-        # phase for such a call): the answer the compiled front sends ahead.
-        return [PLAIN_RESPONSE_HEADERS], False
+        answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
+        return [answer], mode is _SKIP_RESPONSE_BODY
 
     def _response_chunk(self, exchange: Exchange, body: pb.HttpBody) -> Step:
         outcome = exchange.redact_stream_chunk(body.body, body.end_of_stream)
@@ -346,10 +332,6 @@ def _mode_for(exchange: Exchange) -> processing_mode_pb2.ProcessingMode:
     if exchange.wants_request_body:
         return _BOTH_BODIES
     return _RESPONSE_ONLY if exchange.wants_response else _SKIP_ALL
-
-
-def _headers_answer(mode: processing_mode_pb2.ProcessingMode) -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(), mode_override=mode)
 
 
 def _continue(kind: str | None) -> pb.ProcessingResponse:

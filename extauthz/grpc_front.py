@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -168,32 +167,11 @@ class PythonGate:
         self.native = aegis_grpc_front.Gate(concurrency)
 
 
-@dataclass(frozen=True)
-class AnswerAhead:
-    """What the front may answer for a stream without entering Python: a response headers
-    message with a body to follow whose media type is not in ``unless_media`` gets ``answer``.
-    The session must answer exactly so (it is handed the message with the next one, in the
-    same call, and checked); a session that refuses there instead ends the stream with its
-    refusal, any other answer fails the stream (INTERNAL)."""
-
-    answer: bytes
-    unless_media: tuple[str, ...] = ()
-
-    def applies_to(self, message: bytes) -> bool:
-        """Whether the front answers ``message`` (a serialized request) without Python: the
-        compiled decision itself, for tests that hold the session's answers to it."""
-        import aegis_grpc_front
-
-        applies: bool = aegis_grpc_front.answers_ahead(message, list(self.unless_media))
-        return applies
-
-
 class FrontServer:
     """The compiled gRPC server on ``address`` (``host:port``, or ``unix:PATH``: a stale
     socket file left by a dead server is replaced, the socket removed on stop), serving
     ``methods`` (full method path → unary handler) and ``streams`` (full method path →
-    stream opener; a stream's session is opened with its first message, in one call), and
-    ``ahead`` (full method path of a stream → what the front answers without Python).
+    stream opener).
 
     ``concurrency`` calls may be in Python at once (``gate``, when given, bounds them across
     servers instead), and the runtime has as many threads (``workers``): a handler waiting on
@@ -213,14 +191,12 @@ class FrontServer:
         workers: int | None = None,
         concurrency: int = 1,
         gate: PythonGate | None = None,
-        ahead: Mapping[str, AnswerAhead] | None = None,
     ) -> None:
         import aegis_grpc_front
 
         threads = workers or concurrency
-        specs = {path: (spec.answer, list(spec.unless_media)) for path, spec in (ahead or {}).items()}
         self._server = aegis_grpc_front.Server(
-            address, dict(methods), dict(streams or {}), threads, concurrency, gate.native if gate else None, specs
+            address, dict(methods), dict(streams or {}), threads, concurrency, gate.native if gate else None
         )
 
     def start(self) -> int:
@@ -231,11 +207,6 @@ class FrontServer:
     def stop(self, grace: float) -> None:
         """Refuse new calls; in-flight ones get up to ``grace`` seconds to finish."""
         self._server.stop(grace)
-
-    def answered_ahead(self) -> int:
-        """Messages answered without Python (``ahead``) since the server was built."""
-        count: int = self._server.answered_ahead()
-        return count
 
 
 class GrpcioServer:
@@ -255,7 +226,6 @@ def method_path(service: str, method: str) -> str:
 
 
 __all__ = [
-    "AnswerAhead",
     "CallContext",
     "FrontServer",
     "GrpcioServer",

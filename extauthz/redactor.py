@@ -31,8 +31,6 @@ from extauthz.metadata import (
     MD_USAGE,
 )
 
-# The media type of server-sent events: redacted event by event, never buffered.
-EVENT_STREAM = "text/event-stream"
 # A response Aegis cannot redact must not reach the agent: 502 with a reason.
 REDACTION_FAILED_STATUS = 502
 
@@ -131,9 +129,13 @@ class Exchange:
         return self.response_obligations is not None or bool(self.usage)
 
     @property
-    def is_event_stream(self) -> bool:
-        """The response is server-sent events (``EVENT_STREAM``)."""
-        return self.response_content_type.split(";", 1)[0].strip().lower() == EVENT_STREAM
+    def reads_response_body(self) -> bool:
+        """False for a usage-only exchange that streams (SSE usage is not read: never buffer a stream)."""
+        return self.response_obligations is not None or (bool(self.usage) and not self._is_event_stream)
+
+    @property
+    def _is_event_stream(self) -> bool:
+        return self.response_content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
     def note_response_headers(self, headers: Mapping[str, str]) -> None:
         self.response_encoding = headers.get("content-encoding", "").strip().lower()
@@ -142,7 +144,7 @@ class Exchange:
     @property
     def streams_response(self) -> bool:
         """Server-sent events are redacted event by event as they stream, not buffered."""
-        return self.response_obligations is not None and self.is_event_stream
+        return self.response_obligations is not None and self._is_event_stream
 
     def redact_stream_chunk(self, chunk: bytes, end_of_stream: bool) -> BodyOutcome:
         """Redact the complete events in ``chunk`` (plus what an earlier chunk left open).

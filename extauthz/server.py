@@ -38,7 +38,7 @@ from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
 from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, request_from_check
-from extauthz.envoy_proc import RESPONSE_HEADERS_AHEAD, ExternalProcessorServicer
+from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
 from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
 from extauthz.http_api import build_http_app
@@ -320,12 +320,11 @@ class ExtProcFront:
         self._address = service.config.service.ext_proc
         self.health = CountingHealth()
         servicer = ext_proc_servicer(service)
-        process = grpc_front.method_path(EXT_PROC_SERVICE, "Process")
         self._server = FrontServer(
             self._address,
             {grpc_front.method_path(HEALTH_SERVICE, "Check"): health_handler(self.health)},
             streams={
-                process: grpc_front.stream_handler(
+                grpc_front.method_path(EXT_PROC_SERVICE, "Process"): grpc_front.stream_handler(
                     lambda context: servicer.open_stream(context.invocation_metadata()).answer,
                     external_processor_pb2.ProcessingRequest.FromString,
                     "Process",
@@ -333,9 +332,7 @@ class ExtProcFront:
             },
             concurrency=grpc_front.python_concurrency(check_waits_on_network(service.config)),
             gate=gate,
-            ahead={process: grpc_front.AnswerAhead(*RESPONSE_HEADERS_AHEAD)},
         )
-        service.metrics.answered_ahead_sources.append(self._server.answered_ahead)
 
     def start(self) -> None:
         try:

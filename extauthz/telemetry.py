@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,9 +41,6 @@ class Metrics:
         # Shared by every policy version's decision cache; read at scrape time only.
         self.decision_cache = CacheStats()
         self.registry.register(DecisionCacheCollector(self.decision_cache))
-        # Counters kept by the compiled ext_proc front (grpc_front.AnswerAhead), read when scraped.
-        self.answered_ahead_sources: list[Callable[[], int]] = []
-        self.registry.register(AnsweredAheadCollector(self.answered_ahead_sources))
         self.decisions = Counter(
             "aegis_decisions",
             "Decisions by outcome, tool and rule.",
@@ -177,18 +174,4 @@ class DecisionCacheCollector(Collector):
         yield lookups
         yield GaugeMetricFamily(
             "aegis_decision_cache_entries", "Decisions cached for the active policy version.", value=self._stats.entries
-        )
-
-
-class AnsweredAheadCollector(Collector):
-    """ext_proc response headers messages the compiled front answered without Python."""
-
-    def __init__(self, sources: Sequence[Callable[[], int]]) -> None:
-        self._sources = sources
-
-    def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(
-            "aegis_ext_proc_answered_ahead",
-            "ext_proc response headers messages answered by the gRPC front without entering Python.",
-            value=sum(source() for source in self._sources),
         )

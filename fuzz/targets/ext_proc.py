@@ -11,9 +11,6 @@ response headers).  Promise, on every stream:
 * a changed body is sent with a matching ``content-length``;
 * a request body replaced at its headers (``check_redacts``: Check redacted it) is exactly
   the one Check handed over (Envoy's buffer filter sets its length);
-* a response headers message the compiled gRPC front answers ahead, without Python
-  (``envoy_proc.RESPONSE_HEADERS_AHEAD``, decided by the front's own code), gets exactly
-  that answer from Python too, unless Python refuses there;
 * a redacted body that was valid JSON is still valid JSON (after its content-encoding);
 * an e-mail address held as a JSON string value is gone when EMAIL redaction applies.
 """
@@ -33,8 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
-from extauthz import grpc_front
-from extauthz.envoy_proc import RESPONSE_HEADERS_AHEAD, ExternalProcessorServicer
+from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.limits.enforce import UsageRecorder
 from extauthz.metadata import EXT_AUTHZ_NAMESPACE, MD_REDACT, MD_REQUEST_BODY
 from extauthz.redactor import RedactionSettings, redact_request_in_check
@@ -156,18 +152,8 @@ def _check_answers(case: Case, requests: Sequence[pb.ProcessingRequest], respons
             _check_body(case, index, getattr(response, kind).response)
         if kind == "request_headers" and response.request_headers.response.HasField("body_mutation"):
             _check_replaced_request(case, response.request_headers.response)
-        if kind == "response_headers" and _front_answers_ahead(requests[index]):
-            if response.SerializeToString() != RESPONSE_HEADERS_AHEAD[0]:
-                raise FuzzFailure("the front answers these response headers ahead, and Python otherwise")
     # Fewer answers than messages: the servicer closed the stream cleanly once the exchange
     # needed nothing more (Envoy then proceeds without it and sends no further messages).
-
-
-def _front_answers_ahead(request: pb.ProcessingRequest) -> bool:
-    """The compiled front's decision (False when the front is not built: nothing is answered ahead)."""
-    if not grpc_front.available():
-        return False
-    return grpc_front.AnswerAhead(*RESPONSE_HEADERS_AHEAD).applies_to(request.SerializeToString())
 
 
 def _check_refusal(immediate: pb.ImmediateResponse) -> None:

@@ -46,12 +46,8 @@ def answers(case: Case) -> list[pb.ProcessingResponse]:
     [
         # Nothing to redact either way: done after the request headers.
         Case(0, CLEAN, [("request_headers", JSON)]),
-        # A stream that starts at the response headers with nothing to do (Check names no
-        # phase for it, a hand-written bootstrap might): its body is read as configured, and
-        # passed unchanged, since the front answers such headers ahead; done after it.
-        Case(0, None, [("response_headers", JSON), ("response_body", b'{"a":1}', True)]),
-        # The same for an event stream: its body is never buffered, so done at its headers.
-        Case(0, None, [("response_headers", {"content-type": "text/event-stream"})]),
+        # A local reply (no request phase seen): done after its response headers.
+        Case(0, None, [("response_headers", JSON)]),
         # Redact the response: done after the (buffered) response body.
         Case(
             0,
@@ -78,7 +74,7 @@ def answers(case: Case) -> list[pb.ProcessingResponse]:
         # The response-only instance: the stream starts at the response headers.
         Case(0, SANITIZE, [("response_headers", JSON), ("response_body", b'{"ssn":"1"}', True)]),
     ],
-    ids=["clean", "nothing-to-do", "nothing-to-do-stream", "buffered-response", "streamed-response", "response-only"],
+    ids=["clean", "local-reply", "buffered-response", "streamed-response", "response-only"],
 )
 def test_the_stream_closes_when_the_exchange_is_complete(case: Case):
     responses = answers(case)

@@ -6,20 +6,13 @@
 //! the decision.  Python keeps every decision; this crate never looks inside a message.
 //!
 //! Bidirectional streams (ext_proc's ``Process``) work the same way: Python opens a session
-//! per stream (with its first message, in one call) and answers each inbound message with the
-//! messages to send back and whether the stream is done; the stream then ends with OK (a
-//! clean close, never a reset).
-//!
-//! One exception to "never looks inside": a stream may name an answer Python always gives to
-//! a response headers message with a body to follow (`AnswerAhead`).  The front sends it
-//! without entering Python, and hands the message to Python with the next one, checking that
-//! Python answers it the same way: one entry into Python fewer per call.
+//! per stream and answers each inbound message with the messages to send back and whether
+//! the stream is done; the stream then ends with OK (a clean close, never a reset).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -80,8 +73,6 @@ struct Handlers {
     unary: HashMap<String, Arc<Py<PyAny>>>,
     /// Bidirectional streams: ``open(metadata, peer)`` returns the stream's session.
     streaming: HashMap<String, Arc<Py<PyAny>>>,
-    /// The streams whose response headers the front may answer ahead, by method path.
-    ahead: HashMap<String, Arc<AnswerAhead>>,
     /// How many calls may be inside Python at once, shared by every server in the process
     /// that is given the same `Gate`.  Calls beyond it wait here, holding no thread; more than
     /// one in Python at a time only trade the GIL every switch interval (5 ms), which is what
@@ -153,166 +144,48 @@ fn call_python(handler: &Py<PyAny>, message: &[u8], metadata: Vec<(String, Strin
     .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
 }
 
-/// A response headers message Python always answers with `answer` when a body follows and
-/// its media type is not in `unless_media` (`extauthz.envoy_proc.RESPONSE_HEADERS_AHEAD`).
-struct AnswerAhead {
-    answer: Bytes,
-    unless_media: Vec<String>,
-    /// How many messages were answered ahead (`Server.answered_ahead()`).
-    count: AtomicU64,
-}
-
-/// The part of an ext_proc `ProcessingRequest` the front reads (unknown fields are skipped).
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProcessingRequestView {
-    #[prost(message, optional, tag = "3")]
-    response_headers: Option<HttpHeadersView>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HttpHeadersView {
-    #[prost(message, optional, tag = "1")]
-    headers: Option<HeaderMapView>,
-    #[prost(bool, tag = "3")]
-    end_of_stream: bool,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HeaderMapView {
-    #[prost(message, repeated, tag = "1")]
-    headers: Vec<HeaderValueView>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HeaderValueView {
-    #[prost(string, tag = "1")]
-    key: String,
-    #[prost(string, tag = "2")]
-    value: String,
-    #[prost(bytes = "vec", tag = "3")]
-    raw_value: Vec<u8>,
-}
-
-impl AnswerAhead {
-    fn new(answer: Bytes, unless_media: &[String]) -> Self {
-        let unless_media = unless_media.iter().map(|m| m.trim().to_ascii_lowercase()).collect();
-        AnswerAhead { answer, unless_media, count: AtomicU64::new(0) }
-    }
-
-    /// Whether `message` is a response headers message with a body to follow and a media type
-    /// Python need not see first.  Anything else, including a message that does not decode,
-    /// goes to Python as usual.
-    fn applies_to(&self, message: &[u8]) -> bool {
-        use prost::Message as _;
-        let Ok(view) = ProcessingRequestView::decode(message) else {
-            return false;
-        };
-        let Some(headers) = view.response_headers else {
-            return false;
-        };
-        if headers.end_of_stream {
-            return false;
+/// ``open(metadata, peer)``: the Python session of one stream, or the status to end it with.
+fn open_session(open: &Py<PyAny>, metadata: Vec<(String, String)>, peer: String) -> Result<Py<PyAny>, Status> {
+    Python::attach(|py| {
+        let out = open.bind(py).call1((PyList::new(py, metadata)?, peer))?;
+        if let Ok(status) = out.cast::<PyTuple>() {
+            let (code, text): (i32, String) = status.extract()?;
+            return Ok(Err(Status::new(tonic::Code::from_i32(code), text)));
         }
-        // The last one, by its exact (lowercase) name, as Python's `envoy_proc.header_map` reads it.
-        let content_type = headers
-            .headers
-            .iter()
-            .flat_map(|map| map.headers.iter().rev())
-            .find(|h| h.key == "content-type")
-            .map(|h| if h.raw_value.is_empty() { h.value.clone() } else { h.raw_value.iter().map(|&b| b as char).collect() })
-            .unwrap_or_default();
-        // As Python reads it (`redactor.Exchange.is_event_stream`): str.strip() also strips \x1c-\x1f.
-        let python_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
-        let media = content_type.split(';').next().unwrap_or("").trim_matches(python_space).to_ascii_lowercase();
-        !self.unless_media.contains(&media)
-    }
+        Ok::<_, PyErr>(Ok(out.unbind()))
+    })
+    .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
 }
-
-/// One stream's Python session: opened with the stream's first message Python sees, in the
-/// same call (one entry into Python, not two).
-enum Session {
-    Unopened { open: Arc<Py<PyAny>>, metadata: Vec<(String, String)>, peer: String },
-    Open(Py<PyAny>),
-    Gone,
-}
-
-type Answers = (Vec<Bytes>, bool);
-/// `Server(ahead=...)`'s values: the answer, and the media types Python must see first.
-type AheadSpec = (Vec<u8>, Vec<String>);
 
 /// ``session(message)``: ``(responses, done)``, or a non-OK status ``(code, details)``.
-fn call_session(py: Python<'_>, session: &Py<PyAny>, message: &[u8]) -> PyResult<Result<Answers, Status>> {
-    let out = session.bind(py).call1((PyBytes::new(py, message),))?;
-    let pair = out.cast::<PyTuple>()?;
-    let first = pair.get_item(0)?;
-    if let Ok(responses) = first.cast::<PyList>() {
-        let done: bool = pair.get_item(1)?.extract()?;
-        let mut messages = Vec::with_capacity(responses.len());
-        for response in responses.iter() {
-            messages.push(Bytes::copy_from_slice(response.cast::<PyBytes>()?.as_bytes()));
+fn call_session(session: &Py<PyAny>, message: &[u8]) -> Result<(Vec<Bytes>, bool), Status> {
+    Python::attach(|py| {
+        let out = session.bind(py).call1((PyBytes::new(py, message),))?;
+        let pair = out.cast::<PyTuple>()?;
+        let first = pair.get_item(0)?;
+        if let Ok(responses) = first.cast::<PyList>() {
+            let done: bool = pair.get_item(1)?.extract()?;
+            let mut messages = Vec::with_capacity(responses.len());
+            for response in responses.iter() {
+                messages.push(Bytes::copy_from_slice(response.cast::<PyBytes>()?.as_bytes()));
+            }
+            return Ok(Ok((messages, done)));
         }
-        return Ok(Ok((messages, done)));
-    }
-    let (code, text): (i32, String) = pair.extract()?;
-    Ok(Err(Status::new(tonic::Code::from_i32(code), text)))
-}
-
-/// ``open(metadata, peer)``: the Python session of one stream, or the status to end it with.
-fn open_session(py: Python<'_>, open: &Py<PyAny>, metadata: Vec<(String, String)>, peer: String) -> PyResult<Result<Py<PyAny>, Status>> {
-    let out = open.bind(py).call1((PyList::new(py, metadata)?, peer))?;
-    if let Ok(status) = out.cast::<PyTuple>() {
-        let (code, text): (i32, String) = status.extract()?;
-        return Ok(Err(Status::new(tonic::Code::from_i32(code), text)));
-    }
-    Ok(Ok(out.unbind()))
-}
-
-impl Session {
-    /// Python's answers to `message`, opening the session first if need be, and to `held` (a
-    /// message answered ahead with `sent`) before it: all in one entry into Python.  Python
-    /// answering `held` otherwise stands when it ends the stream (a refusal); any other
-    /// disagreement fails the stream (INTERNAL), so Envoy fails the call closed.
-    fn answer(&mut self, held: Option<(Bytes, &Bytes)>, message: &[u8]) -> Result<Answers, Status> {
-        Python::attach(|py| {
-            if let Session::Unopened { .. } = self {
-                let Session::Unopened { open, metadata, peer } = std::mem::replace(self, Session::Gone) else {
-                    unreachable!()
-                };
-                match open_session(py, &open, metadata, peer)? {
-                    Ok(session) => *self = Session::Open(session),
-                    Err(status) => return Ok(Err(status)),
-                }
-            }
-            let Session::Open(session) = &*self else {
-                return Ok(Err(Status::internal("aegis: the stream's session is gone")));
-            };
-            if let Some((held, sent)) = held {
-                match call_session(py, session, &held)? {
-                    Ok((answers, false)) if answers.len() == 1 && answers[0] == *sent => {}
-                    Ok((answers, true)) => return Ok(Ok((answers, true))),
-                    Ok(_) => return Ok(Err(Status::internal("aegis: a message answered ahead is answered otherwise"))),
-                    Err(status) => return Ok(Err(status)),
-                }
-            }
-            call_session(py, session, message)
-        })
-        .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
-    }
+        let (code, text): (i32, String) = pair.extract()?;
+        Ok::<_, PyErr>(Err(Status::new(tonic::Code::from_i32(code), text)))
+    })
+    .unwrap_or_else(|_| Err(Status::unknown(HANDLER_FAILED)))
 }
 
 struct PyStreaming {
     open: Arc<Py<PyAny>>,
-    ahead: Option<Arc<AnswerAhead>>,
     handlers: Arc<Handlers>,
 }
 
 /// One stream in flight: Envoy's messages still to read, the answers not yet sent.
 struct StreamState {
     inbound: Streaming<Bytes>,
-    session: Session,
-    ahead: Option<Arc<AnswerAhead>>,
-    /// A message answered ahead, for Python with the next one.
-    held: Option<Bytes>,
+    session: Py<PyAny>,
     handlers: Arc<Handlers>,
     unsent: VecDeque<Result<Bytes, Status>>,
     finished: bool,
@@ -336,22 +209,12 @@ fn answers(state: StreamState) -> AnswerStream {
             let Ok(Some(message)) = state.inbound.message().await else {
                 return None;
             };
-            if let (None, Some(ahead)) = (&state.held, &state.ahead) {
-                if ahead.applies_to(&message) {
-                    ahead.count.fetch_add(1, Ordering::Relaxed);
-                    state.unsent.push_back(Ok(ahead.answer.clone()));
-                    state.held = Some(message);
-                    continue;
-                }
-            }
             let Ok(_permit) = state.handlers.python.acquire().await else {
                 state.unsent.push_back(Err(Status::unavailable("aegis: stopping")));
                 state.finished = true;
                 continue;
             };
-            let held = state.held.take();
-            let sent = state.ahead.as_ref().map(|ahead| &ahead.answer);
-            match state.session.answer(held.zip(sent), &message) {
+            match call_session(&state.session, &message) {
                 Ok((responses, done)) => {
                     state.unsent.extend(responses.into_iter().map(Ok));
                     state.finished = done;
@@ -371,17 +234,19 @@ impl StreamingService<Bytes> for PyStreaming {
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        let session = Session::Unopened { open: self.open.clone(), metadata: metadata_pairs(&request), peer: peer_string(&request) };
-        let state = StreamState {
-            inbound: request.into_inner(),
-            session,
-            ahead: self.ahead.clone(),
-            held: None,
-            handlers: self.handlers.clone(),
-            unsent: VecDeque::new(),
-            finished: false,
-        };
-        Box::pin(async move { Ok(Response::new(answers(state))) })
+        let metadata = metadata_pairs(&request);
+        let peer = peer_string(&request);
+        let open = self.open.clone();
+        let handlers = self.handlers.clone();
+        Box::pin(async move {
+            let inbound = request.into_inner();
+            let session = {
+                let _permit = handlers.python.acquire().await.map_err(|_| Status::unavailable("aegis: stopping"))?;
+                open_session(&open, metadata, peer)?
+            };
+            let state = StreamState { inbound, session, handlers, unsent: VecDeque::new(), finished: false };
+            Ok(Response::new(answers(state)))
+        })
     }
 }
 
@@ -446,8 +311,7 @@ macro_rules! named_service {
                     }
                     if let Some(open) = handlers.streaming.get(&path) {
                         let open = open.clone();
-                        let ahead = handlers.ahead.get(&path).cloned();
-                        return Ok(grpc.streaming(PyStreaming { open, ahead, handlers: handlers.clone() }, request).await);
+                        return Ok(grpc.streaming(PyStreaming { open, handlers: handlers.clone() }, request).await);
                     }
                     Ok(unimplemented())
                 })
@@ -466,14 +330,13 @@ struct Running {
     done: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
-/// ``Server(address, unary, streaming=None, workers=2, python_concurrency=1, gate=None,
-/// ahead=None)``: ``unary`` maps method paths to ``handler(message: bytes, metadata:
-/// list[tuple[str, str]], peer: str)``, answering the response bytes or ``(status code,
-/// details)``; ``streaming`` maps them to ``open(metadata, peer)``, answering a session
-/// callable (or a status), and ``session(message: bytes)`` answers ``(list[bytes], done:
-/// bool)`` or a status.  ``gate`` (a `Gate`) bounds the calls in Python across servers;
-/// without it, ``python_concurrency`` does for this server alone.  ``ahead`` maps a
-/// streaming method path to ``(answer, unless_media)``: see `AnswerAhead`.
+/// ``Server(address, unary, streaming=None, workers=2, python_concurrency=1, gate=None)``:
+/// ``unary`` maps method paths to ``handler(message: bytes, metadata: list[tuple[str, str]],
+/// peer: str)``, answering the response bytes or ``(status code, details)``; ``streaming``
+/// maps them to ``open(metadata, peer)``, answering a session callable (or a status), and
+/// ``session(message: bytes)`` answers ``(list[bytes], done: bool)`` or a status.  ``gate``
+/// (a `Gate`) bounds the calls in Python across servers; without it, ``python_concurrency``
+/// does for this server alone.
 #[pyclass(module = "aegis_grpc_front")]
 struct Server {
     address: String,
@@ -485,7 +348,7 @@ struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (address, unary, streaming = None, workers = 2, python_concurrency = 1, gate = None, ahead = None))]
+    #[pyo3(signature = (address, unary, streaming = None, workers = 2, python_concurrency = 1, gate = None))]
     fn new(
         address: String,
         unary: HashMap<String, Py<PyAny>>,
@@ -493,27 +356,14 @@ impl Server {
         workers: usize,
         python_concurrency: usize,
         gate: Option<&Gate>,
-        ahead: Option<HashMap<String, AheadSpec>>,
     ) -> Self {
         let python = match gate {
             Some(gate) => gate.semaphore.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(python_concurrency.max(1))),
         };
         let shared = |map: HashMap<String, Py<PyAny>>| map.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        let ahead = ahead
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(path, (answer, unless_media))| {
-                (path, Arc::new(AnswerAhead::new(Bytes::from(answer), &unless_media)))
-            })
-            .collect();
-        let handlers = Handlers { unary: shared(unary), streaming: shared(streaming.unwrap_or_default()), ahead, python };
+        let handlers = Handlers { unary: shared(unary), streaming: shared(streaming.unwrap_or_default()), python };
         Server { address, workers: workers.max(1), handlers: Arc::new(handlers), running: Mutex::new(None) }
-    }
-
-    /// How many messages the front answered ahead, without Python, since it was built.
-    fn answered_ahead(&self) -> u64 {
-        self.handlers.ahead.values().map(|ahead| ahead.count.load(Ordering::Relaxed)).sum()
     }
 
     /// Bind and start serving; OSError when the address cannot be bound (never shared:
@@ -682,16 +532,8 @@ where
     }
 }
 
-/// ``answers_ahead(message, unless_media)``: whether a stream served with that
-/// `AnswerAhead` answers `message` without Python (for tests that hold Python's answers to it).
-#[pyfunction]
-fn answers_ahead(message: &[u8], unless_media: Vec<String>) -> bool {
-    AnswerAhead::new(Bytes::new(), &unless_media).applies_to(message)
-}
-
 #[pymodule]
 fn aegis_grpc_front(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(answers_ahead, m)?)?;
     m.add_class::<Server>()?;
     m.add_class::<Gate>()?;
     Ok(())

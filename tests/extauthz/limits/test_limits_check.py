@@ -172,9 +172,9 @@ def test_exchange_reads_response_body_for_usage_but_never_buffers_a_stream():
     exchange = Exchange.from_metadata(RedactionSettings(), {MD_USAGE: json.dumps([charge.to_data()])})
     assert exchange.usage == (charge,) and exchange.wants_response and not exchange.streams_response
     exchange.note_response_headers({"content-type": "application/json"})
-    assert not exchange.is_event_stream
-    exchange.note_response_headers({"content-type": "Text/Event-Stream; charset=utf-8"})
-    assert exchange.is_event_stream and not exchange.streams_response
+    assert exchange.reads_response_body
+    exchange.note_response_headers({"content-type": "text/event-stream"})
+    assert not exchange.reads_response_body and not exchange.streams_response
 
 
 def test_warning_once_per_window_with_webhook(tmp_path: Path):
