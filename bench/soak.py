@@ -1,6 +1,6 @@
 """Soak: the full gateway under mixed traffic at a fixed rate, watched minute by minute.
 
-``python -m bench.soak --duration 1200 [--rate R] [--out bench/results/soak.json]``
+``python -m bench.soak --duration 1200 [--rate R] [--extra-rules 200] [--out bench/results/soak.json]``
 
 Starts on free loopback ports a fixed-response upstream Envoy (``bench.stack``; CRM paths get
 a record full of fake PII), the Aegis service with the repo's policies and the signed
@@ -17,7 +17,10 @@ the service and of its Envoy, the statuses (every 5xx and transport error counte
 decision-log entries written against the answers received.  At the end it stops the service
 (the log's final signed checkpoint), verifies the whole chain, prints a table and writes JSON.
 Exit status 0 only with zero 5xx, zero transport errors, zero lost log entries and a chain
-that verifies.  Every process it started is stopped on exit, Ctrl-C and SIGTERM included.
+that verifies.  ``--extra-rules N`` loads N generated rules over 20 more tools
+(``bench.policygen``) beside the repo's policies, as a large deployment's service holds them:
+the mix's answers are the same, the compiled policy, its engine and its caches are that size.
+Every process it started is stopped on exit, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -39,10 +43,12 @@ import yaml
 
 from bench.gateway import _progress, _version, _workdir, machine
 from bench.mixload import run_open_loop_mix, run_wrk_mix
+from bench.policygen import policy_set
 from bench.procs import BenchError, Child, ProcessGroup, raise_on_sigterm, wait_ready
 from bench.request import BenchRequest, refund_request
 from bench.stack import (
     AGENT,
+    POLICIES,
     REPO,
     TENANT,
     TOKEN_TTL_S,
@@ -102,10 +108,26 @@ def mix(token: str) -> list[BenchRequest]:
     return [refund, refund_request(TOOL_HOST, token, 900.0), crm, refund_request(TOOL_HOST, token, 120.0)]
 
 
-def start_soak_stack(group: ProcessGroup, workdir: Path) -> SoakStack:
+def soak_policy_dir(target: Path, extra_rules: int) -> Path:
+    """The repo's policies, plus ``extra_rules`` generated rules in a set of their own."""
+    shutil.copytree(POLICIES, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tests"))
+    generated = policy_set(extra_rules)
+    # Calendar names are global across sets, and the repo's policy has a business_hours too.
+    generated["calendars"] = {"generated_hours": generated["calendars"].pop("business_hours")}
+    for rule in generated["rules"]:
+        for condition in rule["when"]:
+            if condition.get("calendar") == "business_hours":
+                condition["calendar"] = "generated_hours"
+    text = yaml.safe_dump(generated, sort_keys=False)
+    (target / f"generated-{extra_rules}.yaml").write_text(text, encoding="utf-8")
+    return target
+
+
+def start_soak_stack(group: ProcessGroup, workdir: Path, extra_rules: int = 0) -> SoakStack:
     """Upstream Envoy, the service (decision log on), Envoy → ext_authz → ext_proc → upstream."""
     upstream, upstream_admin = loopback(), loopback()
-    config = write_aegis_config(workdir, upstream, hosts=(TOOL_HOST, CRM_HOST))
+    policies = soak_policy_dir(workdir / "policies", extra_rules) if extra_rules else POLICIES
+    config = write_aegis_config(workdir, upstream, policy_dir=policies, hosts=(TOOL_HOST, CRM_HOST))
     raw = yaml.safe_load(config.path.read_text(encoding="utf-8"))
     public, _ = generate(workdir / "keys" / "audit.pem")
     audit_dir = workdir / "audit"
@@ -269,7 +291,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def soak(args: argparse.Namespace, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     with ProcessGroup(workdir) as group:
-        stack = start_soak_stack(group, workdir)
+        stack = start_soak_stack(group, workdir, args.extra_rules)
         verify(stack)
         requests = mix(stack.token)
         saturated = None
@@ -324,11 +346,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="requests per second (default: half the saturated rate)")
     parser.add_argument("--saturate", type=float, default=SATURATE_S, help="seconds of the saturation run")
     parser.add_argument("--segment", type=float, default=SEGMENT_S, help="seconds between reports (default 60)")
+    parser.add_argument(
+        "--extra-rules", type=int, default=0, help="generated rules loaded beside the repo's policies (e.g. 200)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and the decision log here")
     args = parser.parse_args(argv)
     if not 0 < args.segment <= args.duration:
         parser.error("--segment must be positive and at most --duration")
+    if args.extra_rules < 0:
+        parser.error("--extra-rules must be 0 or more")
     return args
 
 
@@ -354,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "mix": list(KINDS),
+        "extra_rules": args.extra_rules,
         "summary": summary,
         **run,
     }

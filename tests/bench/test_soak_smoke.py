@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import LogCounter, parse_args, summarize, table
+from bench.soak import LogCounter, parse_args, soak_policy_dir, summarize, table
+from bench.stack import POLICIES
+from extauthz.cli import main as aegis
 
 
 def _line(kind: str, n: int) -> bytes:
@@ -72,3 +74,13 @@ def test_log_counter_follows_a_rotation_by_rename(tmp_path: Path) -> None:
     current.write_bytes(_line("header", 3) + _line("decision", 4))
     assert counter.update() == 3
     assert counter.update() == 3
+
+
+def test_extra_rules_leave_the_repos_policy_answers_as_they_are(tmp_path: Path) -> None:
+    """The soak with --extra-rules holds a 200-rule set more; the repo's policy tests (which
+    the soak's mix is a part of) still pass against that directory."""
+    directory = soak_policy_dir(tmp_path / "policies", 200)
+    assert (directory / "generated-200.yaml").is_file() and (directory / "support.yaml").is_file()
+    assert aegis(["policy", "test", str(directory), "--tests", str(POLICIES / "tests")]) == 0
+    with pytest.raises(SystemExit):
+        parse_args(["--extra-rules", "-1"])
