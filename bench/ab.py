@@ -40,9 +40,8 @@ import yaml
 
 from bench.dlp_gateway import CRM_HOST, SCOPES, SLACK_HOST, SLACK_PATH, bench_policy_dir, ext_counters, requests
 from bench.gateway import _workdir, machine
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, wait_ready
+from bench.procs import BenchError, ProcessGroup, cpu_seconds, raise_on_sigterm, wait_ready
 from bench.stack import REPO, TOOL_HOST, Target, loopback, upstream_bootstrap, write_aegis_config
-from bench.telemetry import cpu_seconds
 from bench.ticket import ticket_json
 from bench.wrk import run_wrk
 from extauthz.config import AegisConfig

@@ -20,7 +20,9 @@ back at 1 and 32 connections (wrk), three calls through both:
 
 The policy is the repo's support policy with its business-hours calendar open all week, so
 the Slack rules allow at any time of day.  Envoy's ext_authz and ext_proc counters are read
-around every Aegis run: each measured request was a Check and an ext_proc stream.
+around every Aegis run: each measured request was a Check and an ext_proc stream; and the
+CPU of each target's Envoy and gRPC service (Aegis, or the floor's no-op) around every run,
+per request: what separates Aegis from its floor, Envoy's side or the service's.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ import httpx
 import yaml
 
 from bench.gateway import machine
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
+from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, total_cpu_seconds
 from bench.request import BenchRequest, refund_request
 from bench.result import LoadResult
 from bench.stack import (
@@ -87,6 +89,8 @@ class DlpStack:
     token: str
     binary: str
     floor: Target | None = None  # Envoy → no-op Check + no-op ext_proc (bench.noop_authz)
+    # target → role ("envoy", "service": its gRPC service) → process ids, for CPU per request.
+    pids: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
 
     def target(self, name: str) -> Target:
         found = {"direct": self.direct, "aegis": self.aegis, "floor": self.floor}[name]
@@ -153,7 +157,12 @@ def start_dlp_stack(
     except OSError as exc:
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=1800)
-    return DlpStack(direct, aegis, token, binary, floor)
+    pids = {
+        "direct": {"envoy": (group.pid("direct"),)},
+        "aegis": {"envoy": (group.pid("aegis"),), "service": (group.pid("aegis-service"),)},
+        "floor": {"envoy": (group.pid("floor"),), "service": (group.pid("noop-authz"),)},
+    }
+    return DlpStack(direct, aegis, token, binary, floor, pids)
 
 
 def full_bootstrap(
@@ -242,6 +251,8 @@ class Run:
     connections: int
     result: LoadResult
     counters: dict[str, int] | None = None
+    # role → CPU µs per request over the run: the target's Envoy, and its gRPC service.
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -249,18 +260,32 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         out = {"call": self.call, "target": self.target, "connections": self.connections, "valid": self.valid}
-        return {**out, **self.result.to_json(), "envoy_counters": self.counters}
+        return {**out, **self.result.to_json(), "envoy_counters": self.counters, "cpu_us_per_request": self.cpu_us}
 
 
 def measure(stack: DlpStack, call: str, target_name: str, connections: int, duration_s: float, workdir: Path) -> Run:
+    """One wrk run through ``target_name``, with its Envoy's ext_authz / ext_proc counters
+    (not for direct) and its processes' CPU read around it."""
     target = stack.target(target_name)
     request = requests(None if target_name == "direct" else stack.token)[call]
-    if target_name == "direct":
-        return Run(call, target_name, connections, run_wrk(target.url, request, connections, duration_s, workdir))
-    before = {**ext_counters(target, "ext_authz."), **ext_counters(target, "ext_proc.")}
+    roles = stack.pids.get(target_name, {})
+    counters = _counters(target) if target_name != "direct" else None
+    cpu_before = {role: total_cpu_seconds(pids) for role, pids in roles.items()}
     result = run_wrk(target.url, request, connections, duration_s, workdir)
-    after = {**ext_counters(target, "ext_authz."), **ext_counters(target, "ext_proc.")}
-    return Run(call, target_name, connections, result, _delta(before, after))
+    cpu = {role: total_cpu_seconds(pids) - cpu_before[role] for role, pids in roles.items()}
+    delta = None if counters is None else _delta(counters, _counters(target))
+    return Run(call, target_name, connections, result, delta, cpu_per_request(cpu, result))
+
+
+def _counters(target: Target) -> dict[str, int]:
+    return {**ext_counters(target, "ext_authz."), **ext_counters(target, "ext_proc.")}
+
+
+def cpu_per_request(cpu_seconds: Mapping[str, float], result: LoadResult) -> dict[str, float]:
+    """CPU seconds per role over a run → µs per answered request (nothing for an empty run)."""
+    if result.requests <= 0:
+        return {}
+    return {role: round(seconds * 1e6 / result.requests, 1) for role, seconds in cpu_seconds.items()}
 
 
 def targets_for(call: str) -> tuple[str, ...]:
@@ -332,14 +357,19 @@ def _per_request(run: Run, name: str) -> str:
     return f"{run.counters.get(name, 0) / run.result.requests:.2f}"
 
 
+def _cpu(run: Run, role: str) -> str:
+    value = run.cpu_us.get(role)
+    return "" if value is None else f"{value:,.0f}"
+
+
 TARGET_LABELS = {"direct": "Envoy direct", "floor": "Envoy → no-op Check + ext_proc", "aegis": "Envoy → Aegis"}
 
 
 def table(runs: list[Run], compared: dict[tuple[str, str, int], dict[str, float]]) -> str:
     rows = [
         "| call | target | conn | RPS | P50 ms | P99 ms | P99.9 ms | errors | RPS vs direct | +P50 ms | +P99 ms "
-        "| ext_proc msgs/req |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| ext_proc msgs/req | Envoy CPU µs/req | service CPU µs/req |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for run in runs:
         lat = run.result.latency_us
@@ -357,6 +387,7 @@ def table(runs: list[Run], compared: dict[tuple[str, str, int], dict[str, float]
             else [f"{c['throughput_ratio']:.2f}x", f"{c['added_p50_ms']:+.2f}", f"{c['added_p99_ms']:+.2f}"]
         )
         cells.append(_per_request(run, "ext_proc.stream_msgs_sent"))
+        cells += [_cpu(run, "envoy"), _cpu(run, "service")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

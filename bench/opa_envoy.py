@@ -46,10 +46,9 @@ from bench.opa_envoy_stack import (
     opa_envoy_version,
     settle,
     start_comparison_stack,
-    total_cpu_seconds,
     tree_memory,
 )
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
+from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, total_cpu_seconds
 from bench.request import DENIED_AMOUNT, BenchRequest, refund_request
 from bench.stack import DEFAULT_TRANSPORT, TOOL_HOST, TRANSPORTS, UPSTREAM_BODY
 from bench.ticket import SSN, ticket_json

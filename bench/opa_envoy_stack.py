@@ -21,9 +21,7 @@ Every Envoy runs the same binary with the same worker count.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -40,7 +38,7 @@ from bench.policygen import AGENT as POLICY_AGENT
 from bench.policygen import TENANT as POLICY_TENANT
 from bench.policygen import Call, allowed_call, sample_calls, write_policy_dir
 from bench.policygen import scopes as policy_scopes
-from bench.procs import BenchError, Child, ProcessGroup, wait_ready
+from bench.procs import BenchError, Child, ProcessGroup, total_cpu_seconds, wait_ready
 from bench.replicas import replica_config, start_redis
 from bench.stack import (
     DEFAULT_TRANSPORT,
@@ -181,10 +179,6 @@ class ComparisonStack:
         return found
 
 
-def _pid(group: ProcessGroup, name: str) -> int:
-    return next(c.process.pid for c in group.children if c.name == name)
-
-
 def start_services(group: ProcessGroup, config: AegisConfig, replicas: list[Replica]) -> tuple[int, ...]:
     """``aegis serve`` once per replica, each once ready (the first creates the shared keys)."""
     pids = []
@@ -239,31 +233,16 @@ def start_comparison_stack(
         raise BenchError(f"cannot start the stack: {exc}") from exc
     token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=SCOPES, ttl_s=TOKEN_TTL_S)
     pids = {
-        "direct": {"envoy": (_pid(group, "direct"),)},
-        "aegis": {"envoy": (_pid(group, "aegis"),), "decider": services},
-        "aegis_dlp": {"envoy": (_pid(group, "aegis_dlp"),), "decider": services},
-        "opa_envoy": {"envoy": (_pid(group, "opa_envoy"),), "decider": (_pid(group, "opa-envoy-plugin"),)},
+        "direct": {"envoy": (group.pid("direct"),)},
+        "aegis": {"envoy": (group.pid("aegis"),), "decider": services},
+        "aegis_dlp": {"envoy": (group.pid("aegis_dlp"),), "decider": services},
+        "opa_envoy": {"envoy": (group.pid("opa_envoy"),), "decider": (group.pid("opa-envoy-plugin"),)},
     }
     every = tuple(c.process.pid for c in group.children)
     return ComparisonStack(upstream, direct, aegis, aegis_dlp, opa, token, binary, config, pids, every)
 
 
 # --- /proc ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def total_cpu_seconds(pids: tuple[int, ...]) -> float:
-    """CPU seconds of the processes of ``pids`` still alive."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):  # exited meanwhile
-            total += cpu_seconds(pid)
-    return total
 
 
 def machine_ticks() -> tuple[int, int]:

@@ -6,6 +6,7 @@ which then stops them in order (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,6 +89,28 @@ class ProcessGroup:
                 child.process.kill()
                 child.process.wait()
         self.children.clear()
+
+    def pid(self, name: str) -> int:
+        """The process id of the child started as ``name``."""
+        found = next((c.process.pid for c in self.children if c.name == name), None)
+        if found is None:
+            raise BenchError(f"no process named {name!r} was started")
+        return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def total_cpu_seconds(pids: tuple[int, ...]) -> float:
+    """CPU seconds of the processes of ``pids`` still alive."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            total += cpu_seconds(pid)
+    return total
 
 
 def wait_ready(child: Child, url: str, accept: Callable[[httpx.Response], bool]) -> None:

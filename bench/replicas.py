@@ -44,7 +44,7 @@ import redis
 import yaml
 
 from bench.gateway import _expect, _expect_eventually, _progress, _version, _workdir, ext_authz_counters, machine
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
+from bench.procs import BenchError, ProcessGroup, cpu_seconds, raise_on_sigterm
 from bench.request import DENIED_AMOUNT, refund_request
 from bench.result import LoadResult
 from bench.stack import (
@@ -61,7 +61,6 @@ from bench.stack import (
     upstream_bootstrap,
     write_aegis_config,
 )
-from bench.telemetry import cpu_seconds
 from bench.wrk import run_wrk, wrk_binary
 from extauthz.config import AegisConfig, load_config
 from extauthz.devtokens import mint_token

@@ -42,7 +42,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.gateway import _progress, _version, _workdir, machine
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
+from bench.procs import BenchError, ProcessGroup, cpu_seconds, raise_on_sigterm
 from bench.request import refund_request
 from bench.result import LoadResult
 from bench.stack import (
@@ -74,7 +74,6 @@ DURATION_S, QUICK_DURATION_S, MAX_DURATION_S = 8.0, 3.0, 10.0
 WARMUP_S, QUICK_WARMUP_S = 2.0, 1.0
 VERIFY_TIMEOUT_S = 10.0
 DRAIN_S = 2.0  # batch processors export every 0.5 s: let the last batches arrive
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COUNTERS = (
     "aegis_spans_exported_total",
     "aegis_spans_dropped_total",
@@ -181,12 +180,6 @@ def verify(gateway: Gateway) -> None:
                 f"refusing to measure: {gateway.variant} answered {response.status_code} {response.text[:200]!r}"
             )
         time.sleep(0.2)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def service_counters(gateway: Gateway) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """The engine and redaction benchmarks' own logic, fast and without Envoy or OPA: the policy
 generator, decision agreement between native and regopy, the reload variant, the ext_proc
-bootstrap and the ticket upstream.  No timing assertions."""
+bootstrap and the ticket upstream, and whose processes' CPU a redaction run reads.  No timing
+assertions."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from bench.dlp_gateway import (
     SLACK_PATH,
     bench_policy_dir,
     comparisons,
+    cpu_per_request,
     ext_counters,
     full_bootstrap,
+    measure,
     requests,
     send_once_ready,
     start_dlp_stack,
@@ -24,7 +27,7 @@ from bench.dlp_gateway import (
 from bench.dlp_gateway import Run as DlpRun
 from bench.engines import decisions, policy_inputs
 from bench.policygen import TOOL_COUNT, allowed_call, policy_set, sample_calls, write_policy_dir
-from bench.procs import ProcessGroup
+from bench.procs import ProcessGroup, total_cpu_seconds
 from bench.result import LoadResult
 from bench.stack import direct_bootstrap, upstream_bootstrap, write_aegis_config
 from bench.ticket import ticket_json
@@ -96,6 +99,15 @@ def test_comparisons_use_the_same_call_and_load() -> None:
     assert "0.25x" in rendered and "| Envoy → no-op Check + ext_proc | 1 |" in rendered and "0.50x" in rendered
 
 
+def test_cpu_is_reported_per_answered_request() -> None:
+    result = LoadResult(2000, 1.0, 2000.0, {}, {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0})
+    assert cpu_per_request({"envoy": 0.5, "service": 0.25}, result) == {"envoy": 250.0, "service": 125.0}
+    assert cpu_per_request({"envoy": 0.5}, LoadResult(0, 1.0, 0.0, {}, result.latency_us)) == {}
+    run = DlpRun("crm", "aegis", 32, result, cpu_us={"envoy": 250.0, "service": 1234.5})
+    row = table([run], {}).splitlines()[-1]
+    assert row.endswith("| 250 | 1,234 |"), row
+
+
 def test_the_dlp_floor_makes_the_same_round_trips_as_aegis_and_changes_nothing(tmp_path: Path) -> None:
     with ProcessGroup(tmp_path) as group:
         stack = start_dlp_stack(group, tmp_path, envoy_concurrency=1)
@@ -117,3 +129,12 @@ def test_the_dlp_floor_makes_the_same_round_trips_as_aegis_and_changes_nothing(t
                 if name == "floor":
                     assert response.text == ticket_json()
             assert sent == {"floor": messages, "aegis": messages}, call
+        # Each target's own processes are the ones whose CPU a run reads: a CRM read through
+        # the floor works its Envoy and the no-op service, not Aegis's.
+        assert len({pid for roles in stack.pids.values() for pids in roles.values() for pid in pids}) == 5
+        aegis_service = stack.pids["aegis"]["service"]
+        idle_before = total_cpu_seconds(aegis_service)
+        run = measure(stack, "crm", "floor", 4, 1.0, tmp_path)
+        assert run.valid and run.counters and run.counters["ext_proc.stream_msgs_sent"] >= 2 * run.result.requests
+        assert run.cpu_us["envoy"] > 0 and run.cpu_us["service"] > 0, run.cpu_us
+        assert total_cpu_seconds(aegis_service) - idle_before < run.cpu_us["service"] * run.result.requests / 1e6
