@@ -81,14 +81,6 @@ def in_process(
             token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=scopes(), ttl_s=TOKEN_TTL_S)
             yield InProcess(service, MeasuredAuthorizationServicer(service), token)
         finally:
-            _close(service)
+            service.close()
             if freeze_heap:
                 gc.unfreeze()
-
-
-def _close(service: Service) -> None:
-    if service.authorizer.approvals is not None:
-        stop = getattr(service.authorizer.approvals, "stop", None)
-        if callable(stop):
-            stop()
-    service.store.close()

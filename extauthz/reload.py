@@ -311,6 +311,9 @@ class PolicyReloader:
             self.reload()
 
     def stop(self) -> None:
+        """Stop polling and close the source; a second call does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

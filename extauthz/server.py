@@ -115,6 +115,18 @@ class Service:
     started_at: float = field(default_factory=time.time)
     decision_log: DecisionLog | None = None  # audit.path unset: none
 
+    def close(self) -> None:
+        """Stop what runs in the background and release the store, after the last call:
+        policy reloads, approval sweeps and pending notifications, span export, the decision
+        log's final signed checkpoint, then the store they all write to."""
+        self.reloader.stop()
+        if self.authorizer.approvals is not None:
+            self.authorizer.approvals.stop()
+        self.tracing.shutdown()
+        if self.decision_log is not None:
+            self.decision_log.close()
+        self.store.close()
+
     def readiness(self) -> dict[str, Any]:
         policy = self.authorizer.policy
         checks: dict[str, Any] = {
@@ -502,13 +514,7 @@ def serve(config: AegisConfig) -> int:
     # In-flight Checks and ext_proc streams finish; new ones are refused.
     grpc_server.stop(STOP_GRACE_S)
     ext_proc.stop(grace=STOP_GRACE_S)
-    # After the last call: pending notifications are flushed, the last spans exported.
-    if service.authorizer.approvals is not None:
-        service.authorizer.approvals.stop()
-    service.tracing.shutdown()
     http_server.should_exit = True
     http_thread.join(timeout=5)
-    if service.decision_log is not None:  # after the last decision: final signed checkpoint
-        service.decision_log.close()
-    service.store.close()
+    service.close()  # after the last call: notifications flushed, spans exported, checkpoint signed
     return 0

@@ -81,7 +81,11 @@ class ApprovalService:
         self._sweeper.start()
 
     def stop(self) -> None:
+        """Stop the sweep (waiting for one in progress: the store may close next) and the
+        notifier worker."""
         self._stop.set()
+        if self._sweeper.is_alive():
+            self._sweeper.join(timeout=5)
         self.dispatcher.stop()
 
     def readiness(self) -> dict[str, Any]:

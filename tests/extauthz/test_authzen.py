@@ -16,7 +16,7 @@ from extauthz.server import build_service, start_http
 def service(config_path: Path):
     svc = build_service(load_config(config_path))
     yield svc
-    svc.store.close()
+    svc.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from helpers import copy_policy_dir, write_config
 
 from extauthz.config import load_config
 from extauthz.devtokens import mint_token
+from extauthz.errors import AegisError
 from extauthz.server import MeasuredAuthorizationServicer, build_service
 
 
@@ -19,7 +20,7 @@ from extauthz.server import MeasuredAuthorizationServicer, build_service
 def service(config_path: Path):
     svc = build_service(load_config(config_path))
     yield svc
-    svc.store.close()
+    svc.close()
 
 
 def token(service, **kw):
@@ -113,9 +114,27 @@ def test_malformed_body_is_a_400(service):
 def test_no_policy_fails_closed_with_503(tmp_path):
     broken = copy_policy_dir(tmp_path / "p", "policy_set: t\ntools: [not, a, mapping]\n")
     svc = build_service(load_config(write_config(tmp_path, policy_dir=broken)))
-    response = check(svc, body={"amount": 20})
-    assert response.denied_response.status.code == 503
-    assert json.loads(response.denied_response.body)["error"] == "engine_unavailable"
-    ready = svc.readiness()
-    assert ready["ready"] is False
-    assert "tools" in ready["checks"]["policy"]["last_error"]
+    try:
+        response = check(svc, body={"amount": 20})
+        assert response.denied_response.status.code == 503
+        assert json.loads(response.denied_response.body)["error"] == "engine_unavailable"
+        ready = svc.readiness()
+        assert ready["ready"] is False
+        assert "tools" in ready["checks"]["policy"]["last_error"]
+    finally:
+        svc.close()
+
+
+def test_close_stops_the_background_work_then_the_store(config_path: Path) -> None:
+    """What ``serve`` does after its last call, and tests after theirs: no sweep or reload
+    thread left to touch a closed store (which logged "approval sweep failed" at exit)."""
+    svc = build_service(load_config(config_path))
+    approvals = svc.authorizer.approvals
+    assert approvals is not None
+    sweeper = approvals._sweeper  # noqa: SLF001 - the thread close() must end
+    assert sweeper.is_alive()
+    svc.close()
+    assert not sweeper.is_alive()
+    with pytest.raises(AegisError):
+        svc.store.ping()  # closed after the threads that write to it
+    svc.reloader.stop()  # a second stop does nothing (serve stops the reloader first, then closes)

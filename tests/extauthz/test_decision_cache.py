@@ -64,7 +64,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
         (policy_dir / name).write_text((POLICIES / name).read_text(encoding="utf-8"), encoding="utf-8")
     svc = build_service(load_config(write_config(tmp_path, policy_dir=policy_dir)))
     yield svc
-    svc.store.close()
+    svc.close()
 
 
 def authorizer_at(
@@ -299,7 +299,7 @@ def test_policy_decision_cache_sizes_or_disables_the_cache(tmp_path: Path) -> No
     try:
         assert disabled.authorizer.policy is not None and disabled.authorizer.policy.decisions is None
     finally:
-        disabled.store.close()
+        disabled.close()
     with pytest.raises(ConfigError, match=r"policy.decision_cache.*a whole number, 0 or more"):
         load_config(write_config(tmp_path / "bad", {"policy": {"decision_cache": -1}}))
 

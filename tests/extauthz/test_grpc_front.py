@@ -214,7 +214,7 @@ def test_the_service_serves_check_on_the_front_unless_disabled(config_path, monk
             assert response.denied_response.status.code == 401
     finally:
         server.stop(1.0)
-        service.store.close()
+        service.close()
 
 
 def test_one_call_at_a_time_unless_a_check_waits_on_the_network(monkeypatch):
@@ -375,4 +375,4 @@ def test_the_service_serves_ext_proc_on_the_front_unless_disabled(config_path, m
             assert refused[0].immediate_response.status.code == 502
     finally:
         server.stop(1.0)
-        service.store.close()
+        service.close()

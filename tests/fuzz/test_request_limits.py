@@ -165,7 +165,4 @@ def test_form_fields_are_limited_like_json_keys(tmp_path: Path):
         assert refusal(submit(MAX_ARGUMENT_KEYS + 1)) == (413, "too_many_keys")
         assert submit(MAX_ARGUMENT_KEYS).status.code == 0
     finally:
-        service.reloader.stop()
-        if service.authorizer.approvals is not None:
-            service.authorizer.approvals.stop()
-        service.store.close()
+        service.close()

@@ -153,7 +153,7 @@ def test_a_stalled_writer_fails_the_call_closed_and_says_so(
 def service(config_path: Path) -> Iterator[Service]:
     svc = build_service(load_config(config_path))
     yield svc
-    svc.store.close()
+    svc.close()
 
 
 def _refund(service: Service, amount: float) -> HttpRequest:

@@ -64,7 +64,7 @@ def policy_dir(tmp_path: Path) -> Path:
 def service(tmp_path: Path):
     svc = build_service(load_config(write_config(tmp_path, policy_dir=policy_dir(tmp_path))))
     yield svc
-    svc.store.close()
+    svc.close()
 
 
 def check(service, agent: str, amount: float = 20):
@@ -139,7 +139,7 @@ def test_store_down_fails_closed_unless_the_rate_limit_says_allow(tmp_path: Path
         assert refusal(check(svc, "open-bot"))[0] == 503
         assert check(svc, "other-bot").status.code == 0  # no limit, no store needed
     finally:
-        svc.store.close()
+        svc.close()
 
 
 @pytest.mark.parametrize(
