@@ -1,6 +1,6 @@
 """Redaction (ext_proc) through real Envoy: what the full chain costs over Envoy alone.
 
-``python -m bench.dlp_gateway [--quick] [--out bench/out/dlp_gateway.json]``
+``python -m bench.dlp_gateway [--quick] [--rounds N] [--out bench/out/dlp_gateway.json]``
 
 Starts on free loopback ports a fixed-response upstream (small JSON for the refund, a ~2 KB
 support ticket with 11 PII items for the Slack post and the CRM read), Envoy direct (no
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -253,17 +254,21 @@ class Run:
     counters: dict[str, int] | None = None
     # role → CPU µs per request over the run: the target's Envoy, and its gRPC service.
     cpu_us: dict[str, float] = field(default_factory=dict)
+    round: int = 0  # with --rounds, which pass over the calls and targets
 
     @property
     def valid(self) -> bool:
         return self.result.requests > 0 and self.result.error_count == 0
 
     def to_json(self) -> dict[str, Any]:
-        out = {"call": self.call, "target": self.target, "connections": self.connections, "valid": self.valid}
+        out = {"call": self.call, "target": self.target, "connections": self.connections, "round": self.round}
+        out["valid"] = self.valid
         return {**out, **self.result.to_json(), "envoy_counters": self.counters, "cpu_us_per_request": self.cpu_us}
 
 
-def measure(stack: DlpStack, call: str, target_name: str, connections: int, duration_s: float, workdir: Path) -> Run:
+def measure(
+    stack: DlpStack, call: str, target_name: str, connections: int, duration_s: float, workdir: Path, round_: int = 0
+) -> Run:
     """One wrk run through ``target_name``, with its Envoy's ext_authz / ext_proc counters
     (not for direct) and its processes' CPU read around it."""
     target = stack.target(target_name)
@@ -274,7 +279,7 @@ def measure(stack: DlpStack, call: str, target_name: str, connections: int, dura
     result = run_wrk(target.url, request, connections, duration_s, workdir)
     cpu = {role: total_cpu_seconds(pids) - cpu_before[role] for role, pids in roles.items()}
     delta = None if counters is None else _delta(counters, _counters(target))
-    return Run(call, target_name, connections, result, delta, cpu_per_request(cpu, result))
+    return Run(call, target_name, connections, result, delta, cpu_per_request(cpu, result), round_)
 
 
 def _counters(target: Target) -> dict[str, int]:
@@ -306,7 +311,11 @@ def run_all(
     workdir: Path,
     progress: Callable[[str], None],
     transport: str = DEFAULT_TRANSPORT,
+    rounds: int = 1,
 ) -> tuple[list[Run], dict[str, Any]]:
+    """Every call through its targets at each connection count, ``rounds`` times over; a
+    round runs the targets in the opposite order of the one before, so a machine that slows
+    down or speeds up over a round does not favour one target."""
     with ProcessGroup(workdir) as group:
         progress(
             f"starting upstream, Envoy direct, the Aegis service and Envoy → Aegis (ext_proc; gRPC over {transport})"
@@ -316,11 +325,13 @@ def run_all(
         progress(f"verified: direct bodies unchanged; Aegis 200 and redacted (ext_proc per call: {verified})")
         warm_up(stack, workdir)
         runs = []
-        for connections in CONNECTIONS:
-            for call in CALLS:
-                for target in targets_for(call):
-                    progress(f"{call} {target} {connections} conn, {duration_s:g} s")
-                    runs.append(measure(stack, call, target, connections, duration_s, workdir))
+        for round_ in range(rounds):
+            for connections in CONNECTIONS:
+                for call in CALLS:
+                    targets = targets_for(call)
+                    for target in targets if round_ % 2 == 0 else reversed(targets):
+                        progress(f"round {round_ + 1}/{rounds}: {call} {target} {connections} conn, {duration_s:g} s")
+                        runs.append(measure(stack, call, target, connections, duration_s, workdir, round_))
         return runs, verified
 
 
@@ -335,20 +346,65 @@ CALL_LABELS = {
 
 
 def comparisons(runs: list[Run]) -> dict[tuple[str, str, int], dict[str, float]]:
-    """(target, call, connections) → the run against Envoy direct, for Aegis and the floor."""
-    direct = {(r.call, r.connections): r.result for r in runs if r.target == "direct"}
-    out = {}
+    """(target, call, connections) → the run against Envoy direct of the same round, for
+    Aegis and the floor; with several rounds, the median of the rounds' figures."""
+    direct = {(r.round, r.call, r.connections): r.result for r in runs if r.target == "direct"}
+    per_round: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for run in runs:
-        base = direct.get((run.call, run.connections))
+        base = direct.get((run.round, run.call, run.connections))
         if run.target == "direct" or base is None or base.rps <= 0:
             continue
         a, d = run.result.latency_us, base.latency_us
-        out[(run.target, run.call, run.connections)] = {
-            "throughput_ratio": round(run.result.rps / base.rps, 3),
-            "added_p50_ms": round((a["p50"] - d["p50"]) / 1000, 3),
-            "added_p99_ms": round((a["p99"] - d["p99"]) / 1000, 3),
-        }
+        per_round.setdefault((run.target, run.call, run.connections), []).append(
+            {
+                "throughput_ratio": round(run.result.rps / base.rps, 3),
+                "added_p50_ms": round((a["p50"] - d["p50"]) / 1000, 3),
+                "added_p99_ms": round((a["p99"] - d["p99"]) / 1000, 3),
+            }
+        )
+    return {key: _median_of(figures) for key, figures in per_round.items()}
+
+
+def _median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {name: round(statistics.median(r[name] for r in rounds), 3) for name in rounds[0]}
+    out["rounds"] = len(rounds)
     return out
+
+
+def summary_runs(runs: list[Run]) -> list[Run]:
+    """One run per (call, target, connections) in first-seen order: itself with one round;
+    with several, the medians of the rounds' RPS, percentiles and CPU, the errors and Envoy's
+    counters summed."""
+    groups: dict[tuple[str, str, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.call, run.target, run.connections), []).append(run)
+    return [group[0] if len(group) == 1 else _median_run(group) for group in groups.values()]
+
+
+def _median_run(group: list[Run]) -> Run:
+    first, results = group[0], [run.result for run in group]
+    latency = {name: statistics.median(r.latency_us[name] for r in results) for name in first.result.latency_us}
+    errors: dict[str, int] = {}
+    for result in results:
+        for name, count in result.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    result = LoadResult(
+        requests=sum(r.requests for r in results),
+        duration_s=sum(r.duration_s for r in results),
+        rps=statistics.median(r.rps for r in results),
+        errors=errors,
+        latency_us=latency,
+    )
+    counters: dict[str, int] | None = None
+    if all(run.counters is not None for run in group):
+        counters = {}
+        for run in group:
+            for name, count in (run.counters or {}).items():
+                counters[name] = counters.get(name, 0) + count
+    cpu = {role: statistics.median(run.cpu_us[role] for run in group) for role in first.cpu_us}
+    return Run(first.call, first.target, first.connections, result, counters, cpu, -1)
 
 
 def _per_request(run: Run, name: str) -> str:
@@ -401,7 +457,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT, help="Envoy → gRPC services (default unix)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="passes over every call and target, alternating their order; the table gives the rounds' medians",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
 
 
 def _progress(line: str) -> None:
@@ -417,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="aegis-dlp-bench-") as tmp:
             workdir = (args.workdir or Path(tmp)).resolve()
             workdir.mkdir(parents=True, exist_ok=True)
-            runs, verified = run_all(duration, args.envoy_concurrency, workdir, _progress, args.transport)
+            runs, verified = run_all(duration, args.envoy_concurrency, workdir, _progress, args.transport, args.rounds)
     except BenchError as exc:
         print(f"bench.dlp_gateway: {exc}", file=sys.stderr)
         return 1
@@ -425,12 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.dlp_gateway: interrupted; every started process was stopped", file=sys.stderr)
         return 130
     compared = comparisons(runs)
-    print(table(runs, compared))
+    print(table(summary_runs(runs), compared))
     report = {
         "command": "python -m bench.dlp_gateway " + " ".join(sys.argv[1:] if argv is None else argv),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "duration_s": duration,
+        "rounds": args.rounds,
         "transport": args.transport,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),

@@ -22,9 +22,11 @@ from bench.dlp_gateway import (
     requests,
     send_once_ready,
     start_dlp_stack,
+    summary_runs,
     table,
 )
 from bench.dlp_gateway import Run as DlpRun
+from bench.dlp_gateway import parse_args as dlp_gateway_args
 from bench.engines import decisions, policy_inputs
 from bench.policygen import TOOL_COUNT, allowed_call, policy_set, sample_calls, write_policy_dir
 from bench.procs import ProcessGroup, total_cpu_seconds
@@ -97,6 +99,45 @@ def test_comparisons_use_the_same_call_and_load() -> None:
     assert compared[("floor", "slack", 1)] == {"throughput_ratio": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 1.0}
     rendered = table(runs, compared)
     assert "0.25x" in rendered and "| Envoy → no-op Check + ext_proc | 1 |" in rendered and "0.50x" in rendered
+
+
+def test_rounds_compare_each_run_with_direct_of_its_own_round_and_report_medians() -> None:
+    def result(rps: float, p50: float, status_errors: int = 0) -> LoadResult:
+        latency = {"p50": p50, "p90": p50, "p99": 2 * p50, "p999": 3 * p50}
+        return LoadResult(100, 1.0, rps, {"status": status_errors}, latency)
+
+    # Direct got faster in round 1: against a median of direct over both rounds, Aegis's
+    # round-1 figure would be wrong; against its own round's direct it is 0.25x both times.
+    runs = [
+        DlpRun("crm", "direct", 1, result(1000, 300), round=0),
+        DlpRun("crm", "aegis", 1, result(250, 1300), cpu_us={"envoy": 300.0, "service": 200.0}, round=0),
+        DlpRun(
+            "crm", "aegis", 1, result(500, 900, status_errors=1), cpu_us={"envoy": 340.0, "service": 260.0}, round=1
+        ),
+        DlpRun("crm", "direct", 1, result(2000, 100), round=1),
+        DlpRun("crm", "aegis", 1, result(260, 1200), cpu_us={"envoy": 320.0, "service": 240.0}, round=2),
+        DlpRun("crm", "direct", 1, result(1040, 200), round=2),
+    ]
+    compared = comparisons(runs)[("aegis", "crm", 1)]
+    assert compared == {"throughput_ratio": 0.25, "added_p50_ms": 1.0, "added_p99_ms": 2.0, "rounds": 3}
+    summary = {run.target: run for run in summary_runs(runs)}
+    assert list(summary) == ["direct", "aegis"]  # first-seen order, one row each
+    aegis = summary["aegis"]
+    assert aegis.result.rps == 260 and aegis.result.latency_us["p50"] == 1200
+    assert aegis.result.error_count == 1 and aegis.result.requests == 300
+    assert aegis.cpu_us == {"envoy": 320.0, "service": 240.0}
+    assert not aegis.valid  # an error in any round marks the row
+
+
+def test_one_round_is_reported_as_it_ran() -> None:
+    run = DlpRun("slack", "aegis", 32, LoadResult(10, 1.0, 10.0, {}, {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0}))
+    assert summary_runs([run]) == [run]
+
+
+def test_zero_rounds_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        dlp_gateway_args(["--rounds", "0"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
 
 
 def test_cpu_is_reported_per_answered_request() -> None:
