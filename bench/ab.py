@@ -140,11 +140,17 @@ def _differs(revision: str, path: str) -> bool:
 
 
 def start_side(
-    group: ProcessGroup, name: str, checkout: Path, workdir: Path, upstream: str, native: Path | None = None
+    group: ProcessGroup,
+    name: str,
+    checkout: Path,
+    workdir: Path,
+    upstream: str,
+    native: Path | None = None,
+    python: str = sys.executable,
 ) -> Side:
-    """One side: its config, its service from ``checkout`` (with ``native``'s compiled
-    extensions first on its path, when given), its Envoy on the bootstrap that ``checkout``'s
-    code renders for that config."""
+    """One side: its config, its service from ``checkout`` on the interpreter ``python`` (with
+    ``native``'s compiled extensions first on its path, when given), its Envoy on the bootstrap
+    that ``checkout``'s code renders for that config."""
     side_dir = workdir / name
     side_dir.mkdir(parents=True, exist_ok=True)
     policies = bench_policy_dir(side_dir / "policies")
@@ -160,7 +166,7 @@ def start_side(
     if rendered.returncode != 0:
         raise BenchError(f"{name}: aegis envoy-config failed: {rendered.stderr.strip()[-400:]}")
     env = {**os.environ, "PYTHONPATH": str(native)} if native is not None else None
-    argv = [sys.executable, "-m", "extauthz.cli", "serve", "-c", str(config.path)]
+    argv = [python, "-m", "extauthz.cli", "serve", "-c", str(config.path)]
     service = group.spawn(f"{name}-service", argv, cwd=checkout, env=env)
     wait_ready(service, f"http://{config.service.http}/readyz", lambda r: r.status_code == 200)
     binary = envoy_binary(config)
@@ -217,7 +223,7 @@ def run(args: argparse.Namespace, workdir: Path, progress: Any) -> Outcome:
         if native is not None:
             outcome.base_native = sorted(p.name for p in native.iterdir() if p.name in NATIVE_CRATES.values())
         sides = [
-            start_side(group, "base", checkout, workdir, upstream.listen, native),
+            start_side(group, "base", checkout, workdir, upstream.listen, native, args.base_python),
             start_side(group, "candidate", REPO, workdir, upstream.listen),
         ]
         bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
@@ -277,6 +283,7 @@ def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) 
         "candidate_commit": _commit("HEAD"),
         "candidate_dirty": bool(_git("status", "--porcelain")),
         "base_native": outcome.base_native,
+        "python": {"base": interpreter(args.base_python), "candidate": interpreter(sys.executable)},
         "call": args.call,
         "connections": args.connections,
         "rounds": args.rounds,
@@ -287,6 +294,14 @@ def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) 
         "runs": {side: [r.__dict__ for r in outcome.rounds[side]] for side in SIDES},
         "errors": {side: sum(r.errors for r in outcome.rounds[side]) for side in SIDES},
     }
+
+
+def interpreter(python: str) -> dict[str, str]:
+    """Which CPython ``python`` runs: the binary behind it and its build (``sys.version``)."""
+    probe = "import os, sys; print(os.path.realpath(sys.executable)); print(sys.version)"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False).stdout
+    binary, _, build = out.partition("\n")
+    return {"path": python, "binary": binary, "build": " ".join(build.split())}
 
 
 def _git(*args: str) -> str:
@@ -304,6 +319,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=7, help="runs per side, alternating (default 7)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    parser.add_argument(
+        "--base-python",
+        default=sys.executable,
+        help="the interpreter the base's service runs on, e.g. another venv's python (default: this one)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ab.json")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")
     args = parser.parse_args(argv)

@@ -205,6 +205,10 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # The build matters: pyenv's default (shared libpython, no PGO) runs Aegis's Python ~15 %
+        # slower than a distribution's PGO/LTO build (docs/performance.md, "The interpreter").
+        "python_binary": os.path.realpath(sys.executable),
+        "python_build": " ".join(sys.version.split()),
     }
 
 

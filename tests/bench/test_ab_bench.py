@@ -4,7 +4,10 @@ No timing assertions."""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from bench.ab import (
     base_checkout,
     base_native,
     expect_ok,
+    interpreter,
     measure,
     parse_args,
     start_side,
@@ -84,7 +88,14 @@ def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -
     logs.mkdir()
     with ProcessGroup(logs) as group:
         upstream = Target("upstream", loopback(), loopback())
-        side = start_side(group, "candidate", REPO, tmp_path, upstream.listen)
+        # The service starts on the interpreter it is given (--base-python): here a wrapper
+        # that leaves a mark and runs this one.
+        marker = tmp_path / "wrapper-ran"
+        wrapper = tmp_path / "python-wrapper"
+        wrapper.write_text(f'#!/bin/sh\ntouch {marker}\nexec {sys.executable} "$@"\n')
+        wrapper.chmod(0o755)
+        side = start_side(group, "candidate", REPO, tmp_path, upstream.listen, python=str(wrapper))
+        assert marker.is_file()
         start_upstream(group, upstream, {SLACK_PATH: ticket_json()}, envoy_binary(side.config))
         assert (tmp_path / "candidate" / "envoy.yaml").is_file()  # rendered by the checkout's own code
         expect_ok(side, "slack")
@@ -93,3 +104,9 @@ def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -
     # Check, then the request headers (carrying the body Check redacted), response headers and body.
     assert measured.ext_proc_messages == pytest.approx(3.0, abs=0.05)
     assert measured.envoy_us > 0 and measured.service_us > 0
+
+
+def test_the_interpreter_of_each_side_is_recorded() -> None:
+    found = interpreter(sys.executable)
+    assert found["binary"] == os.path.realpath(sys.executable)
+    assert found["build"].startswith(platform.python_version())
