@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,19 @@ def gateway_panel(data: dict[str, Any]) -> Panel:
 
 
 def dlp_panel(data: dict[str, Any]) -> Panel:
+    """Each call and target at one connection; from a ``--rounds N`` result, the median of
+    each percentile over the rounds (the table's figures), one bar per call and target."""
+    groups: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    for run in data["runs"]:
+        if run["connections"] == 1 and run["target"] in DLP_TARGETS and run.get("valid", True):
+            groups.setdefault((run["call"], run["target"]), []).append(_percentiles(run))
     bars = [
-        Bar(f"{run['call']}\n{DLP_TARGETS[run['target']]}", _percentiles(run))
-        for run in data["runs"]
-        if run["connections"] == 1 and run["target"] in DLP_TARGETS and run.get("valid", True)
+        Bar(f"{call}\n{DLP_TARGETS[target]}", tuple(statistics.median(column) for column in zip(*found, strict=True)))
+        for (call, target), found in groups.items()
     ]
-    return Panel("bench.dlp_gateway: 1 connection", tuple(bars))
+    rounds = max((len(found) for found in groups.values()), default=1)
+    title = "bench.dlp_gateway: 1 connection" + (f", medians of {rounds} rounds" if rounds > 1 else "")
+    return Panel(title, tuple(bars))
 
 
 def opa_panel(data: dict[str, Any]) -> Panel:
@@ -132,9 +140,9 @@ def render(figure_panels: Sequence[Panel], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway", type=Path, default=RESULTS / "gateway-1207b.json")
-    parser.add_argument("--dlp-gateway", type=Path, default=RESULTS / "dlp_gateway-1207b.json")
-    parser.add_argument("--opa-envoy", type=Path, default=RESULTS / "opa_envoy-1207b.json")
+    parser.add_argument("--gateway", type=Path, default=RESULTS / "gateway-1207c.json")
+    parser.add_argument("--dlp-gateway", type=Path, default=RESULTS / "dlp_gateway-rounds-1207c.json")
+    parser.add_argument("--opa-envoy", type=Path, default=RESULTS / "opa_envoy-1207c.json")
     parser.add_argument("--out", type=Path, default=RESULTS / "latency.png")
     args = parser.parse_args(argv)
     try:

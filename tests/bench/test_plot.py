@@ -55,3 +55,19 @@ def test_a_file_that_is_not_a_result_is_a_clear_error(tmp_path: Path, content: s
         plot.main(["--gateway", str(path), "--out", str(tmp_path / "x.png")])
     assert exited.value.code == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_result_of_several_rounds_plots_the_median_of_each_percentile(tmp_path: Path) -> None:
+    def run(target: str, round_index: int, p50_us: float) -> dict[str, object]:
+        latency = {"p50": p50_us, "p90": 2 * p50_us, "p99": 3 * p50_us, "p999": 4 * p50_us}
+        return {"call": "slack", "target": target, "connections": 1, "round": round_index, "latency_us": latency}
+
+    runs = [run("aegis", 0, 1000), run("direct", 0, 300), run("aegis", 1, 3000), run("aegis", 2, 2000)]
+    runs.append({**run("aegis", 0, 9000), "connections": 32})  # another load: not in this panel
+    path = tmp_path / "dlp.json"
+    path.write_text(json.dumps({"runs": runs}))
+    [panel] = plot.panels(None, path, None)
+    assert panel.title.endswith("medians of 3 rounds")
+    assert [bar.label for bar in panel.bars] == ["slack\nAegis", "slack\ndirect"]
+    assert panel.bars[0].percentiles_ms == (2.0, 4.0, 6.0, 8.0)
+    assert panel.bars[1].percentiles_ms == (0.3, 0.6, 0.9, 1.2)
