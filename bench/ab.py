@@ -16,7 +16,9 @@ Prints each round, then the medians and the candidate's ratios against the base;
 JSON (``--out``).  The compiled extensions (the gRPC front, the DLP core) are this venv's
 for the candidate; when the base's Rust sources differ, the base's own are built (maturin,
 a cargo target directory kept under ``.aegis/ab-target`` so a rebuild is incremental) and
-put first on its ``PYTHONPATH``.
+put first on its ``PYTHONPATH``.  ``--base-python`` runs the base's service on another
+interpreter (another venv's ``python``): ``--base HEAD`` with it compares two interpreters on
+the same code.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -329,6 +332,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.connections < 1 or args.duration <= 0:
         parser.error("--rounds and --connections must be at least 1, --duration above 0")
+    if shutil.which(args.base_python) is None:
+        parser.error(f"--base-python: {args.base_python} is not an executable")
     return args
 
 

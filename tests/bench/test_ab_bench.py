@@ -64,7 +64,10 @@ def test_an_unknown_revision_is_a_clear_error(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize("argv", [["--rounds", "0"], ["--connections", "0"], ["--duration", "0"], ["--call", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--rounds", "0"], ["--connections", "0"], ["--duration", "0"], ["--call", "x"], ["--base-python", "/no/python"]],
+)
 def test_bad_arguments_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--base", "HEAD", *argv])
