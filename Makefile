@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
-# The distribution's CPython when there is one (Debian's is built with PGO and LTO and linked
-# statically, as the Dockerfile's image runs it): Aegis's Python runs ~15 % less CPU on it than
-# on pyenv's default build (docs/performance.md, "The interpreter").  PYTHON=... overrides.
+# The distribution's CPython when there is one: Debian's is built with PGO and LTO, as is the
+# python:3.11-slim the Dockerfile's image runs, and Aegis's Python takes ~15 % less CPU on it
+# than on pyenv's default build (docs/performance.md, "The interpreter").  PYTHON=... overrides.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
