@@ -6,12 +6,13 @@ or sync grpcio with the same worker pool when that is disabled; gRPC health for 
 active check).  With ``EXT_PROC_ADDR`` it also serves ``ExternalProcessor/Process`` as Aegis
 does (on the compiled front, through the gate the Check server shares, or on grpc.aio in its
 own thread): its Check then names the ext_proc instance Aegis would for a redacted call
-(``body_phases``: both bodies when the request has one, else the response body), hands the
-request body back as Aegis hands a body it redacted (``request_body``), and its ext_proc
-puts that body in place at the request headers as Aegis does (three messages for a call with
-both bodies) and answers every other message changing nothing.  ``bench.gateway`` and ``bench.dlp_gateway``
-measure them behind the generated Envoy bootstrap in the same run as Aegis, so Aegis's added
-latency splits into the Python gRPC round trips (this floor) and Aegis's own work (the rest).
+(``body_phases``), hands the request body back as Aegis hands a body it redacted
+(``request_body``: Envoy's Lua filter puts it in place, and the stream is response-only,
+two messages; or, behind a bootstrap without that filter, its ext_proc puts it in place at
+the request headers, three messages), and answers every other message changing nothing.
+``bench.gateway`` and ``bench.dlp_gateway`` measure them behind the generated Envoy bootstrap
+in the same run as Aegis, so Aegis's added latency splits into the Python gRPC round trips
+(this floor) and Aegis's own work (the rest).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz import grpc_front
+from extauthz.envoy_authz import envoy_puts_request_body, phases_when_handed
 from extauthz.envoy_proc import authz_metadata, replaced_request_answer
 from extauthz.metadata import (
     MAX_REQUEST_BODY_HANDED,
@@ -56,20 +58,22 @@ _OK_BOTH_BODIES = _ok_with_phases(PHASES_BOTH_BODIES)
 _OK_RESPONSE_BODY = _ok_with_phases(PHASES_RESPONSE)
 
 
-def _ok_handing_back(body: bytes) -> external_auth_pb2.CheckResponse:
-    """Both bodies, the request body handed back unchanged, as Aegis hands one it redacted."""
+def _ok_handing_back(body: bytes, envoy_puts_body: bool) -> external_auth_pb2.CheckResponse:
+    """The request body handed back unchanged, as Aegis hands one it redacted, and the
+    instance Aegis would name for it."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return _OK_BOTH_BODIES
     if len(body) > MAX_REQUEST_BODY_HANDED:
         return _OK_BOTH_BODIES
+    handed = {MD_REQUEST_REDACTED: "", MD_REQUEST_BODY: text}
     response = external_auth_pb2.CheckResponse()
     response.status.code = code_pb2.OK
     fields = response.dynamic_metadata.fields
-    fields[MD_BODY_PHASES].string_value = PHASES_BOTH_BODIES
-    fields[MD_REQUEST_REDACTED].string_value = ""
-    fields[MD_REQUEST_BODY].string_value = text
+    fields[MD_BODY_PHASES].string_value = phases_when_handed(handed, envoy_puts_body)
+    for key, value in handed.items():
+        fields[key].string_value = value
     return response
 
 
@@ -86,7 +90,7 @@ class AllowEverything(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
             return _OK
         http = request.attributes.request.http
         body = http.raw_body or http.body.encode()
-        return _ok_handing_back(body) if body else _OK_RESPONSE_BODY
+        return _ok_handing_back(body, envoy_puts_request_body(context)) if body else _OK_RESPONSE_BODY
 
 
 def pass_everything(request: proc_pb.ProcessingRequest) -> tuple[list[proc_pb.ProcessingResponse], bool]:

@@ -16,10 +16,13 @@ from google.rpc import code_pb2
 from extauthz.answer import Answer, decision_id_header
 from extauthz.authorizer import Authorizer
 from extauthz.metadata import (
+    FEATURE_REQUEST_BODY_FILTER,
+    GRPC_ENVOY_FEATURES,
     HEADER_DECISION_ID,
     HEADER_OVERRIDE,
     MD_BODY_PHASES,
     MD_REDACT,
+    MD_REQUEST_REDACTED,
     MD_USAGE,
     PHASES_BOTH_BODIES,
     PHASES_RESPONSE,
@@ -131,16 +134,48 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http_request = request_from_check(request)
-        return self.respond(self._authorizer.check(http_request), http_request)
+        answer = self._authorizer.check(http_request)
+        return self.respond(answer, http_request, envoy_puts_request_body=envoy_puts_request_body(context))
 
-    def respond(self, answer: Answer, request: HttpRequest) -> external_auth_pb2.CheckResponse:
+    def respond(
+        self, answer: Answer, request: HttpRequest, *, envoy_puts_request_body: bool = False
+    ) -> external_auth_pb2.CheckResponse:
         """The CheckResponse, with the ext_proc instance to run and, when both bodies are
-        redacted, the request body already redacted (saves ext_proc's request body message)."""
+        redacted, the request body already redacted (saves ext_proc's request body message;
+        with ``envoy_puts_request_body``, its request headers message too)."""
         phases = body_phases(answer, request, always_process_bodies=self._always_process_bodies)
         handed = None
         if phases == PHASES_BOTH_BODIES and self._redact_request is not None:
             handed = self._redact_request(answer.metadata, request.body, request.headers.get("content-type", ""))
+            phases = phases_when_handed(handed, envoy_puts_request_body)
         return response_from_answer(answer, phases, handed)
 
 
-__all__ = ["HEADER_DECISION_ID", "AuthorizationServicer", "request_from_check", "response_from_answer"]
+def envoy_puts_request_body(context: grpc.ServicerContext | None) -> bool:
+    """Whether the Envoy calling puts a handed request body in place itself (its bootstrap
+    has the filter and says so in the Check's gRPC metadata: ``metadata.GRPC_ENVOY_FEATURES``)."""
+    if context is None:
+        return False
+    return any(
+        key == GRPC_ENVOY_FEATURES and FEATURE_REQUEST_BODY_FILTER in value.split(",")
+        for key, value in context.invocation_metadata() or ()
+    )
+
+
+def phases_when_handed(handed: Mapping[str, str], envoy_puts_request_body: bool) -> str:
+    """The ext_proc instance for a call with both bodies to redact, once Check has tried the
+    request body: the response only when Check redacted it (``handed``) and Envoy puts it in
+    place; both bodies otherwise (ext_proc puts it in place, or redacts the body message)."""
+    if envoy_puts_request_body and MD_REQUEST_REDACTED in handed:
+        return PHASES_RESPONSE
+    return PHASES_BOTH_BODIES
+
+
+__all__ = [
+    "HEADER_DECISION_ID",
+    "AuthorizationServicer",
+    "envoy_puts_request_body",
+    "phases_when_handed",
+    "request_from_check",
+    "response_from_answer",
+]

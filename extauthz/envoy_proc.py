@@ -9,7 +9,9 @@ Envoy runs one of two ext_proc instances per call, the one Check named in ``body
 (``metadata.BODY_PHASES``, ``envoyconfig.filters``): both bodies, or the response only, in
 which case the stream starts at the response headers (the agent's trace context then comes
 as attributes).  When Check redacted the request body already (``metadata.MD_REQUEST_REDACTED``),
-the answer to the request headers carries it and Envoy sends no request body message.  An
+Envoy's Lua filter puts it in place and the stream is response-only; with a bootstrap
+without that filter, the answer to the request headers carries it and Envoy sends no
+request body message.  Either way this stream counts the request's redactions.  An
 event stream switches to STREAMED at its response headers (``mode_override``).
 """
 
@@ -115,9 +117,10 @@ def body_answer(phase: str, outcome: BodyOutcome) -> pb.ProcessingResponse:
 def replaced_request_answer(outcome: BodyOutcome, *, wants_response: bool = True) -> pb.ProcessingResponse:
     """The request headers' answer carrying the body Check redacted (CONTINUE_AND_REPLACE),
     or nothing changed; either way no request body message follows, and the response's
-    phases only when ``wants_response``.  Envoy drops the request's content-length on a
-    replacement (a content-length set here too); the buffer filter after ext_proc sets it
-    again (``envoyconfig.filters.request_length_filter``): the tool gets a framed request."""
+    phases only when ``wants_response``.  Only behind a bootstrap without the Lua filter
+    that puts the body in place itself (``metadata.GRPC_ENVOY_FEATURES``).  Envoy drops the
+    request's content-length on a replacement (a content-length set here too); the tool then
+    gets a chunked request."""
     answer = pb.ProcessingResponse()
     headers_response = answer.request_headers
     headers_response.SetInParent()
@@ -209,6 +212,12 @@ class ProcessStream:
         if exchange.refusal is not None:
             processor.metrics.redaction_refusals_by(exchange.refusal[1], exchange.tool).inc()
         exchange.trace_headers = trace_carrier(self._grpc_metadata, trace_attributes(request))
+        if request.WhichOneof("request") != "request_headers":
+            # A response-only stream of a call whose request body Check redacted and Envoy
+            # put in place (metadata.GRPC_ENVOY_FEATURES): counted here, with the response's.
+            redacted = exchange.take_request_redacted()
+            if redacted is not None:
+                processor.count(exchange, redacted, "request")
         return exchange
 
     def _request_headers(self, exchange: Exchange, request_headers: pb.HttpHeaders) -> Step:

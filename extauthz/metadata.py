@@ -40,9 +40,10 @@ PHASES_BOTH_BODIES = "request_and_response"
 PHASES_RESPONSE = "response"
 BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
 # Check has the whole request body already (with_request_body), so on PHASES_BOTH_BODIES it
-# redacts it itself and hands ext_proc the outcome: the answer to the request headers
-# message then carries the new body (CONTINUE_AND_REPLACE) and Envoy sends no request body
-# message (3 messages for a Slack post, not 4).  MD_REQUEST_REDACTED: the counts found,
+# redacts it itself and hands the outcome over: Envoy's Lua filter puts the new body in place
+# (GRPC_ENVOY_FEATURES below; PHASES_RESPONSE then, 2 messages for a Slack post, not 4), or,
+# behind an older bootstrap, the answer to the request headers message carries it
+# (CONTINUE_AND_REPLACE) and Envoy sends no request body message (3 messages).  MD_REQUEST_REDACTED: the counts found,
 # "EMAIL:1,PHONE:2" ("" for none); its presence means Check redacted the request.
 # MD_REQUEST_BODY: the redacted body (UTF-8), present only when it differs from the agent's.
 # Absent (a body over the size limits, a refusal, an older Check), ext_proc redacts the
@@ -50,8 +51,16 @@ BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
 MD_REQUEST_REDACTED = "request_redacted"
 MD_REQUEST_BODY = "request_body"
 # The largest body handed so: Envoy forwards the ext_authz metadata with every later ext_proc
-# message, and the buffer filter that frames it again holds this much.
+# message, and the filter that puts it in place buffers this much.
 MAX_REQUEST_BODY_HANDED = 64 * 1024
+# When Envoy's bootstrap puts a handed body in place itself (a Lua filter after ext_proc,
+# ``envoyconfig.filters.request_body_filter``), its ext_authz filter says so in the gRPC
+# metadata of every Check: Check then names the response-only instance, and a Slack post
+# costs 2 ext_proc messages, not 3.  A bootstrap without the filter (an older one) sends no
+# such metadata and ext_proc puts the body in place, as before: the service never relies
+# on a filter the running Envoy may not have.
+GRPC_ENVOY_FEATURES = "x-aegis-envoy-features"
+FEATURE_REQUEST_BODY_FILTER = "request-body-filter"
 
 # The agent's trace context, for a stream that starts at the response (no request header
 # message): Envoy sends these attributes (CEL expressions, keyed by the expression)

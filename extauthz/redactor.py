@@ -113,9 +113,9 @@ class Exchange:
         )
 
     def take_request_redacted(self) -> BodyOutcome | None:
-        """Check's redaction of the request body, counted into this exchange (None when
-        Check left the body to the request body message)."""
-        outcome = self.request_redacted
+        """Check's redaction of the request body, counted into this exchange once (None when
+        Check left the body to the request body message, or it was taken already)."""
+        outcome, self.request_redacted = self.request_redacted, None
         if outcome is not None:
             self.counts.update(outcome.counts)
         return outcome

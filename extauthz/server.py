@@ -37,7 +37,7 @@ from extauthz.config import AegisConfig
 from extauthz.config_fields import parse_address
 from extauthz.decision_record import discard
 from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
-from extauthz.envoy_authz import AuthorizationServicer, request_from_check
+from extauthz.envoy_authz import AuthorizationServicer, envoy_puts_request_body, request_from_check
 from extauthz.envoy_proc import ExternalProcessorServicer
 from extauthz.errors import AegisError, ConfigError
 from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
@@ -242,7 +242,7 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
         carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
         self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
-        return self.respond(answer, http_request)
+        return self.respond(answer, http_request, envoy_puts_request_body=envoy_puts_request_body(context))
 
 
 CheckServer = FrontServer | GrpcioServer

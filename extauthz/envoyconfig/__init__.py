@@ -33,7 +33,7 @@ from extauthz.envoyconfig._base import (
     INGRESS_LISTENER,
     METRICS_LISTENER,
     OTEL_CLUSTER,
-    REQUEST_LENGTH_FILTER,
+    REQUEST_BODY_FILTER,
     ROUTER_FILTER,
     Resource,
 )
@@ -50,7 +50,7 @@ from extauthz.envoyconfig.filters import (
     grpc_service,
     http_filters,
     layered_runtime,
-    request_length_filter,
+    request_body_filter,
 )
 from extauthz.envoyconfig.listeners import admin, listener, metrics_listener, overload_manager
 from extauthz.envoyconfig.observability import access_log, access_log_format, access_log_path, tracing_provider
@@ -114,8 +114,19 @@ def render_bootstrap_yaml(
         ext_proc_endpoints=ext_proc_endpoints,
     )
     header = f"# Generated from {config.path.name} by extauthz.envoyconfig (aegis envoy-config); do not edit.\n"
-    body: str = yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=1000)
+    body: str = yaml.dump(bootstrap, Dumper=_BootstrapDumper, sort_keys=False, default_flow_style=False, width=1000)
     return header + body
+
+
+class _BootstrapDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` writing multi-line strings (the Lua filter's source) as blocks."""
+
+
+def _str_block(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BootstrapDumper.add_representer(str, _str_block)
 
 
 def envoy_config_command(config_path: str, output: str | None, *, with_ext_proc: bool = True) -> int:
@@ -146,7 +157,7 @@ __all__ = [
     "INGRESS_LISTENER",
     "METRICS_LISTENER",
     "OTEL_CLUSTER",
-    "REQUEST_LENGTH_FILTER",
+    "REQUEST_BODY_FILTER",
     "ROUTER_FILTER",
     "Resource",
     "access_log",
@@ -167,7 +178,7 @@ __all__ = [
     "overload_manager",
     "render_bootstrap",
     "render_bootstrap_yaml",
-    "request_length_filter",
+    "request_body_filter",
     "tracing_provider",
     "upstream_cluster",
 ]

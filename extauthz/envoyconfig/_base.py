@@ -25,8 +25,8 @@ EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 # One ext_proc instance per set of body phases Check can choose (metadata.BODY_PHASES).
 EXT_PROC_FILTERS = {phases: f"{EXT_PROC_FILTER}.{phases}" for phases in BODY_PHASES}
 ROUTER_FILTER = "envoy.filters.http.router"
-# Frames a request body Check redacted again (content-length): envoyconfig.filters.
-REQUEST_LENGTH_FILTER = "envoy.filters.http.buffer.request_length"
+# Puts a request body Check redacted in place (Lua): envoyconfig.filters.request_body_filter.
+REQUEST_BODY_FILTER = "envoy.filters.http.lua.request_body"
 # Both gRPC calls are on the request path: a slow policy service must fail fast (closed).
 GRPC_TIMEOUT = "1s"
 UPSTREAM_CONNECT_TIMEOUT = "5s"

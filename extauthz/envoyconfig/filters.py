@@ -1,5 +1,5 @@
 """HTTP filters: ext_authz → ext_proc, one instance per body-phase set (all skipped for clean
-calls) → buffer (only for a request body Check redacted) → router."""
+calls) → Lua (only for a request body Check redacted) → router."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from extauthz.envoyconfig._base import (
     EXT_PROC_FILTERS,
     GRPC_CLUSTER,
     GRPC_TIMEOUT,
-    REQUEST_LENGTH_FILTER,
+    REQUEST_BODY_FILTER,
     ROUTER_FILTER,
     Resource,
     _any,
@@ -20,7 +20,8 @@ from extauthz.metadata import (
     BODY_PHASES,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
-    MAX_REQUEST_BODY_HANDED,
+    FEATURE_REQUEST_BODY_FILTER,
+    GRPC_ENVOY_FEATURES,
     MD_BODY_PHASES,
     MD_REQUEST_BODY,
     PHASES_BOTH_BODIES,
@@ -61,9 +62,14 @@ def grpc_service(cluster: str = GRPC_CLUSTER, *, replicated: bool = True) -> Res
     return service
 
 
-def ext_authz_filter(config: AegisConfig, *, replicated: bool = True) -> Resource:
-    """ext_authz: fail closed, whole body (as bytes) to Check, 503 when the service is down."""
+def ext_authz_filter(config: AegisConfig, *, replicated: bool = True, puts_request_body: bool = False) -> Resource:
+    """ext_authz: fail closed, whole body (as bytes) to Check, 503 when the service is down.
+    ``puts_request_body``: the chain has ``request_body_filter``, and every Check is told so
+    (``metadata.GRPC_ENVOY_FEATURES``)."""
     body = {"max_request_bytes": config.envoy.max_request_bytes, "allow_partial_message": False, "pack_as_bytes": True}
+    service = grpc_service(replicated=replicated)
+    if puts_request_body:
+        service["initial_metadata"] = [{"key": GRPC_ENVOY_FEATURES, "value": FEATURE_REQUEST_BODY_FILTER}]
     return _extension(
         EXT_AUTHZ_FILTER,
         "extensions.filters.http.ext_authz.v3.ExtAuthz",
@@ -76,7 +82,7 @@ def ext_authz_filter(config: AegisConfig, *, replicated: bool = True) -> Resourc
         include_peer_certificate=False,
         # Puts the Check latency in filter state for the access log (ext_authz_us).
         emit_filter_state_stats=True,
-        grpc_service=grpc_service(replicated=replicated),
+        grpc_service=service,
     )
 
 
@@ -164,16 +170,34 @@ def ext_proc_filter(phases: str, *, replicated: bool = True) -> Resource:
     )
 
 
-def request_length_filter() -> Resource:
-    """The buffer filter, only on calls whose request body Check redacted (``request_body``
-    in its metadata; ``metadata.MD_REQUEST_REDACTED``).
+# Runs only when Check handed a body (the matcher), so the key is there; any failure still
+# refuses the call rather than let the agent's own body through.  setBytes buffers the
+# agent's body (Check saw all of it, at most MAX_REQUEST_BODY_HANDED) and sets the new
+# content-length, so the tool gets a framed request, chunked or not.
+REQUEST_BODY_LUA = f"""\
+function envoy_on_request(request)
+  local put = pcall(function()
+    local handed = request:streamInfo():dynamicMetadata():get("{EXT_AUTHZ_NAMESPACE}")["{MD_REQUEST_BODY}"]
+    request:body():setBytes(handed)
+  end)
+  if not put then
+    request:respond({{[":status"] = "502", ["content-type"] = "application/json"}},
+      '{{"error":"redaction_failed","message":"the redacted request body could not be put in place"}}')
+  end
+end
+"""
 
-    ext_proc puts that body in place with CONTINUE_AND_REPLACE, and Envoy then drops the
-    content-length (the processor might not know it); buffering the whole body sets it
-    again, so the tool gets a framed request, not a chunked one.  Every other call skips it.
+
+def request_body_filter() -> Resource:
+    """A Lua filter that puts the request body Check redacted (``request_body`` in its
+    metadata) in place of the agent's, only on those calls; every other call skips it.
+
+    Check then names the response-only ext_proc instance (``metadata.GRPC_ENVOY_FEATURES``):
+    no request headers message for ext_proc to answer with the body.  An ext_proc that does
+    put the body in place (an older Check) gets it put there again, framed.
     """
-    buffer = _any("extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_REQUEST_BODY_HANDED)
-    return _skipped_unless(REQUEST_LENGTH_FILTER, buffer, MD_REQUEST_BODY, "has_request_body", {"present_match": True})
+    lua = _any("extensions.filters.http.lua.v3.Lua", default_source_code={"inline_string": REQUEST_BODY_LUA})
+    return _skipped_unless(REQUEST_BODY_FILTER, lua, MD_REQUEST_BODY, "has_request_body", {"present_match": True})
 
 
 # Without it Envoy ends every ext_proc stream it is done with by resetting it (RST_STREAM),
@@ -203,9 +227,9 @@ def router_filter() -> Resource:
 def http_filters(config: AegisConfig, *, with_ext_proc: bool = True, replicated: bool = True) -> list[Resource]:
     """ext_authz → (ext_proc instances) → router; ext_proc must follow ext_authz to receive
     its metadata.  ``replicated``: the service has several endpoints (``grpc_service``)."""
-    filters = [ext_authz_filter(config, replicated=replicated)]
+    filters = [ext_authz_filter(config, replicated=replicated, puts_request_body=with_ext_proc)]
     if with_ext_proc:
         filters.extend(ext_proc_filter(phases, replicated=replicated) for phases in BODY_PHASES)
-        filters.append(request_length_filter())
+        filters.append(request_body_filter())
     filters.append(router_filter())
     return filters

@@ -9,8 +9,8 @@ response headers).  Promise, on every stream:
 * one answer per message, of the same phase, until an ``immediate_response`` ends the
   stream; an immediate response is 413 or 502 with a JSON ``{error, message}`` body;
 * a changed body is sent with a matching ``content-length``;
-* a request body replaced at its headers (``check_redacts``: Check redacted it) is exactly
-  the one Check handed over (Envoy's buffer filter sets its length);
+* a request body replaced at its headers (``check_redacts``: Check redacted it, and the
+  bootstrap has no Lua filter to put it in place) is exactly the one Check handed over;
 * a redacted body that was valid JSON is still valid JSON (after its content-encoding);
 * an e-mail address held as a JSON string value is gone when EMAIL redaction applies.
 """

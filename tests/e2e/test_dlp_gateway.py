@@ -78,19 +78,39 @@ def slack_post(gw: Gateway, text: str) -> tuple[httpx.Response, dict[str, Any], 
     return response, seen, {key: after[key] - before.get(key, 0) for key in after}
 
 
-def test_check_redacts_the_request_so_a_slack_post_costs_three_ext_proc_messages(gateway):
+def test_check_redacts_the_request_and_envoy_puts_it_in_place_so_a_slack_post_costs_two_messages(gateway):
     response, seen, cost = slack_post(gateway, f"Customer {EMAIL} verified with SSN {SSN}")
     assert response.status_code == 200
-    # Request headers (carrying the body Check redacted), response headers, response body.
-    assert cost["stream_msgs_sent"] == 3 and cost["streams_started"] == 1
+    # Response headers and body only: Envoy's Lua filter put the body Check redacted in place.
+    assert cost["stream_msgs_sent"] == 2 and cost["streams_started"] == 1
     assert SSN not in seen["body"] and EMAIL not in seen["body"]
-    # The buffer filter framed the replaced body again: a content-length, no chunking.
+    assert json.loads(seen["body"])["channel"] == "#support"
+    # The replaced body is framed: a content-length, no chunking.
     assert int(seen["headers"]["content-length"]) == len(seen["body"].encode())
     assert "transfer-encoding" not in seen["headers"]
     entry = gateway.access_log(response.headers["x-aegis-decision-id"])
     counts = dict(item.split(":") for item in entry["redactions"].split(","))
-    assert counts["SSN"] == "1" and counts["EMAIL"] == "1"  # the request's, counted by ext_proc
+    assert counts["SSN"] == "1" and counts["EMAIL"] == "1"  # the request's, counted by the response's stream
     assert SSN not in json.dumps(entry) and EMAIL not in json.dumps(entry)
+
+
+def test_a_chunked_post_reaches_the_tool_redacted_and_framed(gateway):
+    body = json.dumps({"channel": "#support", "text": f"Customer {EMAIL} verified with SSN {SSN}"}).encode()
+    before = ext_proc_counters(gateway)
+    response = gateway.call(
+        "POST",
+        "slack.demo",
+        "/api/chat.postMessage",
+        content=iter([body[:20], body[20:]]),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert ext_proc_counters(gateway)["stream_msgs_sent"] - before.get("stream_msgs_sent", 0) == 2
+    decision_id = response.headers["x-aegis-decision-id"]
+    [seen] = [r for r in gateway.received("slack.demo") if r["headers"].get("x-aegis-decision-id") == decision_id]
+    assert SSN not in seen["body"] and EMAIL not in seen["body"]
+    assert int(seen["headers"]["content-length"]) == len(seen["body"].encode())
+    assert "transfer-encoding" not in seen["headers"]
 
 
 def test_a_post_with_nothing_to_redact_goes_through_as_sent(gateway):
@@ -99,7 +119,7 @@ def test_a_post_with_nothing_to_redact_goes_through_as_sent(gateway):
     assert response.status_code == 200
     assert json.loads(seen["body"]) == {"channel": "#support", "text": text}
     assert seen["headers"]["content-length"] == str(len(seen["body"].encode()))  # the agent's own framing
-    assert cost["stream_msgs_sent"] == 3
+    assert cost["stream_msgs_sent"] == 2
 
 
 def test_a_body_too_big_to_hand_over_is_redacted_by_the_request_body_message(gateway):

@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.config import AegisConfig, EnvoyConfig, IdentityConfig, PolicyConfig, ServiceConfig
 from extauthz.envoyconfig import render_bootstrap_yaml
+from extauthz.metadata import FEATURE_REQUEST_BODY_FILTER, GRPC_ENVOY_FEATURES, MD_REQUEST_BODY
 from extauthz.ports import free_loopback_port as free_port
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
@@ -41,11 +42,16 @@ class StubService:
     """Check allows and writes metadata; ext_proc changes nothing; health says SERVING."""
 
     checks: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)  # each Check's GRPC_ENVOY_FEATURES, "" when absent
 
     def Check(self, request: Any, context: Any) -> Any:
-        self.checks.append(request.attributes.request.http.path)
+        path = request.attributes.request.http.path
+        self.checks.append(path)
+        self.features.append(dict(context.invocation_metadata()).get(GRPC_ENVOY_FEATURES, ""))
         metadata = struct_pb2.Struct()
         metadata.update({"decision": "allow", "rule": "stub-rule", "tool": "stub.tool"})
+        if path in HANDED:  # a request body to put in place, as Check hands a redacted one
+            metadata.update({MD_REQUEST_BODY: HANDED[path]})
         return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0), dynamic_metadata=metadata)
 
     def Process(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
@@ -67,9 +73,16 @@ def start_grpc(stub: StubService, port: int) -> grpc.Server:
     return server
 
 
+# Path → the request_body the stub Check hands over: a body, and a value that is not text.
+HANDED: dict[str, Any] = {"/v1/handed": '{"swapped": true}', "/v1/handed-broken": {"not": "text"}}
+
+
 class Upstream(BaseHTTPRequestHandler):
+    bodies: dict[str, bytes] = {}  # path → the last body received there (framed: content-length)
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        Upstream.bodies[self.path] = body
         out = json.dumps({"received": len(body)}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -88,8 +101,10 @@ class Stack:
     grpc_server: grpc.Server
     log: Path
 
-    def post(self, host: str, body: bytes = b"{}") -> httpx.Response:
-        return httpx.post(f"{self.base}/v1/refunds", headers={"host": host}, content=body, timeout=5)
+    with_ext_proc: bool
+
+    def post(self, host: str, body: bytes = b"{}", path: str = "/v1/refunds") -> httpx.Response:
+        return httpx.post(f"{self.base}{path}", headers={"host": host}, content=body, timeout=5)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["ext_proc", "no_ext_proc"])
@@ -129,7 +144,7 @@ def stack(
         )
     try:
         _wait_ready(f"http://127.0.0.1:{admin}/ready", envoy)
-        yield Stack(f"http://127.0.0.1:{listen}", stub, server, log)
+        yield Stack(f"http://127.0.0.1:{listen}", stub, server, log, request.param)
     finally:
         envoy.terminate()
         envoy.wait(timeout=10)
@@ -173,6 +188,27 @@ def test_allowed_requests_reach_the_upstream_past_a_dead_replica(stack: Stack) -
     assert entry["tool"] == "stub.tool"
     assert entry["upstream_cluster"] == "upstream_payments_demo"
     assert int(entry["ext_authz_us"]) > 0
+
+
+def test_a_handed_request_body_is_put_in_place_only_by_a_bootstrap_that_says_so(stack: Stack) -> None:
+    response = stack.post("payments.demo", b'{"card": "agent sent this"}', path="/v1/handed")
+    assert response.status_code == 200, response.text
+    if stack.with_ext_proc:  # the Lua filter is there, and every Check is told
+        assert Upstream.bodies["/v1/handed"] == HANDED["/v1/handed"].encode()
+        assert stack.stub.features[-1] == FEATURE_REQUEST_BODY_FILTER
+    else:  # no filter, no claim: Check would leave the body to ext_proc (here: none)
+        assert Upstream.bodies["/v1/handed"] == b'{"card": "agent sent this"}'
+        assert stack.stub.features[-1] == ""
+
+
+def test_a_handed_body_that_cannot_be_put_in_place_refuses_the_call(stack: Stack) -> None:
+    if not stack.with_ext_proc:
+        pytest.skip("no Lua filter without ext_proc")
+    Upstream.bodies.pop("/v1/handed-broken", None)
+    response = stack.post("payments.demo", b'{"card": "agent sent this"}', path="/v1/handed-broken")
+    assert response.status_code == 502
+    assert response.json()["error"] == "redaction_failed"
+    assert "/v1/handed-broken" not in Upstream.bodies  # never the agent's own body
 
 
 def test_body_over_the_limit_is_413_without_a_check(stack: Stack) -> None:

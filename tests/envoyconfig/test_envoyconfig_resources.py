@@ -17,7 +17,8 @@ from extauthz.metadata import (
     BODY_PHASES,
     EXT_AUTHZ_NAMESPACE,
     EXT_PROC_NAMESPACE,
-    MAX_REQUEST_BODY_HANDED,
+    FEATURE_REQUEST_BODY_FILTER,
+    GRPC_ENVOY_FEATURES,
     MD_BODY_PHASES,
     MD_REQUEST_BODY,
 )
@@ -108,7 +109,7 @@ def test_filter_chain_order(with_ext_proc: bool) -> None:
     names = [f["name"] for f in manager["http_filters"]]
     if with_ext_proc:
         dlp = [ec.EXT_PROC_FILTERS[phases] for phases in BODY_PHASES]
-        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.REQUEST_LENGTH_FILTER, ec.ROUTER_FILTER]
+        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.REQUEST_BODY_FILTER, ec.ROUTER_FILTER]
     else:
         assert names == [ec.EXT_AUTHZ_FILTER, ec.ROUTER_FILTER]
     # The unknown host has no Check, hence no body_phases: no ext_proc instance needs disabling.
@@ -130,18 +131,28 @@ def test_each_ext_proc_instance_runs_only_when_checks_metadata_names_it(phases: 
     assert chosen["custom_match"]["typed_config"]["value"] == {"string_match": {"exact": phases}}
 
 
-def test_the_buffer_filter_runs_only_on_a_request_body_check_redacted() -> None:
-    wrapper = ec.request_length_filter()["typed_config"]
-    buffer = wrapper["extension_config"]["typed_config"]
-    assert buffer["@type"].endswith("filters.http.buffer.v3.Buffer")
-    # Check hands over no body larger than this (redactor.redact_request_in_check).
-    assert buffer["max_request_bytes"] == MAX_REQUEST_BODY_HANDED
+def test_the_lua_filter_runs_only_on_a_request_body_check_redacted() -> None:
+    wrapper = ec.request_body_filter()["typed_config"]
+    lua = wrapper["extension_config"]["typed_config"]
+    assert lua["@type"].endswith("filters.http.lua.v3.Lua")
+    source = lua["default_source_code"]["inline_string"]
+    assert f'get("{EXT_AUTHZ_NAMESPACE}")["{MD_REQUEST_BODY}"]' in source
+    assert '":status"] = "502"' in source  # a failure refuses the call, never sends the agent's body
     [matcher] = wrapper["xds_matcher"]["matcher_list"]["matchers"]
     assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
     chosen = matcher["predicate"]["not_matcher"]["single_predicate"]
     assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
     assert chosen["input"]["typed_config"]["path"] == [{"key": MD_REQUEST_BODY}]
     assert chosen["custom_match"]["typed_config"]["value"] == {"present_match": True}
+
+
+@pytest.mark.parametrize("with_ext_proc", [True, False])
+def test_check_is_told_envoy_puts_the_body_only_when_the_filter_is_there(with_ext_proc: bool) -> None:
+    manager = hcm(ec.render_bootstrap(make_config(), with_ext_proc=with_ext_proc))
+    [authz] = [f for f in manager["http_filters"] if f["name"] == ec.EXT_AUTHZ_FILTER]
+    metadata = authz["typed_config"]["grpc_service"].get("initial_metadata", [])
+    expected = [{"key": GRPC_ENVOY_FEATURES, "value": FEATURE_REQUEST_BODY_FILTER}] if with_ext_proc else []
+    assert metadata == expected
 
 
 def test_the_response_only_instance_sends_no_request_message() -> None:

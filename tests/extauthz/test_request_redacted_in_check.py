@@ -1,8 +1,10 @@
-"""Check redacts a request body itself and hands the outcome to ext_proc in its metadata, so a
-call that redacts both bodies costs three ext_proc messages, not four: the answer to the
-request headers carries the new body (CONTINUE_AND_REPLACE) and no request body message
-follows.  Whatever Check cannot do (limits, refusals, malformed text) is left to the request
-body message, as before.  Through real Envoy: tests/e2e/test_dlp_gateway.py."""
+"""Check redacts a request body itself and hands the outcome over in its metadata.  Behind a
+bootstrap with the Lua filter (which says so in the Check's gRPC metadata), Envoy puts the
+body in place and Check names the response-only instance: two ext_proc messages.  Behind an
+older one, the answer to the request headers carries the new body (CONTINUE_AND_REPLACE) and
+no request body message follows: three, not four.  Whatever Check cannot do (limits,
+refusals, malformed text) is left to the request body message, as before.  Through real
+Envoy: tests/e2e/test_dlp_gateway.py, tests/envoyconfig/test_envoyconfig_e2e.py."""
 
 from __future__ import annotations
 
@@ -14,15 +16,19 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from extauthz.answer import Answer
-from extauthz.envoy_authz import AuthorizationServicer
+from extauthz.envoy_authz import AuthorizationServicer, envoy_puts_request_body
 from extauthz.envoy_proc import _RESPONSE_ONLY
+from extauthz.grpc_front import CallContext
 from extauthz.metadata import (
+    FEATURE_REQUEST_BODY_FILTER,
+    GRPC_ENVOY_FEATURES,
     MAX_REQUEST_BODY_HANDED,
     MD_BODY_PHASES,
     MD_REDACT,
     MD_REDACTIONS,
     MD_REQUEST_BODY,
     MD_REQUEST_REDACTED,
+    MD_TOOL,
     PHASES_BOTH_BODIES,
     PHASES_RESPONSE,
 )
@@ -131,12 +137,61 @@ class _FixedAuthorizer:
         return self.answer
 
 
-def respond(answer: Answer, body: bytes) -> dict[str, str]:
+def respond(answer: Answer, body: bytes, *, envoy_puts_request_body: bool = False) -> dict[str, str]:
     redact = functools.partial(redact_request_in_check, RedactionSettings())
     servicer = AuthorizationServicer(_FixedAuthorizer(answer), redact_request=redact)  # type: ignore[arg-type]
     request = HttpRequest("POST" if body else "GET", "slack.demo", "/p", "", {"content-type": JSON}, body)
-    response = servicer.respond(answer, request)
+    response = servicer.respond(answer, request, envoy_puts_request_body=envoy_puts_request_body)
     return {key: value.string_value for key, value in response.dynamic_metadata.fields.items()}
+
+
+def test_behind_the_lua_filter_check_names_the_response_only_instance() -> None:
+    metadata = respond(Answer(200, "d-1", metadata=SANITIZE), POST, envoy_puts_request_body=True)
+    assert metadata[MD_BODY_PHASES] == PHASES_RESPONSE
+    assert SSN not in metadata[MD_REQUEST_BODY] and metadata[MD_REQUEST_REDACTED] == "EMAIL:1,SSN:1"
+    # Nothing to change: still handed over as redacted (no body to put in place).
+    clean = json.dumps({"channel": "#support", "text": "all good"}).encode()
+    metadata = respond(Answer(200, "d-1", metadata=SANITIZE), clean, envoy_puts_request_body=True)
+    assert metadata[MD_BODY_PHASES] == PHASES_RESPONSE and MD_REQUEST_BODY not in metadata
+    # A body Check cannot hand over still needs both bodies: the request body message redacts it.
+    big = json.dumps({"text": f"{SSN} " + "x" * MAX_REQUEST_BODY_HANDED}).encode()
+    metadata = respond(Answer(200, "d-1", metadata=SANITIZE), big, envoy_puts_request_body=True)
+    assert metadata[MD_BODY_PHASES] == PHASES_BOTH_BODIES and MD_REQUEST_REDACTED not in metadata
+
+
+@pytest.mark.parametrize(
+    ("grpc_metadata", "puts"),
+    [
+        ([(GRPC_ENVOY_FEATURES, FEATURE_REQUEST_BODY_FILTER)], True),
+        (
+            [("x-envoy-expected-rq-timeout-ms", "1000"), (GRPC_ENVOY_FEATURES, f"other,{FEATURE_REQUEST_BODY_FILTER}")],
+            True,
+        ),
+        ([(GRPC_ENVOY_FEATURES, "request-body-filter-v0")], False),  # a name, not a prefix
+        ([("x-aegis-other", FEATURE_REQUEST_BODY_FILTER)], False),
+        ([], False),
+    ],
+)
+def test_only_the_bootstraps_own_claim_says_envoy_puts_the_body(
+    grpc_metadata: list[tuple[str, str]], puts: bool
+) -> None:
+    assert envoy_puts_request_body(CallContext(grpc_metadata, "peer")) is puts  # type: ignore[arg-type]
+    assert envoy_puts_request_body(None) is False
+
+
+def test_a_response_only_stream_counts_the_request_check_redacted_once() -> None:
+    metadata = {**SANITIZE, MD_TOOL: "slack.post", **handed()}
+    processor = servicer(0)
+    count = processor.metrics.registry.get_sample_value
+    labels = {"detector": "SSN", "tool": "slack.post"}
+    before = count("aegis_redactions_total", labels) or 0.0
+    response_body = json.dumps({"ok": True, "note": f"from {EMAIL}"}).encode()
+    phases = [("response_headers", {"content-type": JSON}), ("response_body", response_body, True)]
+    _, body_answer = run(Case(0, metadata, phases))
+    counts = body_answer.dynamic_metadata.fields["envoy.filters.http.ext_proc"].struct_value.fields
+    found = dict(item.split(":") for item in counts[MD_REDACTIONS].string_value.split(","))
+    assert found == {"EMAIL": "2", "SSN": "1"}  # the request's (from Check) and the response's
+    assert count("aegis_redactions_total", labels) == before + 1
 
 
 def test_check_redacts_the_request_only_when_both_bodies_are_processed() -> None:
