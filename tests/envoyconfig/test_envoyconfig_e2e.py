@@ -26,9 +26,18 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.config import AegisConfig, EnvoyConfig, IdentityConfig, PolicyConfig, ServiceConfig
+from extauthz.envoy_proc import authz_metadata, replaced_request_answer
 from extauthz.envoyconfig import render_bootstrap_yaml
-from extauthz.metadata import FEATURE_REQUEST_BODY_FILTER, GRPC_ENVOY_FEATURES, MD_REQUEST_BODY
+from extauthz.metadata import (
+    FEATURE_REQUEST_BODY_FILTER,
+    GRPC_ENVOY_FEATURES,
+    MD_BODY_PHASES,
+    MD_REQUEST_BODY,
+    MD_REQUEST_REDACTED,
+    PHASES_BOTH_BODIES,
+)
 from extauthz.ports import free_loopback_port as free_port
+from extauthz.redactor import BodyOutcome
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # isort: skip
 from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc  # isort: skip
@@ -52,10 +61,18 @@ class StubService:
         metadata.update({"decision": "allow", "rule": "stub-rule", "tool": "stub.tool"})
         if path in HANDED:  # a request body to put in place, as Check hands a redacted one
             metadata.update({MD_REQUEST_BODY: HANDED[path]})
+        if path == OLDER_SERVICE_PATH:  # a service from before the Lua filter: ext_proc puts it in place
+            metadata.update(
+                {MD_BODY_PHASES: PHASES_BOTH_BODIES, MD_REQUEST_REDACTED: "", MD_REQUEST_BODY: HANDED["/v1/handed"]}
+            )
         return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0), dynamic_metadata=metadata)
 
     def Process(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         for request in requests:
+            handed = authz_metadata(request, (MD_REQUEST_BODY,)).get(MD_REQUEST_BODY)
+            if request.HasField("request_headers") and isinstance(handed, str):
+                yield replaced_request_answer(BodyOutcome(body=handed.encode()))  # as that service answered
+                continue
             response = external_processor_pb2.ProcessingResponse()
             getattr(response, request.WhichOneof("request")).SetInParent()
             yield response
@@ -75,6 +92,7 @@ def start_grpc(stub: StubService, port: int) -> grpc.Server:
 
 # Path → the request_body the stub Check hands over: a body, and a value that is not text.
 HANDED: dict[str, Any] = {"/v1/handed": '{"swapped": true}', "/v1/handed-broken": {"not": "text"}}
+OLDER_SERVICE_PATH = "/v1/handed-both-bodies"
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -206,6 +224,22 @@ def test_a_handed_request_body_is_put_in_place_only_by_a_bootstrap_that_says_so(
         assert Upstream.bodies["/v1/handed"] == sent
         assert stack.stub.features[-1] == ""
         assert broken.status_code == 200 and Upstream.bodies["/v1/handed-broken"] == sent
+
+
+def test_a_service_from_before_the_filter_still_gets_its_body_to_the_tool_framed(stack: Stack) -> None:
+    # Upgrading Envoy first: the service names both bodies and ext_proc puts the body in
+    # place at the request headers (Envoy drops its length); the Lua filter puts it in place
+    # again and frames it.  A chunked request, so only the filter can give it a length.
+    if not stack.with_ext_proc:
+        pytest.skip("no ext_proc instance in this bootstrap")
+    response = httpx.post(
+        f"{stack.base}{OLDER_SERVICE_PATH}",
+        headers={"host": "payments.demo"},
+        content=iter([b'{"card": "agent ', b'sent this"}']),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    assert Upstream.bodies[OLDER_SERVICE_PATH] == HANDED["/v1/handed"].encode()
 
 
 def test_body_over_the_limit_is_413_without_a_check(stack: Stack) -> None:
