@@ -43,8 +43,9 @@ BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
 # redacts it itself and hands the outcome over: Envoy's Lua filter puts the new body in place
 # (GRPC_ENVOY_FEATURES below; PHASES_RESPONSE then, 2 messages for a Slack post, not 4), or,
 # behind an older bootstrap, the answer to the request headers message carries it
-# (CONTINUE_AND_REPLACE) and Envoy sends no request body message (3 messages).  MD_REQUEST_REDACTED: the counts found,
-# "EMAIL:1,PHONE:2" ("" for none); its presence means Check redacted the request.
+# (CONTINUE_AND_REPLACE) and Envoy sends no request body message (3 messages).
+# MD_REQUEST_REDACTED: the counts found, "EMAIL:1,PHONE:2" ("" for none); its presence means
+# Check redacted the request.
 # MD_REQUEST_BODY: the redacted body (UTF-8), present only when it differs from the agent's.
 # Absent (a body over the size limits, a refusal, an older Check), ext_proc redacts the
 # request body message as before.
