@@ -45,6 +45,7 @@ from redis_server import RedisServer, redis_binary
 
 from extauthz.audit.entry import rfc3339
 from extauthz.errors import PolicyError
+from extauthz.grpc_front import NETWORK_CONCURRENCY
 from extauthz.policy.opa_local import find_opa
 
 pytestmark = pytest.mark.e2e
@@ -164,7 +165,10 @@ def test_opa_sidecar_frozen_then_killed_fails_closed(
         gateways.append(gw)
         before = drive(gw, mixed(40))
         freeze(opa.process)  # slow: connections accepted, no answer within the 300 ms budget
-        frozen = drive(gw, mixed(40, start=40))
+        # As many agents as Checks may wait on the network at once: each waits one OPA
+        # timeout, well inside Envoy's 1 s.  More queue behind them, and on a loaded machine
+        # Envoy's own timeout can answer first: a 503 too, but aegis_unavailable (seen in CI).
+        frozen = drive(gw, mixed(40, start=40), concurrency=NETWORK_CONCURRENCY)
         thaw(opa.process)
         probes: list[Sent] = []
         wait_until(lambda: probe(gw, probes), what="OPA back")
