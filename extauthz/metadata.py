@@ -51,8 +51,9 @@ BODY_PHASES = (PHASES_BOTH_BODIES, PHASES_RESPONSE)
 # request body message as before.
 MD_REQUEST_REDACTED = "request_redacted"
 MD_REQUEST_BODY = "request_body"
-# The largest body handed so: Envoy forwards the ext_authz metadata with every later ext_proc
-# message, and the filter that puts it in place buffers this much.
+# The largest body handed so: the filter that puts it in place buffers this much, and
+# Envoy forwards the ext_authz metadata with every ext_proc message (the filter drops the
+# body from it once in place; behind an older bootstrap it stays for the whole stream).
 MAX_REQUEST_BODY_HANDED = 64 * 1024
 # When Envoy's bootstrap puts a handed body in place itself (a Lua filter after ext_proc,
 # ``envoyconfig.filters.request_body_filter``), its ext_authz filter says so in the gRPC

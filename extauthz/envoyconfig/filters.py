@@ -173,12 +173,16 @@ def ext_proc_filter(phases: str, *, replicated: bool = True) -> Resource:
 # Runs only when Check handed a body (the matcher), so the key is there; any failure still
 # refuses the call rather than let the agent's own body through.  setBytes buffers the
 # agent's body (Check saw all of it, at most MAX_REQUEST_BODY_HANDED) and sets the new
-# content-length, so the tool gets a framed request, chunked or not.
+# content-length, so the tool gets a framed request, chunked or not.  The body is then
+# dropped from the metadata (null): ext_proc is sent that namespace with each of its
+# messages, and once in place the body is nothing ext_proc reads.
 REQUEST_BODY_LUA = f"""\
 function envoy_on_request(request)
   local put = pcall(function()
-    local handed = request:streamInfo():dynamicMetadata():get("{EXT_AUTHZ_NAMESPACE}")["{MD_REQUEST_BODY}"]
-    request:body():setBytes(handed)
+    local body = request:body()  -- waits for the whole body: nothing from before it is valid after
+    local metadata = request:streamInfo():dynamicMetadata()
+    body:setBytes(metadata:get("{EXT_AUTHZ_NAMESPACE}")["{MD_REQUEST_BODY}"])
+    metadata:set("{EXT_AUTHZ_NAMESPACE}", "{MD_REQUEST_BODY}", nil)
   end)
   if not put then
     request:respond({{[":status"] = "502", ["content-type"] = "application/json"}},

@@ -35,6 +35,7 @@ from extauthz.metadata import (
     MD_REQUEST_BODY,
     MD_REQUEST_REDACTED,
     PHASES_BOTH_BODIES,
+    PHASES_RESPONSE,
 )
 from extauthz.ports import free_loopback_port as free_port
 from extauthz.redactor import BodyOutcome
@@ -52,6 +53,8 @@ class StubService:
 
     checks: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)  # each Check's GRPC_ENVOY_FEATURES, "" when absent
+    # Each ext_proc message of a response-only stream: its kind and the ext_authz keys forwarded.
+    forwarded: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def Check(self, request: Any, context: Any) -> Any:
         path = request.attributes.request.http.path
@@ -61,6 +64,10 @@ class StubService:
         metadata.update({"decision": "allow", "rule": "stub-rule", "tool": "stub.tool"})
         if path in HANDED:  # a request body to put in place, as Check hands a redacted one
             metadata.update({MD_REQUEST_BODY: HANDED[path]})
+        if path == RESPONSE_ONLY_PATH:  # Check redacted the request and names the response-only instance
+            metadata.update(
+                {MD_BODY_PHASES: PHASES_RESPONSE, MD_REQUEST_REDACTED: "", MD_REQUEST_BODY: HANDED["/v1/handed"]}
+            )
         if path == OLDER_SERVICE_PATH:  # a service from before the Lua filter: ext_proc puts it in place
             metadata.update(
                 {MD_BODY_PHASES: PHASES_BOTH_BODIES, MD_REQUEST_REDACTED: "", MD_REQUEST_BODY: HANDED["/v1/handed"]}
@@ -69,6 +76,8 @@ class StubService:
 
     def Process(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         for request in requests:
+            if request.WhichOneof("request").startswith("response"):
+                self.forwarded.append((request.WhichOneof("request"), sorted(authz_metadata(request))))
             handed = authz_metadata(request, (MD_REQUEST_BODY,)).get(MD_REQUEST_BODY)
             if request.HasField("request_headers") and isinstance(handed, str):
                 yield replaced_request_answer(BodyOutcome(body=handed.encode()))  # as that service answered
@@ -93,6 +102,7 @@ def start_grpc(stub: StubService, port: int) -> grpc.Server:
 # Path → the request_body the stub Check hands over: a body, and a value that is not text.
 HANDED: dict[str, Any] = {"/v1/handed": '{"swapped": true}', "/v1/handed-broken": {"not": "text"}}
 OLDER_SERVICE_PATH = "/v1/handed-both-bodies"
+RESPONSE_ONLY_PATH = "/v1/handed-response-only"
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -240,6 +250,21 @@ def test_a_service_from_before_the_filter_still_gets_its_body_to_the_tool_framed
     )
     assert response.status_code == 200, response.text
     assert Upstream.bodies[OLDER_SERVICE_PATH] == HANDED["/v1/handed"].encode()
+
+
+def test_a_body_put_in_place_is_not_forwarded_to_ext_proc(stack: Stack) -> None:
+    # ext_proc is sent the ext_authz metadata with each message; once the filter has put the
+    # body in place it is dropped from there, and what the stream reads is still forwarded.
+    if not stack.with_ext_proc:
+        pytest.skip("no ext_proc instance in this bootstrap")
+    stack.stub.forwarded.clear()
+    response = stack.post("payments.demo", b'{"card": "agent sent this"}', path=RESPONSE_ONLY_PATH)
+    assert response.status_code == 200, response.text
+    assert Upstream.bodies[RESPONSE_ONLY_PATH] == HANDED["/v1/handed"].encode()
+    assert [kind for kind, _ in stack.stub.forwarded] == ["response_headers", "response_body"]
+    for _, keys in stack.stub.forwarded:
+        assert MD_REQUEST_REDACTED in keys and MD_BODY_PHASES in keys
+        assert MD_REQUEST_BODY not in keys
 
 
 def test_body_over_the_limit_is_413_without_a_check(stack: Stack) -> None:
