@@ -27,6 +27,7 @@ EXT_PROC_FILTERS = {phases: f"{EXT_PROC_FILTER}.{phases}" for phases in BODY_PHA
 ROUTER_FILTER = "envoy.filters.http.router"
 # Puts a request body Check redacted in place (Lua): envoyconfig.filters.request_body_filter.
 REQUEST_BODY_FILTER = "envoy.filters.http.lua.request_body"
+REQUEST_BODY_LUA_FILTER = "envoy.filters.http.lua"  # the Lua filter it creates
 # Both gRPC calls are on the request path: a slow policy service must fail fast (closed).
 GRPC_TIMEOUT = "1s"
 UPSTREAM_CONNECT_TIMEOUT = "5s"

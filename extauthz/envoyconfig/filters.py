@@ -1,5 +1,5 @@
-"""HTTP filters: ext_authz → ext_proc, one instance per body-phase set (all skipped for clean
-calls) → Lua (only for a request body Check redacted) → router."""
+"""HTTP filters: ext_authz → ext_proc (a composite: the instance for the body phases Check
+named, none for clean calls) → Lua (only for a request body Check redacted) → router."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from extauthz.config import AegisConfig
 from extauthz.envoyconfig._base import (
     EXT_AUTHZ_FILTER,
     EXT_PROC_CLUSTER,
+    EXT_PROC_FILTER,
     EXT_PROC_FILTERS,
     GRPC_CLUSTER,
     GRPC_TIMEOUT,
     REQUEST_BODY_FILTER,
+    REQUEST_BODY_LUA_FILTER,
     ROUTER_FILTER,
     Resource,
     _any,
@@ -126,10 +128,10 @@ def _ext_proc_config(phases: str, replicated: bool) -> Resource:
     )
 
 
-def _skipped_unless(name: str, typed_config: Resource, key: str, match_name: str, value: Resource) -> Resource:
-    """Filter ``name``, skipped unless Check's dynamic metadata ``key`` matches ``value``.
-    Only ext_authz writes that namespace: the agent cannot set it."""
-    chosen = {
+def _metadata_is(key: str, match_name: str, value: Resource) -> Resource:
+    """A predicate on Check's dynamic metadata ``key``.  Only ext_authz writes that namespace:
+    the agent cannot set it."""
+    return {
         "single_predicate": {
             "input": _extension(
                 key,
@@ -142,31 +144,52 @@ def _skipped_unless(name: str, typed_config: Resource, key: str, match_name: str
             ),
         }
     }
-    skip = _extension("skip", "extensions.filters.common.matcher.action.v3.SkipFilter")
+
+
+def _composite(name: str, filters: list[tuple[Resource, str, Resource]]) -> Resource:
+    """A composite filter ``name``: for each (predicate, filter name, typed config), the first
+    whose predicate holds is created for the call.  A call none matches gets no filter at all:
+    unlike a filter skipped by its matcher, nothing is built for it (measured: two skipped
+    ext_proc instances and the Lua filter cost a clean call ~25 µs of Envoy CPU)."""
+    matchers = [
+        {
+            "predicate": predicate,
+            "on_match": {
+                "action": _extension(
+                    filter_name,
+                    "extensions.filters.http.composite.v3.ExecuteFilterAction",
+                    typed_config={"name": filter_name, "typed_config": typed_config},
+                )
+            },
+        }
+        for predicate, filter_name, typed_config in filters
+    ]
     return _extension(
         name,
         "extensions.common.matching.v3.ExtensionWithMatcher",
-        extension_config={"name": name, "typed_config": typed_config},
-        xds_matcher={
-            "matcher_list": {"matchers": [{"predicate": {"not_matcher": chosen}, "on_match": {"action": skip}}]}
-        },
+        extension_config=_extension(name, "extensions.filters.http.composite.v3.Composite"),
+        xds_matcher={"matcher_list": {"matchers": matchers}},
     )
 
 
-def ext_proc_filter(phases: str, *, replicated: bool = True) -> Resource:
-    """The ext_proc instance for ``phases``, skipped unless Check chose it.
+def ext_proc_filter(*, replicated: bool = True) -> Resource:
+    """The ext_proc instance Check chose, created only then.
 
     Check writes ``body_phases`` into its dynamic metadata on allowed calls with something to
-    redact or meter; the matcher skips this instance unless the value is ``phases``.  Clean
-    calls, denials and Envoy's own local replies (which never reach ext_authz's answer) carry
-    no value, so they open no ext_proc stream.
+    redact or meter; the composite creates the instance for that value.  Clean calls, denials
+    and Envoy's own local replies (which never reach ext_authz's answer) carry no value, so
+    they get no ext_proc filter and open no stream.
     """
-    return _skipped_unless(
-        EXT_PROC_FILTERS[phases],
-        _ext_proc_config(phases, replicated),
-        MD_BODY_PHASES,
-        "is_" + phases,
-        {"string_match": {"exact": phases}},
+    return _composite(
+        EXT_PROC_FILTER,
+        [
+            (
+                _metadata_is(MD_BODY_PHASES, "is_" + phases, {"string_match": {"exact": phases}}),
+                EXT_PROC_FILTERS[phases],
+                _ext_proc_config(phases, replicated),
+            )
+            for phases in BODY_PHASES
+        ],
     )
 
 
@@ -201,7 +224,8 @@ def request_body_filter() -> Resource:
     put the body in place (an older Check) gets it put there again, framed.
     """
     lua = _any("extensions.filters.http.lua.v3.Lua", default_source_code={"inline_string": REQUEST_BODY_LUA})
-    return _skipped_unless(REQUEST_BODY_FILTER, lua, MD_REQUEST_BODY, "has_request_body", {"present_match": True})
+    handed = _metadata_is(MD_REQUEST_BODY, "has_request_body", {"present_match": True})
+    return _composite(REQUEST_BODY_FILTER, [(handed, REQUEST_BODY_LUA_FILTER, lua)])
 
 
 # Without it Envoy ends every ext_proc stream it is done with by resetting it (RST_STREAM),
@@ -233,7 +257,7 @@ def http_filters(config: AegisConfig, *, with_ext_proc: bool = True, replicated:
     its metadata.  ``replicated``: the service has several endpoints (``grpc_service``)."""
     filters = [ext_authz_filter(config, replicated=replicated, puts_request_body=with_ext_proc)]
     if with_ext_proc:
-        filters.extend(ext_proc_filter(phases, replicated=replicated) for phases in BODY_PHASES)
+        filters.append(ext_proc_filter(replicated=replicated))
         filters.append(request_body_filter())
     filters.append(router_filter())
     return filters

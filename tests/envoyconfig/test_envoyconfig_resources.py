@@ -108,8 +108,7 @@ def test_filter_chain_order(with_ext_proc: bool) -> None:
     manager = hcm(ec.render_bootstrap(make_config(), with_ext_proc=with_ext_proc))
     names = [f["name"] for f in manager["http_filters"]]
     if with_ext_proc:
-        dlp = [ec.EXT_PROC_FILTERS[phases] for phases in BODY_PHASES]
-        assert names == [ec.EXT_AUTHZ_FILTER, *dlp, ec.REQUEST_BODY_FILTER, ec.ROUTER_FILTER]
+        assert names == [ec.EXT_AUTHZ_FILTER, ec.EXT_PROC_FILTER, ec.REQUEST_BODY_FILTER, ec.ROUTER_FILTER]
     else:
         assert names == [ec.EXT_AUTHZ_FILTER, ec.ROUTER_FILTER]
     # The unknown host has no Check, hence no body_phases: no ext_proc instance needs disabling.
@@ -117,33 +116,48 @@ def test_filter_chain_order(with_ext_proc: bool) -> None:
     assert list(per_route) == [ec.EXT_AUTHZ_FILTER]
 
 
-@pytest.mark.parametrize("phases", BODY_PHASES)
-def test_each_ext_proc_instance_runs_only_when_checks_metadata_names_it(phases: str) -> None:
-    wrapper = ec.ext_proc_filter(phases)["typed_config"]
+def created_filters(resource: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """A composite filter's choices: filter name → (the predicate on Check's metadata that
+    creates it, its typed config)."""
+    wrapper = resource["typed_config"]
     assert wrapper["@type"].endswith("ExtensionWithMatcher")
-    [matcher] = wrapper["xds_matcher"]["matcher_list"]["matchers"]
-    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
-    chosen = matcher["predicate"]["not_matcher"]["single_predicate"]
-    # Dynamic metadata Check wrote, not a header: the agent cannot choose (or skip) ext_proc.
-    assert chosen["input"]["typed_config"]["@type"].endswith("DynamicMetadataInput")
-    assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
-    assert chosen["input"]["typed_config"]["path"] == [{"key": MD_BODY_PHASES}]
-    assert chosen["custom_match"]["typed_config"]["value"] == {"string_match": {"exact": phases}}
+    assert wrapper["extension_config"]["typed_config"]["@type"].endswith("filters.http.composite.v3.Composite")
+    matcher_list = wrapper["xds_matcher"]["matcher_list"]
+    assert "on_no_match" not in wrapper["xds_matcher"]  # no match: no filter is created
+    found = {}
+    for matcher in matcher_list["matchers"]:
+        action = matcher["on_match"]["action"]["typed_config"]
+        assert action["@type"].endswith("composite.v3.ExecuteFilterAction")
+        predicate = matcher["predicate"]["single_predicate"]
+        # Dynamic metadata Check wrote, not a header: the agent cannot choose (or skip) the filter.
+        assert predicate["input"]["typed_config"]["@type"].endswith("DynamicMetadataInput")
+        assert predicate["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
+        found[action["typed_config"]["name"]] = (predicate, action["typed_config"]["typed_config"])
+    return found
 
 
-def test_the_lua_filter_runs_only_on_a_request_body_check_redacted() -> None:
-    wrapper = ec.request_body_filter()["typed_config"]
-    lua = wrapper["extension_config"]["typed_config"]
+def ext_proc_instance(phases: str) -> dict[str, Any]:
+    return created_filters(ec.ext_proc_filter())[ec.EXT_PROC_FILTERS[phases]][1]
+
+
+def test_each_ext_proc_instance_is_created_only_when_checks_metadata_names_it() -> None:
+    created = created_filters(ec.ext_proc_filter())
+    assert list(created) == [ec.EXT_PROC_FILTERS[phases] for phases in BODY_PHASES]
+    for phases in BODY_PHASES:
+        predicate, typed = created[ec.EXT_PROC_FILTERS[phases]]
+        assert typed["@type"].endswith("ext_proc.v3.ExternalProcessor")
+        assert predicate["input"]["typed_config"]["path"] == [{"key": MD_BODY_PHASES}]
+        assert predicate["custom_match"]["typed_config"]["value"] == {"string_match": {"exact": phases}}
+
+
+def test_the_lua_filter_is_created_only_for_a_request_body_check_redacted() -> None:
+    [(predicate, lua)] = created_filters(ec.request_body_filter()).values()
     assert lua["@type"].endswith("filters.http.lua.v3.Lua")
     source = lua["default_source_code"]["inline_string"]
     assert f'get("{EXT_AUTHZ_NAMESPACE}")["{MD_REQUEST_BODY}"]' in source
     assert '":status"] = "502"' in source  # a failure refuses the call, never sends the agent's body
-    [matcher] = wrapper["xds_matcher"]["matcher_list"]["matchers"]
-    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
-    chosen = matcher["predicate"]["not_matcher"]["single_predicate"]
-    assert chosen["input"]["typed_config"]["filter"] == EXT_AUTHZ_NAMESPACE
-    assert chosen["input"]["typed_config"]["path"] == [{"key": MD_REQUEST_BODY}]
-    assert chosen["custom_match"]["typed_config"]["value"] == {"present_match": True}
+    assert predicate["input"]["typed_config"]["path"] == [{"key": MD_REQUEST_BODY}]
+    assert predicate["custom_match"]["typed_config"]["value"] == {"present_match": True}
 
 
 @pytest.mark.parametrize("with_ext_proc", [True, False])
@@ -156,9 +170,7 @@ def test_check_is_told_envoy_puts_the_body_only_when_the_filter_is_there(with_ex
 
 
 def test_the_response_only_instance_sends_no_request_message() -> None:
-    both, response = (
-        ec.ext_proc_filter(phases)["typed_config"]["extension_config"]["typed_config"] for phases in BODY_PHASES
-    )
+    both, response = (ext_proc_instance(phases) for phases in BODY_PHASES)
     # The request headers: the redacted request body's content-length is set there.  The
     # response headers: Envoy holds the response back while its body is redacted.
     assert both["processing_mode"] == {
@@ -179,7 +191,7 @@ def test_the_response_only_instance_sends_no_request_message() -> None:
 
 @pytest.mark.parametrize("phases", BODY_PHASES)
 def test_ext_proc_fails_closed_and_receives_the_metadata_and_attributes_it_reads(phases: str) -> None:
-    typed = ec.ext_proc_filter(phases)["typed_config"]["extension_config"]["typed_config"]
+    typed = ext_proc_instance(phases)
     assert typed["failure_mode_allow"] is False
     assert typed["message_timeout"] == "1s"
     assert typed["status_on_error"] == {"code": "ServiceUnavailable"}
