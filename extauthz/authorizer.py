@@ -25,12 +25,13 @@ from extauthz.approvals.tokens import OVERRIDE_INVALID, OverrideClaims, Override
 from extauthz.decision import Decision, Effect, Reason, placeholders, render_reason, with_shadow_default
 from extauthz.decision_cache import DEFAULT_ENTRIES as DEFAULT_CACHE_ENTRIES
 from extauthz.decision_cache import CacheStats, DecisionCache
-from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard
+from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard, new_decision_id
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, DecisionLogError, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, UsageCharge, encode_charges
 from extauthz.limits.model import PolicyLimits
+from extauthz.log_stream import log_info
 from extauthz.metadata import HEADER_OVERRIDE, HEADER_PURPOSE, MD_DECISION, MD_USAGE
 from extauthz.policy.bundle import Bundle, build_bundle
 from extauthz.policy_input import build_input
@@ -153,7 +154,7 @@ class Authorizer:
 
     def check(self, request: HttpRequest) -> Answer:
         """Decide one call.  Never raises: every failure becomes a denying answer."""
-        decision_id = uuid.uuid4().hex
+        decision_id = new_decision_id()
         started = self._clock()
         policy = self._policy  # one snapshot for the whole call
         trace = DecisionTrace()
@@ -167,7 +168,7 @@ class Authorizer:
             log.exception("decision failed unexpectedly", extra={"aegis": {"decision_id": decision_id}})
             error_code = "internal_error"
             answer = internal_error_answer(decision_id)
-        log.info("decision", extra={"aegis": {**answer.metadata, "error": error_code}})
+        log_info(log, "decision", {**answer.metadata, "error": error_code})
         recorded = self._record(
             DecisionRecord(
                 decision_id=decision_id,
@@ -209,7 +210,7 @@ class Authorizer:
         Same identity, engine and decision log as Check; no approval is recorded (the real
         call through Envoy does that).  Raises AegisError subclasses for the edge to answer.
         """
-        decision_id = uuid.uuid4().hex
+        decision_id = new_decision_id()
         started = self._clock()
         policy = self._policy
         if self._log_gate is not None:
@@ -223,19 +224,18 @@ class Authorizer:
         call = policy.catalogue.call(tool, args)
         request = HttpRequest(method="", host="", path="", query="", headers=dict(headers))
         decision = self._engine_decision(policy, identity, call, request, self._clock())
-        log.info(
+        log_info(
+            log,
             "decision",
-            extra={
-                "aegis": {
-                    "decision_id": decision_id,
-                    "decision": decision.effect.value,
-                    "rule": ",".join(decision.rules),
-                    "policy_version": decision.policy_version,
-                    "agent_id": identity.agent_id,
-                    "tool": call.name,
-                    "api": "authzen",
-                    "shadow": decision.would or None,
-                }
+            {
+                "decision_id": decision_id,
+                "decision": decision.effect.value,
+                "rule": ",".join(decision.rules),
+                "policy_version": decision.policy_version,
+                "agent_id": identity.agent_id,
+                "tool": call.name,
+                "api": "authzen",
+                "shadow": decision.would or None,
             },
         )
         recorded = self._record(

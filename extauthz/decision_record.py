@@ -6,12 +6,23 @@ is written, in its own thread, so the hot path pays only for building this small
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from extauthz.decision import Decision
 from extauthz.identity import AgentIdentity
+
+
+def new_decision_id() -> str:
+    """A fresh decision id: what ``uuid.uuid4().hex`` gives (122 bits from ``os.urandom``, the
+    version and variant bits set), without building a ``UUID`` (0.5 µs instead of 2.5 on
+    every call)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 @dataclass

@@ -12,12 +12,82 @@ the signed decision log (``audit``) has its own durability and is not written he
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from typing import TextIO
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import orjson
 
 FLUSH_INTERVAL_S = 0.2
 BUFFER_BYTES = 64 * 1024
+
+
+def json_line(entry: Mapping[str, Any]) -> str:
+    """One log entry as a JSON line (without the newline)."""
+    try:
+        # orjson: ~15x faster than json on a decision line, which every call writes.
+        return orjson.dumps(entry, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError, e.g. an int beyond 64 bits
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the ``aegis`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "aegis", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__  # the type only: messages may hold data
+        return json_line(entry)
+
+
+def log_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+    """``logger.info(msg, extra={"aegis": fields})``, the line every decision writes.
+
+    When the line would reach only the service's own handler (``BufferedLogHandler`` with
+    ``JsonLogFormatter``, no filters on the way), it is written there directly, the same JSON:
+    no ``LogRecord``, no walk through the handlers.  ~2 µs instead of ~6, and a fifth of a
+    clean Check's Python under load (py-spy).  Any other logging set-up gets the record."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _only_handler(logger)
+    if handler is None:
+        logger.info(msg, extra={"aegis": fields})
+        return
+    entry = {"ts": round(time.time(), 6), "level": "info", "logger": logger.name, "msg": msg, **fields}
+    handler.write_line(json_line(entry))
+
+
+def _only_handler(logger: logging.Logger) -> BufferedLogHandler | None:
+    """The one handler an INFO record of ``logger`` would reach, when it is a
+    ``BufferedLogHandler`` formatting with ``JsonLogFormatter`` and nothing filters on the way."""
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        if current.handlers:
+            if found is not None or len(current.handlers) != 1:
+                return None
+            found = current.handlers[0]
+        current = current.parent if current.propagate else None
+    if (
+        type(found) is BufferedLogHandler
+        and type(found.formatter) is JsonLogFormatter
+        and not found.filters
+        and found.level <= logging.INFO
+    ):
+        return found
+    return None
 
 
 class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -49,6 +119,18 @@ class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
+    def write_line(self, line: str) -> None:
+        """A line already formatted (``log_info``): buffered like an INFO record's."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line + self.terminator)
+                if self._stopping.is_set():
+                    self._flush_locked()
+                else:
+                    self._pending = True
+            except Exception:  # as emit: reported on stderr, never raised into the decision
+                self.handleError(logging.makeLogRecord({"name": "aegis", "msg": "a log line could not be written"}))
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._flush_locked()
@@ -75,4 +157,4 @@ class BufferedLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-__all__ = ["BUFFER_BYTES", "FLUSH_INTERVAL_S", "BufferedLogHandler"]
+__all__ = ["BUFFER_BYTES", "FLUSH_INTERVAL_S", "BufferedLogHandler", "JsonLogFormatter", "json_line", "log_info"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import orjson
 import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -44,7 +42,7 @@ from extauthz.grpc_front import FrontServer, GrpcioServer, PythonGate
 from extauthz.http_api import build_http_app
 from extauthz.identity import TokenVerifier, keyset_from_config
 from extauthz.limits.enforce import BudgetWarner, LimitEnforcer, Notify, UsageRecorder, webhook_notify
-from extauthz.log_stream import BufferedLogHandler
+from extauthz.log_stream import BufferedLogHandler, JsonLogFormatter
 from extauthz.metadata import MD_DECISION, MD_RULE, MD_TOOL
 from extauthz.redactor import RedactionSettings, redact_request_in_check
 from extauthz.reload import PolicyReloader, source_for
@@ -61,26 +59,6 @@ GRPC_WORKERS = 16
 AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the ``aegis`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "aegis", {}))
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exception"] = record.exc_info[0].__name__  # the type only: messages may hold data
-        try:
-            # orjson: ~15x faster than json on a decision line, which every call writes.
-            return orjson.dumps(entry, default=str).decode()
-        except TypeError:  # orjson.JSONEncodeError, e.g. an int beyond 64 bits
-            return json.dumps(entry, separators=(",", ":"), default=str)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from extauthz.log_stream import BufferedLogHandler
+from extauthz.log_stream import BufferedLogHandler, log_info
 from extauthz.server import JsonLogFormatter
 
 INTERVAL_S = 0.05
@@ -135,3 +135,40 @@ def test_configure_logging_falls_back_when_stderr_has_no_descriptor(monkeypatch:
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+DECISION = {"decision": "allow", "rule": "refund-auto-approved", "decision_id": "ab" * 16, "error": None}
+
+
+def test_a_decision_line_written_directly_is_the_line_logging_writes(
+    logged: tuple[logging.Logger, BufferedLogHandler, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger, handler, path = logged
+    monkeypatch.setattr(logger, "handlers", [handler])  # the service's set-up (without pytest's capture)
+    logger.info("decision", extra={"aegis": DECISION})
+    with monkeypatch.context() as patched:  # no LogRecord, no handlers walked
+        patched.setattr(logger, "handle", lambda record: pytest.fail("went through logging"))
+        log_info(logger, "decision", DECISION)
+    handler.flush()
+    through_logging, direct = _lines(path)
+    assert float(through_logging.pop("ts")) <= float(direct.pop("ts"))
+    assert direct == through_logging == {"level": "info", "logger": logger.name, "msg": "decision", **DECISION}
+
+
+def test_any_other_logging_set_up_gets_the_record(logged: tuple[logging.Logger, BufferedLogHandler, Path]) -> None:
+    logger, handler, path = logged
+    seen: list[logging.LogRecord] = []
+    also = logging.Handler()
+    also.emit = seen.append  # type: ignore[assignment]
+    logger.addHandler(also)  # a second handler: both get the line
+    log_info(logger, "decision", DECISION)
+    logger.removeHandler(also)
+    secret = logging.Filter("nothing.matches")  # a filter that drops every record: honoured
+    logger.addFilter(secret)
+    log_info(logger, "decision", {"n": 2})
+    logger.removeFilter(secret)
+    logger.setLevel(logging.WARNING)  # below the level: nothing, either way
+    log_info(logger, "decision", {"n": 3})
+    handler.flush()
+    assert [record.aegis for record in seen] == [DECISION]  # type: ignore[attr-defined]
+    assert [line["decision_id"] for line in _lines(path)] == [DECISION["decision_id"]]
