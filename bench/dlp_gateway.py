@@ -46,7 +46,7 @@ import yaml
 from bench.gateway import machine
 from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, total_cpu_seconds
 from bench.request import BenchRequest, refund_request
-from bench.result import LoadResult
+from bench.result import LoadResult, median_result
 from bench.stack import (
     DEFAULT_TRANSPORT,
     POLICIES,
@@ -384,19 +384,8 @@ def summary_runs(runs: list[Run]) -> list[Run]:
 
 
 def _median_run(group: list[Run]) -> Run:
-    first, results = group[0], [run.result for run in group]
-    latency = {name: statistics.median(r.latency_us[name] for r in results) for name in first.result.latency_us}
-    errors: dict[str, int] = {}
-    for result in results:
-        for name, count in result.errors.items():
-            errors[name] = errors.get(name, 0) + count
-    result = LoadResult(
-        requests=sum(r.requests for r in results),
-        duration_s=sum(r.duration_s for r in results),
-        rps=statistics.median(r.rps for r in results),
-        errors=errors,
-        latency_us=latency,
-    )
+    first = group[0]
+    result = median_result([run.result for run in group])
     counters: dict[str, int] | None = None
     if all(run.counters is not None for run in group):
         counters = {}

@@ -1,6 +1,6 @@
 """Gateway benchmark: what Aegis (ext_authz Check) costs over Envoy alone.
 
-``python -m bench.gateway [--quick] [--out bench/out/gateway.json]``
+``python -m bench.gateway [--quick] [--rounds N] [--out bench/out/gateway.json]``
 
 Starts on free loopback ports a fixed-response upstream, Envoy direct (no ext_authz),
 Envoy → a no-op Python Check → upstream (the floor: ``bench.noop_authz``) and Envoy → Aegis →
@@ -32,7 +32,7 @@ import httpx
 
 from bench.openloop import run_open_loop
 from bench.procs import BenchError, ProcessGroup, raise_on_sigterm
-from bench.report import COMPARED, Comparison, Measurement, Scenario, compare, floor_split, table
+from bench.report import COMPARED, Comparison, Measurement, Scenario, compare_rounds, floor_split, summary, table
 from bench.request import DENIED_AMOUNT, BenchRequest, refund_request
 from bench.result import LoadResult
 from bench.stack import (
@@ -67,12 +67,22 @@ class Settings:
     # the engine, as a stream of distinct calls would (the measured call repeats).
     decision_cache: bool = True
     transport: str = DEFAULT_TRANSPORT
+    # Passes over the plan; the table and the comparisons give the rounds' medians.  One
+    # run's direct moves by up to 1.7x between runs here (docs/performance.md).
+    rounds: int = 1
 
 
-def plan() -> list[Scenario]:
-    """Runs in order; each load level runs its targets back to back, so they share conditions."""
-    runs = [Scenario(t, "connections", c) for c in CONNECTIONS for t in ("upstream", "direct", "floor", "aegis")]
-    runs += [Scenario(t, "rate", r) for r in RATES for t in ("direct", "floor", "aegis")]
+def plan(round_: int = 0) -> list[Scenario]:
+    """Runs in order; each load level runs its targets back to back, so they share conditions,
+    in the reverse order every other round (``--rounds``), so none always goes first."""
+
+    def ordered(targets: tuple[str, ...]) -> tuple[str, ...]:
+        return targets[::-1] if round_ % 2 else targets
+
+    runs = [
+        Scenario(t, "connections", c) for c in CONNECTIONS for t in ordered(("upstream", "direct", "floor", "aegis"))
+    ]
+    runs += [Scenario(t, "rate", r) for r in RATES for t in ordered(("direct", "floor", "aegis"))]
     return runs
 
 
@@ -143,14 +153,14 @@ def _load(target: Target, scenario: Scenario, token: str, settings: Settings, wo
     return run_open_loop(target.url, request, scenario.load, settings.duration_s, workdir)
 
 
-def measure(stack: BenchStack, scenario: Scenario, settings: Settings, workdir: Path) -> Measurement:
+def measure(stack: BenchStack, scenario: Scenario, settings: Settings, workdir: Path, round_: int = 0) -> Measurement:
     """One run of ``scenario``; behind ext_authz, also Envoy's ext_authz counters over the run."""
     target: Target = getattr(stack, scenario.target)
     if scenario.target not in COMPARED:
-        return Measurement(scenario, _load(target, scenario, stack.token, settings, workdir))
+        return Measurement(scenario, _load(target, scenario, stack.token, settings, workdir), round=round_)
     before = ext_authz_counters(target)
     result = _load(target, scenario, stack.token, settings, workdir)
-    return Measurement(scenario, result, _delta(before, ext_authz_counters(target)))
+    return Measurement(scenario, result, _delta(before, ext_authz_counters(target)), round=round_)
 
 
 def warm_up(stack: BenchStack, settings: Settings, workdir: Path) -> None:
@@ -183,9 +193,11 @@ def run_all(
         progress("verified: direct and floor 200, Aegis 200 (allowed), 403 (amount 900), 401 (no token)")
         warm_up(stack, settings, workdir)
         measurements = []
-        for scenario in plan():
-            progress(f"{scenario.label}, {scenario.load_label}, {settings.duration_s:g} s")
-            measurements.append(measure(stack, scenario, settings, workdir))
+        for round_ in range(settings.rounds):
+            for scenario in plan(round_):
+                where = f"round {round_ + 1}/{settings.rounds}: " if settings.rounds > 1 else ""
+                progress(f"{where}{scenario.label}, {scenario.load_label}, {settings.duration_s:g} s")
+                measurements.append(measure(stack, scenario, settings, workdir, round_))
         return measurements, versions
 
 
@@ -253,13 +265,26 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT, help="Envoy → gRPC services (default unix)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="passes over every target and load, alternating their order; the table gives the rounds' medians",
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     if not 0 < duration <= DURATION_S:
         parser.error(f"--duration must be in (0, {DURATION_S:g}]")
     warmup = QUICK_WARMUP_S if args.quick else WARMUP_S
     settings = Settings(
-        duration, warmup, args.envoy_concurrency, decision_cache=not args.no_decision_cache, transport=args.transport
+        duration,
+        warmup,
+        args.envoy_concurrency,
+        decision_cache=not args.no_decision_cache,
+        transport=args.transport,
+        rounds=args.rounds,
     )
     return args, settings
 
@@ -291,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench.gateway: interrupted; every started process was stopped", file=sys.stderr)
         return 130
-    comparisons = compare(measurements)
-    print(table(measurements, comparisons))
+    comparisons = compare_rounds(measurements)
+    print(table(summary(measurements), comparisons))
     split = floor_split(comparisons)
     print("\n".join(["", *split]))
     context = {"versions": versions, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}

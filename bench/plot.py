@@ -58,31 +58,43 @@ def _percentiles(run: dict[str, Any]) -> tuple[float, ...]:
     return tuple(float(latency[key]) / 1000 for key, _ in PERCENTILES)
 
 
+def _median_bars(groups: dict[str, list[tuple[float, ...]]]) -> tuple[tuple[Bar, ...], int]:
+    """One bar per label, first seen first: the median of each percentile over its rounds;
+    and the most rounds any label has."""
+    bars = tuple(
+        Bar(label, tuple(statistics.median(column) for column in zip(*found, strict=True)))
+        for label, found in groups.items()
+    )
+    return bars, max((len(found) for found in groups.values()), default=1)
+
+
+def _rounds_title(title: str, rounds: int) -> str:
+    return title + (f", medians of {rounds} rounds" if rounds > 1 else "")
+
+
 def gateway_panel(data: dict[str, Any]) -> Panel:
-    bars = []
+    """The clean call at one connection and at 500 RPS; from a ``--rounds N`` result, the
+    median of each percentile over the rounds."""
+    groups: dict[str, list[tuple[float, ...]]] = {}
     for run in data["measurements"]:
         name = GATEWAY_TARGETS.get(run["target"])
         wanted = (run["mode"] == "connections" and run["load"] == 1) or (run["mode"] == "rate" and run["load"] == 500)
         if name and wanted and run.get("valid", True):
             load = "1 conn" if run["mode"] == "connections" else "500 RPS"
-            bars.append(Bar(f"{name}\n{load}", _percentiles(run)))
-    return Panel("bench.gateway: clean call", tuple(bars))
+            groups.setdefault(f"{name}\n{load}", []).append(_percentiles(run))
+    bars, rounds = _median_bars(groups)
+    return Panel(_rounds_title("bench.gateway: clean call", rounds), bars)
 
 
 def dlp_panel(data: dict[str, Any]) -> Panel:
     """Each call and target at one connection; from a ``--rounds N`` result, the median of
     each percentile over the rounds (the table's figures), one bar per call and target."""
-    groups: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    groups: dict[str, list[tuple[float, ...]]] = {}
     for run in data["runs"]:
         if run["connections"] == 1 and run["target"] in DLP_TARGETS and run.get("valid", True):
-            groups.setdefault((run["call"], run["target"]), []).append(_percentiles(run))
-    bars = [
-        Bar(f"{call}\n{DLP_TARGETS[target]}", tuple(statistics.median(column) for column in zip(*found, strict=True)))
-        for (call, target), found in groups.items()
-    ]
-    rounds = max((len(found) for found in groups.values()), default=1)
-    title = "bench.dlp_gateway: 1 connection" + (f", medians of {rounds} rounds" if rounds > 1 else "")
-    return Panel(title, tuple(bars))
+            groups.setdefault(f"{run['call']}\n{DLP_TARGETS[run['target']]}", []).append(_percentiles(run))
+    bars, rounds = _median_bars(groups)
+    return Panel(_rounds_title("bench.dlp_gateway: 1 connection", rounds), bars)
 
 
 def opa_panel(data: dict[str, Any]) -> Panel:

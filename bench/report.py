@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from bench.result import LoadResult
+from bench.result import LoadResult, median_result
 
 TARGET_LABELS = {
     "upstream": "upstream alone",
@@ -38,11 +39,13 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One run; ``checks`` is how many Check calls Envoy made meanwhile (aegis only)."""
+    """One run; ``checks`` is how many Check calls Envoy made meanwhile (aegis only);
+    ``round``: which pass over the plan (``--rounds``)."""
 
     scenario: Scenario
     result: LoadResult
     checks: dict[str, int] | None = None
+    round: int = 0
 
     @property
     def valid(self) -> bool:
@@ -50,7 +53,8 @@ class Measurement:
 
     def to_json(self) -> dict[str, Any]:
         s = self.scenario
-        out = {"target": s.target, "mode": s.mode, "load": s.load, "valid": self.valid, **self.result.to_json()}
+        out = {"target": s.target, "mode": s.mode, "load": s.load, "round": self.round, "valid": self.valid}
+        out.update(self.result.to_json())
         if self.checks is not None:
             out["ext_authz_checks"] = self.checks
         return out
@@ -67,6 +71,7 @@ class Comparison:
     added_p50_ms: float
     added_p99_ms: float
     added_p999_ms: float
+    rounds: int = 1  # with several, each figure is the median of the rounds' own comparisons
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -92,6 +97,47 @@ def compare(measurements: Sequence[Measurement]) -> list[Comparison]:
                 added_p999_ms=(a["p999"] - d["p999"]) / 1000,
             )
         )
+    return out
+
+
+def compare_rounds(measurements: Sequence[Measurement]) -> list[Comparison]:
+    """:func:`compare` within each round (against direct of the same round), then, with
+    several rounds, the median of each figure per target and load."""
+    rounds: dict[int, list[Measurement]] = {}
+    for m in measurements:
+        rounds.setdefault(m.round, []).append(m)
+    groups: dict[tuple[str, str, int], list[Comparison]] = {}
+    for round_measurements in rounds.values():
+        for c in compare(round_measurements):
+            groups.setdefault((c.target, c.mode, c.load), []).append(c)
+    figures = [f.name for f in fields(Comparison) if f.type == "float"]
+    return [
+        group[0]
+        if len(group) == 1
+        else replace(
+            group[0],
+            rounds=len(group),
+            **{name: statistics.median(getattr(c, name) for c in group) for name in figures},
+        )
+        for group in groups.values()
+    ]
+
+
+def summary(measurements: Sequence[Measurement]) -> list[Measurement]:
+    """One measurement per scenario in first-seen order: with several rounds, the medians of
+    their rates and percentiles (``median_result``) and Envoy's counters summed."""
+    groups: dict[Scenario, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.scenario, []).append(m)
+    out = []
+    for group in groups.values():
+        checks: dict[str, int] | None = None
+        if all(m.checks is not None for m in group):
+            checks = {}
+            for m in group:
+                for name, count in (m.checks or {}).items():
+                    checks[name] = checks.get(name, 0) + count
+        out.append(Measurement(group[0].scenario, median_result([m.result for m in group]), checks))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,3 +44,21 @@ def summarize(samples_us: Sequence[float]) -> dict[str, float]:
     out = {"min": ordered[0], "mean": sum(ordered) / len(ordered), "max": ordered[-1]}
     out.update({name: percentile(ordered, pct) for name, pct in PERCENTILES.items()})
     return {k: round(v, 1) for k, v in out.items()}
+
+
+def median_result(results: Sequence[LoadResult]) -> LoadResult:
+    """Several rounds of one run as one: the medians of their rates and latency percentiles,
+    their requests, durations and errors summed."""
+    if len(results) == 1:
+        return results[0]
+    errors: dict[str, int] = {}
+    for result in results:
+        for name, count in result.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    return LoadResult(
+        requests=sum(r.requests for r in results),
+        duration_s=sum(r.duration_s for r in results),
+        rps=statistics.median(r.rps for r in results),
+        errors=errors,
+        latency_us={name: statistics.median(r.latency_us[name] for r in results) for name in results[0].latency_us},
+    )

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.gateway import ext_authz_counters, verify
+from bench.gateway import ext_authz_counters, plan, verify
 from bench.openloop import OpenLoop, open_loop
 from bench.procs import BenchError, ProcessGroup
-from bench.report import Measurement, Scenario, compare, floor_split
+from bench.report import Measurement, Scenario, compare, compare_rounds, floor_split, summary
 from bench.request import refund_request
 from bench.result import LoadResult, percentile
 from bench.stack import (
@@ -163,6 +163,35 @@ def test_comparison_is_against_direct_at_the_same_load() -> None:
     (c,) = compare([_measurement("direct", 2000, 300, 900), _measurement("aegis", 500, 1300, 2900)])
     assert c.target == "aegis" and c.throughput_ratio == pytest.approx(0.25)
     assert c.added_p50_ms == pytest.approx(1.0) and c.added_p99_ms == pytest.approx(2.0)
+
+
+def test_with_rounds_each_is_compared_with_its_own_direct_and_the_medians_reported() -> None:
+    # Direct doubles its speed in the last round; Aegis keeps half of each round's direct.
+    def run(target: str, rps: float, p50: float, round_: int) -> Measurement:
+        latency = {"p50": p50, "p90": p50, "p99": 2 * p50, "p999": 3 * p50}
+        return Measurement(Scenario(target, "connections", 32), LoadResult(1000, 1.0, rps, {}, latency), round=round_)
+
+    rounds = [(1000, 300, 500, 700), (1000, 300, 500, 900), (2000, 200, 1000, 1000)]
+    measurements = [
+        m
+        for i, (direct, d50, aegis, a50) in enumerate(rounds)
+        for m in (run("direct", direct, d50, i), run("aegis", aegis, a50, i))
+    ]
+    (c,) = compare_rounds(measurements)
+    assert c.rounds == 3 and c.throughput_ratio == pytest.approx(0.5)
+    assert c.added_p50_ms == pytest.approx(0.6)  # the median of 0.4, 0.6 and 0.8 ms
+    direct, aegis = summary(measurements)
+    assert (direct.scenario.target, direct.result.rps, direct.result.requests) == ("direct", 1000, 3000)
+    assert aegis.result.rps == 500 and aegis.result.latency_us["p50"] == 900
+    assert compare_rounds(measurements[:2]) == compare(measurements[:2])  # one round: as before
+
+
+def test_every_other_round_runs_each_load_level_in_the_reverse_order() -> None:
+    first, second = plan(0), plan(1)
+    assert sorted(first, key=repr) == sorted(second, key=repr)
+    one_conn = [s.target for s in first if s.mode == "connections" and s.load == 1]
+    assert one_conn == ["upstream", "direct", "floor", "aegis"]
+    assert [s.target for s in second if s.mode == "connections" and s.load == 1] == one_conn[::-1]
 
 
 def test_aegis_latency_splits_into_the_floor_and_its_own_work() -> None:

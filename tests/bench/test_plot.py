@@ -71,3 +71,20 @@ def test_a_result_of_several_rounds_plots_the_median_of_each_percentile(tmp_path
     assert [bar.label for bar in panel.bars] == ["slack\nAegis", "slack\ndirect"]
     assert panel.bars[0].percentiles_ms == (2.0, 4.0, 6.0, 8.0)
     assert panel.bars[1].percentiles_ms == (0.3, 0.6, 0.9, 1.2)
+
+
+def test_a_gateway_result_of_several_rounds_plots_the_median_of_each_percentile(tmp_path: Path) -> None:
+    def run(
+        target: str, round_index: int, p50_us: float, mode: str = "connections", load: int = 1
+    ) -> dict[str, object]:
+        latency = {"p50": p50_us, "p90": 2 * p50_us, "p99": 3 * p50_us, "p999": 4 * p50_us}
+        return {"target": target, "mode": mode, "load": load, "round": round_index, "latency_us": latency}
+
+    runs = [run("aegis", 0, 1000), run("aegis", 1, 3000), run("aegis", 2, 2000), run("direct", 0, 300)]
+    runs.append(run("aegis", 0, 9000, load=32))  # another load: not in this panel
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps({"measurements": runs}))
+    [panel] = plot.panels(path, None, None)
+    assert panel.title == "bench.gateway: clean call, medians of 3 rounds"
+    assert [bar.label.split("\n")[1] for bar in panel.bars] == ["1 conn", "1 conn"]
+    assert panel.bars[0].percentiles_ms == (2.0, 4.0, 6.0, 8.0)
