@@ -152,9 +152,9 @@ def render(figure_panels: Sequence[Panel], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway", type=Path, default=RESULTS / "gateway-1207f.json")
-    parser.add_argument("--dlp-gateway", type=Path, default=RESULTS / "dlp_gateway-rounds-1207f.json")
-    parser.add_argument("--opa-envoy", type=Path, default=RESULTS / "opa_envoy-1207f.json")
+    parser.add_argument("--gateway", type=Path, default=RESULTS / "gateway-rounds-1207g.json")
+    parser.add_argument("--dlp-gateway", type=Path, default=RESULTS / "dlp_gateway-rounds-1207g.json")
+    parser.add_argument("--opa-envoy", type=Path, default=RESULTS / "opa_envoy-1207g.json")
     parser.add_argument("--out", type=Path, default=RESULTS / "latency.png")
     args = parser.parse_args(argv)
     try:
