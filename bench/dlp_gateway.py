@@ -46,7 +46,7 @@ import yaml
 from bench.gateway import machine
 from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, total_cpu_seconds
 from bench.request import BenchRequest, refund_request
-from bench.result import LoadResult, median_result
+from bench.result import LoadResult, median_result, summed_counters
 from bench.stack import (
     DEFAULT_TRANSPORT,
     POLICIES,
@@ -386,12 +386,7 @@ def summary_runs(runs: list[Run]) -> list[Run]:
 def _median_run(group: list[Run]) -> Run:
     first = group[0]
     result = median_result([run.result for run in group])
-    counters: dict[str, int] | None = None
-    if all(run.counters is not None for run in group):
-        counters = {}
-        for run in group:
-            for name, count in (run.counters or {}).items():
-                counters[name] = counters.get(name, 0) + count
+    counters = summed_counters([run.counters for run in group])
     cpu = {role: statistics.median(run.cpu_us[role] for run in group) for role in first.cpu_us}
     return Run(first.call, first.target, first.connections, result, counters, cpu, -1)
 

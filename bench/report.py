@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from bench.result import LoadResult, median_result
+from bench.result import LoadResult, median_result, summed_counters
 
 TARGET_LABELS = {
     "upstream": "upstream alone",
@@ -129,16 +129,12 @@ def summary(measurements: Sequence[Measurement]) -> list[Measurement]:
     groups: dict[Scenario, list[Measurement]] = {}
     for m in measurements:
         groups.setdefault(m.scenario, []).append(m)
-    out = []
-    for group in groups.values():
-        checks: dict[str, int] | None = None
-        if all(m.checks is not None for m in group):
-            checks = {}
-            for m in group:
-                for name, count in (m.checks or {}).items():
-                    checks[name] = checks.get(name, 0) + count
-        out.append(Measurement(group[0].scenario, median_result([m.result for m in group]), checks))
-    return out
+    return [
+        Measurement(
+            group[0].scenario, median_result([m.result for m in group]), summed_counters([m.checks for m in group])
+        )
+        for group in groups.values()
+    ]
 
 
 def _ms(us: float) -> str:

@@ -62,3 +62,14 @@ def median_result(results: Sequence[LoadResult]) -> LoadResult:
         errors=errors,
         latency_us={name: statistics.median(r.latency_us[name] for r in results) for name in results[0].latency_us},
     )
+
+
+def summed_counters(counters: Sequence[dict[str, int] | None]) -> dict[str, int] | None:
+    """Envoy's counters of several rounds of one run, added up; None unless every round has them."""
+    if any(c is None for c in counters):
+        return None
+    total: dict[str, int] = {}
+    for round_counters in counters:
+        for name, count in (round_counters or {}).items():
+            total[name] = total.get(name, 0) + count
+    return total
