@@ -17,7 +17,7 @@ from extauthz.identity import AgentIdentity
 
 def new_decision_id() -> str:
     """A fresh decision id: what ``uuid.uuid4().hex`` gives (122 bits from ``os.urandom``, the
-    version and variant bits set), without building a ``UUID`` (0.5 µs instead of 2.5 on
+    version and variant bits set), without building a ``UUID`` (0.6 µs instead of 1.6 on
     every call)."""
     raw = bytearray(os.urandom(16))
     raw[6] = raw[6] & 0x0F | 0x40  # version 4

@@ -55,8 +55,8 @@ def log_info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
 
     When the line would reach only the service's own handler (``BufferedLogHandler`` with
     ``JsonLogFormatter``, no filters on the way), it is written there directly, the same JSON:
-    no ``LogRecord``, no walk through the handlers.  ~2 µs instead of ~6, and a fifth of a
-    clean Check's Python under load (py-spy).  Any other logging set-up gets the record."""
+    no ``LogRecord``, no walk through the handlers: 1.9 µs instead of 4.6, which under load
+    was a fifth of a clean Check's Python (py-spy).  Any other logging set-up gets the record."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _only_handler(logger)

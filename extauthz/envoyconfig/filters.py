@@ -193,7 +193,7 @@ def ext_proc_filter(*, replicated: bool = True) -> Resource:
     )
 
 
-# Runs only when Check handed a body (the matcher), so the key is there; any failure still
+# Created only when Check handed a body (the composite), so the key is there; any failure still
 # refuses the call rather than let the agent's own body through.  setBytes buffers the
 # agent's body (Check saw all of it, at most MAX_REQUEST_BODY_HANDED) and sets the new
 # content-length, so the tool gets a framed request, chunked or not.  The body is then
@@ -217,7 +217,7 @@ end
 
 def request_body_filter() -> Resource:
     """A Lua filter that puts the request body Check redacted (``request_body`` in its
-    metadata) in place of the agent's, only on those calls; every other call skips it.
+    metadata) in place of the agent's, created only on those calls (a composite filter).
 
     Check then names the response-only ext_proc instance (``metadata.GRPC_ENVOY_FEATURES``):
     no request headers message for ext_proc to answer with the body.  An ext_proc that does
