@@ -25,7 +25,7 @@ from extauthz.approvals.tokens import OVERRIDE_INVALID, OverrideClaims, Override
 from extauthz.decision import Decision, Effect, Reason, placeholders, render_reason, with_shadow_default
 from extauthz.decision_cache import DEFAULT_ENTRIES as DEFAULT_CACHE_ENTRIES
 from extauthz.decision_cache import CacheStats, DecisionCache
-from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, discard, new_decision_id
+from extauthz.decision_record import DecisionRecord, DecisionSink, DecisionTrace, new_decision_id
 from extauthz.engine import PolicyEngine, create_engine
 from extauthz.errors import AegisError, BodyTooLarge, DecisionLogError, EngineError, IdentityError
 from extauthz.identity import AgentIdentity, TokenVerifier
@@ -118,7 +118,7 @@ class Authorizer:
         base_url: str,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
-        sink: DecisionSink = discard,
+        sink: DecisionSink | None = None,
         approvals: ApprovalService | None = None,
         limits: LimitEnforcer | None = None,
         log_gate: Callable[[], None] | None = None,
@@ -133,7 +133,7 @@ class Authorizer:
         self._base_url = base_url.rstrip("/")
         self._max_body_bytes = max_body_bytes
         self._clock = clock
-        self._sink = sink
+        self._sink = sink  # None: no decision log, so no record is built
 
     @property
     def policy(self) -> ActivePolicy | None:
@@ -169,6 +169,8 @@ class Authorizer:
             error_code = "internal_error"
             answer = internal_error_answer(decision_id)
         log_info(log, "decision", {**answer.metadata, "error": error_code})
+        if self._sink is None:
+            return answer
         recorded = self._record(
             DecisionRecord(
                 decision_id=decision_id,
@@ -190,6 +192,8 @@ class Authorizer:
 
     def _record(self, record: DecisionRecord) -> bool:
         """Hand the record to the decision log; False if it could not be recorded."""
+        if self._sink is None:
+            return True
         try:
             return self._sink(record) is not False
         except Exception:

@@ -93,16 +93,17 @@ class Decision:
     obligations: Obligations = field(default_factory=Obligations)
     shadow: tuple[ShadowResult, ...] = ()
 
-    @property
+    # Cached: a decision from the decision cache answers many calls, and every answer reads these.
+    @functools.cached_property
     def would(self) -> str:
         """Shadow outcomes that would have changed the answer: ``would_deny:rule,…``."""
         return ",".join(f"{s.would}:{s.rule}" for s in self.shadow if s.effect != "allow")
 
-    @property
+    @functools.cached_property
     def rules(self) -> tuple[str, ...]:
         return tuple(r.rule for r in self.reasons)
 
-    @property
+    @functools.cached_property
     def reason(self) -> str:
         return "; ".join(r.message for r in self.reasons)
 

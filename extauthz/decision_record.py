@@ -54,7 +54,3 @@ class DecisionRecord:
 # Returns False when the record could not be written (``audit.sync``): the caller must then
 # refuse the call (503 decision_log_unavailable); None or True: recorded.
 DecisionSink = Callable[[DecisionRecord], bool | None]
-
-
-def discard(record: DecisionRecord) -> None:
-    """The sink used when no decision log is configured."""

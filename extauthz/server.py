@@ -33,7 +33,6 @@ from extauthz.audit.writer import DecisionLog, open_decision_log
 from extauthz.authorizer import Authorizer
 from extauthz.config import AegisConfig
 from extauthz.config_fields import parse_address
-from extauthz.decision_record import discard
 from extauthz.drain import STOP_GRACE_S, CountingAioHealth, CountingHealth, drain
 from extauthz.envoy_authz import AuthorizationServicer, envoy_puts_request_body, request_from_check
 from extauthz.envoy_proc import ExternalProcessorServicer
@@ -162,7 +161,7 @@ def build_service(config: AegisConfig, *, freeze_heap: bool = False) -> Service:
         base_url=config.service.base_url,
         max_body_bytes=config.envoy.max_request_bytes,
         approvals=approvals,
-        sink=decision_log or discard,
+        sink=decision_log,
         limits=limits,
         log_gate=decision_log.check_writable if decision_log is not None else None,
     )
@@ -216,10 +215,13 @@ class MeasuredAuthorizationServicer(AuthorizationServicer):
         metrics.decision_seconds.observe(time.perf_counter() - started)
         md = answer.metadata
         metrics.decisions_by(md.get(MD_DECISION, "error"), md.get(MD_TOOL, "unknown"), md.get(MD_RULE, "")).inc()
-        reason = str((answer.body or {}).get("reason") or (answer.body or {}).get("message") or "")
-        # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
-        carrier = trace_carrier(context.invocation_metadata() if context is not None else None, http_request.headers)
-        self._service.tracing.decision_span(carrier, md, reason, "ext_authz")
+        tracing = self._service.tracing
+        if tracing.enabled:  # the span's inputs are built only for a span
+            reason = str((answer.body or {}).get("reason") or (answer.body or {}).get("message") or "")
+            # Envoy's ext_authz client span travels in the gRPC metadata; fall back to the agent's own.
+            grpc_metadata = context.invocation_metadata() if context is not None else None
+            carrier = trace_carrier(grpc_metadata, http_request.headers)
+            tracing.decision_span(carrier, md, reason, "ext_authz")
         return self.respond(answer, http_request, envoy_puts_request_body=envoy_puts_request_body(context))
 
 
