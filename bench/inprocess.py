@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from bench.policygen import AGENT, TENANT, Call, scopes
 from bench.stack import write_aegis_config
 from extauthz.devtokens import mint_token
-from extauthz.server import JsonLogFormatter, MeasuredAuthorizationServicer, Service, build_service
+from extauthz.log_stream import BufferedLogHandler, JsonLogFormatter
+from extauthz.server import MeasuredAuthorizationServicer, Service, build_service
 from extauthz.tools import HttpRequest
 
 TOKEN_TTL_S = 1800
@@ -49,10 +51,12 @@ class InProcess:
 
 @contextmanager
 def decision_log_to(path: Path) -> Iterator[None]:
-    """The service's JSON log lines (one per decision, INFO) go to ``path`` meanwhile."""
+    """The service's JSON log lines (one per decision, INFO) go to ``path`` meanwhile, through
+    the handler ``aegis serve`` writes them with (buffered, flushed on a timer)."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler = BufferedLogHandler(fd)
     handler.setFormatter(JsonLogFormatter())
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -62,6 +66,7 @@ def decision_log_to(path: Path) -> Iterator[None]:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
         handler.close()
+        os.close(fd)
 
 
 @contextmanager
