@@ -1,6 +1,6 @@
 """The service's Python per call, warm and with the CPU caches evicted first.
 
-``python -m bench.cold [--samples 600] [--evict-mb 8] [--out bench/out/cold.json]``
+``python -m bench.cold [--samples 600] [--evict-mb 48] [--out bench/out/cold.json]``
 
 At one connection each call finds the service idle: Envoy, wrk and the upstream (and, on a
 cloud host, its neighbours) have run since the last call, and the service's code and data
@@ -25,7 +25,6 @@ policies, decision cache on, as a repeated call is):
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -41,16 +40,15 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as proc_pb
 
 from bench.dlp_gateway import CRM_HOST, SCOPES, SLACK_HOST, bench_policy_dir, requests
-from bench.inprocess import decision_log_to
+from bench.inprocess import in_process
 from bench.noop_authz import AllowEverything, pass_everything
 from bench.request import BenchRequest
-from bench.stack import TOOL_HOST, write_aegis_config
+from bench.stack import TOOL_HOST
 from bench.ticket import SSN, ticket_json
 from extauthz import grpc_front
 from extauthz.devtokens import mint_token
 from extauthz.metadata import EXT_AUTHZ_NAMESPACE, GRPC_ENVOY_FEATURES, MD_REQUEST_BODY
-from extauthz.server import MeasuredAuthorizationServicer, ext_proc_servicer
-from extauthz.server import build_service as build_aegis
+from extauthz.server import ext_proc_servicer
 
 DEFAULT_OUT = Path("bench/out/cold.json")
 WARM_BATCH = 300
@@ -146,49 +144,41 @@ def answered(call: Call) -> bytes:
 def workloads(workdir: Path) -> Iterator[list[Workload]]:
     """The service (its config, keys and store in ``workdir``) and the four workloads."""
     policies = bench_policy_dir(workdir / "policies")
-    config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policies, hosts=(TOOL_HOST, SLACK_HOST, CRM_HOST))
-    with decision_log_to(workdir / "decisions.log"):
-        service = build_aegis(config, freeze_heap=True)
-        try:
-            if service.authorizer.policy is None:
-                raise RuntimeError(f"the policy did not load: {service.reloader.status.last_error}")
-            token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=1800)
-            calls = requests(token)
-            parse_check = external_auth_pb2.CheckRequest.FromString
-            check = grpc_front.unary_handler(MeasuredAuthorizationServicer(service).Check, parse_check, "Check")
-            noop = grpc_front.unary_handler(AllowEverything().Check, parse_check, "Check")
-            noop_redacting = grpc_front.unary_handler(AllowEverything(redacting=True).Check, parse_check, "Check")
-            processor = ext_proc_servicer(service)
-            parse_message = proc_pb.ProcessingRequest.FromString
-            aegis_stream = grpc_front.stream_handler(
-                lambda context: processor.open_stream(context.invocation_metadata()).answer, parse_message, "Process"
-            )
-            noop_stream = grpc_front.stream_handler(lambda context: pass_everything, parse_message, "Process")
+    hosts = (TOOL_HOST, SLACK_HOST, CRM_HOST)
+    with in_process(workdir / "service", policies, freeze_heap=True, hosts=hosts) as proc:
+        service = proc.service
+        token = mint_token(proc.config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=1800)
+        calls = requests(token)
+        parse_check = external_auth_pb2.CheckRequest.FromString
+        check = grpc_front.unary_handler(proc.servicer.Check, parse_check, "Check")
+        noop = grpc_front.unary_handler(AllowEverything().Check, parse_check, "Check")
+        noop_redacting = grpc_front.unary_handler(AllowEverything(redacting=True).Check, parse_check, "Check")
+        processor = ext_proc_servicer(service)
+        parse_message = proc_pb.ProcessingRequest.FromString
+        aegis_stream = grpc_front.stream_handler(
+            lambda context: processor.open_stream(context.invocation_metadata()).answer, parse_message, "Process"
+        )
+        noop_stream = grpc_front.stream_handler(lambda context: pass_everything, parse_message, "Process")
 
-            def check_call(handler: grpc_front.RawHandler, message: bytes) -> Call:
-                return lambda: handler(message, CHECK_METADATA, "unix:")
+        def check_call(handler: grpc_front.RawHandler, message: bytes) -> Call:
+            return lambda: handler(message, CHECK_METADATA, "unix:")
 
-            def stream_of(name: str) -> tuple[bytes, bytes]:
-                answer = external_auth_pb2.CheckResponse.FromString(
-                    answered(check_call(check, check_bytes(calls[name])))
-                )
-                if answer.status.code != 0:
-                    raise RuntimeError(f"the {name} call was not allowed: {answer.denied_response.body}")
-                return response_stream(answer, ticket_json().encode())
+        def stream_of(name: str) -> tuple[bytes, bytes]:
+            answer = external_auth_pb2.CheckResponse.FromString(answered(check_call(check, check_bytes(calls[name]))))
+            if answer.status.code != 0:
+                raise RuntimeError(f"the {name} call was not allowed: {answer.denied_response.body}")
+            return response_stream(answer, ticket_json().encode())
 
-            refund, slack = check_bytes(calls["refund"]), check_bytes(calls["slack"])
-            slack_stream, crm_stream = stream_of("slack"), stream_of("crm")
-            aegis_slack, aegis_crm = stream_call(aegis_stream, slack_stream), stream_call(aegis_stream, crm_stream)
-            verify(check_call(check, refund), aegis_slack, aegis_crm)
-            yield [
-                Workload("refund", check_call(check, refund), check_call(noop, refund)),
-                Workload("slack check", check_call(check, slack), check_call(noop_redacting, slack)),
-                Workload("slack stream", aegis_slack, stream_call(noop_stream, slack_stream)),
-                Workload("crm stream", aegis_crm, stream_call(noop_stream, crm_stream)),
-            ]
-        finally:
-            service.close()
-            gc.unfreeze()  # as bench.inprocess does: the frozen start-up heap is not this caller's
+        refund, slack = check_bytes(calls["refund"]), check_bytes(calls["slack"])
+        slack_stream, crm_stream = stream_of("slack"), stream_of("crm")
+        aegis_slack, aegis_crm = stream_call(aegis_stream, slack_stream), stream_call(aegis_stream, crm_stream)
+        verify(check_call(check, refund), aegis_slack, aegis_crm)
+        yield [
+            Workload("refund", check_call(check, refund), check_call(noop, refund)),
+            Workload("slack check", check_call(check, slack), check_call(noop_redacting, slack)),
+            Workload("slack stream", aegis_slack, stream_call(noop_stream, slack_stream)),
+            Workload("crm stream", aegis_crm, stream_call(noop_stream, crm_stream)),
+        ]
 
 
 def redacted_body(answers: object) -> bytes:

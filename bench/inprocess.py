@@ -19,7 +19,8 @@ from pathlib import Path
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 
 from bench.policygen import AGENT, TENANT, Call, scopes
-from bench.stack import write_aegis_config
+from bench.stack import TOOL_HOST, write_aegis_config
+from extauthz.config import AegisConfig
 from extauthz.devtokens import mint_token
 from extauthz.log_stream import BufferedLogHandler, JsonLogFormatter
 from extauthz.server import MeasuredAuthorizationServicer, Service, build_service
@@ -35,6 +36,7 @@ class InProcess:
     service: Service
     servicer: MeasuredAuthorizationServicer
     token: str
+    config: AegisConfig
 
     def http_request(self, call: Call) -> HttpRequest:
         headers = {**call.headers, "authorization": f"Bearer {self.token}"}
@@ -71,20 +73,27 @@ def decision_log_to(path: Path) -> Iterator[None]:
 
 @contextmanager
 def in_process(
-    workdir: Path, policy_dir: Path, *, freeze_heap: bool = False, decision_cache: bool = True
+    workdir: Path,
+    policy_dir: Path,
+    *,
+    freeze_heap: bool = False,
+    decision_cache: bool = True,
+    hosts: tuple[str, ...] = (TOOL_HOST,),
 ) -> Iterator[InProcess]:
     """The service on ``policy_dir`` (its own config, keys and SQLite store in ``workdir``);
     ``freeze_heap`` as ``aegis serve`` does it (undone on exit); ``decision_cache`` False
-    decides every call afresh."""
+    decides every call afresh; ``hosts``: the tool hosts it routes."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = write_aegis_config(workdir, "127.0.0.1:9", policy_dir=policy_dir, decision_cache=decision_cache)
+    config = write_aegis_config(
+        workdir, "127.0.0.1:9", policy_dir=policy_dir, decision_cache=decision_cache, hosts=hosts
+    )
     with decision_log_to(workdir / "decisions.log"):
         service = build_service(config, freeze_heap=freeze_heap)
         try:
             if service.authorizer.policy is None:
                 raise RuntimeError(f"the policy did not load: {service.reloader.status.last_error}")
             token = mint_token(config.identity, agent=AGENT, tenant=TENANT, scopes=scopes(), ttl_s=TOKEN_TTL_S)
-            yield InProcess(service, MeasuredAuthorizationServicer(service), token)
+            yield InProcess(service, MeasuredAuthorizationServicer(service), token, config)
         finally:
             service.close()
             if freeze_heap:
