@@ -9,12 +9,14 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from helpers import Gateway, copy_policy_dir, start_gateway
 
 SLACK_BOT_TOKEN = "xoxb-test-bot-token"  # noqa: S105 - test credential
@@ -91,24 +93,24 @@ class Receiver:
         return {**request, "json": json.loads(request["body"])}
 
 
+def slack_headers(body: bytes, ts: int | None = None, secret: str = SLACK_SIGNING_SECRET) -> dict[str, str]:
+    """Slack's request signing: the timestamp and ``v0=`` HMAC-SHA256 of ``v0:{ts}:{body}``."""
+    timestamp = str(int(time.time()) if ts is None else ts)
+    mac = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"x-slack-request-timestamp": timestamp, "x-slack-signature": f"v0={mac}"}
+
+
 def slack_post(
     gw: Gateway,
     payload: dict[str, Any] | str,
     *,
     secret: str = SLACK_SIGNING_SECRET,
     ts: int | None = None,
-    signature: str | None = None,
 ) -> httpx.Response:
     """POST an interaction to the service the way Slack does (form-encoded, signed)."""
     raw = payload if isinstance(payload, str) else json.dumps(payload)
     body = urllib.parse.urlencode({"payload": raw}).encode()
-    timestamp = str(int(time.time()) if ts is None else ts)
-    mac = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-slack-request-timestamp": timestamp,
-        "x-slack-signature": signature or f"v0={mac}",
-    }
+    headers = {"content-type": "application/x-www-form-urlencoded", **slack_headers(body, ts, secret)}
     return httpx.post(f"http://{gw.config.service.http}/v1/slack/interactions", content=body, headers=headers)
 
 
@@ -154,13 +156,24 @@ def approvals_config(receiver_url: str, **over: Any) -> dict[str, Any]:
     return config
 
 
-def start_approvals_gateway(
+@contextmanager
+def approvals_gateway(
     directory: Path, receiver: Receiver, *, policy_yaml: str | None = None, **over: Any
-) -> Gateway:
+) -> Iterator[Gateway]:
+    """A gateway with approvals notifying ``receiver``, its secrets in the environment it
+    starts with (``ENV``); stopped on exit."""
     policy_dir = copy_policy_dir(directory / "policies", policy_yaml) if policy_yaml else None
-    return start_gateway(
-        directory / "gw", policy_dir=policy_dir, extra={"approvals": approvals_config(receiver.url, **over)}
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in ENV.items():
+            mp.setenv(name, value)
+        gateway = start_gateway(
+            directory / "gw", policy_dir=policy_dir, extra={"approvals": approvals_config(receiver.url, **over)}
+        )
+    try:
+        yield gateway
+    finally:
+        gateway.client.close()
+        gateway.stack.stop()
 
 
 def refund(gw: Gateway, amount: float, token: str | None = None, override: str | None = None) -> httpx.Response:

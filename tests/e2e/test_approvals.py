@@ -24,12 +24,12 @@ from approvals_fixtures import (
     HOOK_SECRET,
     SLACK_BOT_TOKEN,
     Receiver,
+    approvals_gateway,
     approve,
     click,
     operator,
     refund,
     slack_post,
-    start_approvals_gateway,
     status,
 )
 from helpers import Gateway
@@ -46,15 +46,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Gateway]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in ENV.items():
-            mp.setenv(name, value)
-        gateway = start_approvals_gateway(tmp_path_factory.mktemp("approvals"), receiver)
-    try:
+    with approvals_gateway(tmp_path_factory.mktemp("approvals"), receiver) as gateway:
         yield gateway
-    finally:
-        gateway.client.close()
-        gateway.stack.stop()
 
 
 def pending(gw: Gateway, amount: float) -> str:
@@ -318,17 +311,10 @@ SHORT_POLICY = (
 
 @pytest.fixture(scope="module")
 def short(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Gateway]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in ENV.items():
-            mp.setenv(name, value)
-        gateway = start_approvals_gateway(
-            tmp_path_factory.mktemp("short"), receiver, policy_yaml=SHORT_POLICY, token_ttl="2s", sweep_interval="200ms"
-        )
-    try:
+    with approvals_gateway(
+        tmp_path_factory.mktemp("short"), receiver, policy_yaml=SHORT_POLICY, token_ttl="2s", sweep_interval="200ms"
+    ) as gateway:
         yield gateway
-    finally:
-        gateway.client.close()
-        gateway.stack.stop()
 
 
 def test_budget_denies_beyond_max_pending_per_agent(short: Gateway):

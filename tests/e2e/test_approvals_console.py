@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from approvals_fixtures import CONSOLE_TOKEN, ENV, Receiver, refund, start_approvals_gateway, status
+from approvals_fixtures import CONSOLE_TOKEN, Receiver, approvals_gateway, refund, status
 from helpers import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -33,15 +33,10 @@ FLAGS = (
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     receiver = Receiver()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in ENV.items():
-            mp.setenv(name, value)
-        gateway = start_approvals_gateway(tmp_path_factory.mktemp("console"), receiver)
     try:
-        yield gateway
+        with approvals_gateway(tmp_path_factory.mktemp("console"), receiver) as gateway:
+            yield gateway
     finally:
-        gateway.client.close()
-        gateway.stack.stop()
         receiver.close()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import itertools
 import json
 import re
@@ -25,15 +24,14 @@ import pytest
 from approvals_fixtures import (
     APPROVER_SLACK_ID,
     CONSOLE_TOKEN,
-    ENV,
     OPERATOR_TOKEN,
     REFUND,
-    SLACK_SIGNING_SECRET,
     Receiver,
+    approvals_gateway,
     approve,
     operator,
     refund,
-    start_approvals_gateway,
+    slack_headers,
 )
 from helpers import Gateway
 
@@ -53,15 +51,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Gateway]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in ENV.items():
-            mp.setenv(name, value)
-        gateway = start_approvals_gateway(tmp_path_factory.mktemp("approvals-bypass"), receiver)
-    try:
+    with approvals_gateway(tmp_path_factory.mktemp("approvals-bypass"), receiver) as gateway:
         yield gateway
-    finally:
-        gateway.client.close()
-        gateway.stack.stop()
 
 
 def base(gw: Gateway) -> str:
@@ -112,35 +103,26 @@ def interaction(approval_id: str, action: str = "approve", user: dict[str, str] 
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def slack_signature(body: bytes, timestamp: str, secret: str = SLACK_SIGNING_SECRET) -> str:
-    return "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
-
-
 def post_interaction(gw: Gateway, body: bytes, headers: dict[str, str]) -> httpx.Response:
     headers = {"content-type": "application/x-www-form-urlencoded", **headers}
     return httpx.post(f"{base(gw)}/v1/slack/interactions", content=body, headers=headers, timeout=5)
 
 
-def signed(body: bytes, ts: int | None = None, secret: str = SLACK_SIGNING_SECRET) -> dict[str, str]:
-    timestamp = str(int(time.time()) if ts is None else ts)
-    return {"x-slack-request-timestamp": timestamp, "x-slack-signature": slack_signature(body, timestamp, secret)}
-
-
 def _other_body_signature(approval_id: str) -> tuple[bytes, dict[str, str]]:
     # The approver signed a deny; the attacker swaps in an approve under that signature.
-    return interaction(approval_id), signed(interaction(approval_id, "deny"))
+    return interaction(approval_id), slack_headers(interaction(approval_id, "deny"))
 
 
 def _hex_upper(approval_id: str) -> tuple[bytes, dict[str, str]]:
     body = interaction(approval_id)
-    headers = signed(body)
+    headers = slack_headers(body)
     return body, {**headers, "x-slack-signature": "v0=" + headers["x-slack-signature"][3:].upper()}
 
 
 def _signed_as(approval_id: str, user_id: str, username: str) -> tuple[bytes, dict[str, str]]:
     # Slack signs what it sends: a real workspace member whose display name mimics the approver.
     body = interaction(approval_id, user={"id": user_id, "username": username, "name": username})
-    return body, signed(body)
+    return body, slack_headers(body)
 
 
 # Outside Slack's 5-minute window with room to spare: int() truncates up to a second and the
@@ -150,26 +132,26 @@ OFF_WINDOW_S = 5 * 60 + 30
 SLACK_CASES: list[tuple[str, Callable[[str], tuple[bytes, dict[str, str]]], int, str]] = [
     (
         "wrong-signing-secret",
-        lambda a: (interaction(a), signed(interaction(a), secret="guessed")),
+        lambda a: (interaction(a), slack_headers(interaction(a), secret="guessed")),
         401,
         "bad_signature",
     ),
     ("signature-of-another-body", _other_body_signature, 401, "bad_signature"),
     (
         "replay-older-than-5-minutes",
-        lambda a: (interaction(a), signed(interaction(a), int(time.time()) - OFF_WINDOW_S)),
+        lambda a: (interaction(a), slack_headers(interaction(a), int(time.time()) - OFF_WINDOW_S)),
         401,
         "stale_timestamp",
     ),
     (
         "timestamp-in-the-future",
-        lambda a: (interaction(a), signed(interaction(a), int(time.time()) + OFF_WINDOW_S)),
+        lambda a: (interaction(a), slack_headers(interaction(a), int(time.time()) + OFF_WINDOW_S)),
         401,
         "stale_timestamp",
     ),
     (
         "timestamp-not-a-number",
-        lambda a: (interaction(a), {**signed(interaction(a)), "x-slack-request-timestamp": "1e9"}),
+        lambda a: (interaction(a), {**slack_headers(interaction(a)), "x-slack-request-timestamp": "1e9"}),
         401,
         "stale_timestamp",
     ),
@@ -181,13 +163,13 @@ SLACK_CASES: list[tuple[str, Callable[[str], tuple[bytes, dict[str, str]]], int,
     ),
     (
         "timestamp-missing",
-        lambda a: (interaction(a), {"x-slack-signature": signed(interaction(a))["x-slack-signature"]}),
+        lambda a: (interaction(a), {"x-slack-signature": slack_headers(interaction(a))["x-slack-signature"]}),
         401,
         "missing_signature",
     ),
     (
         "signature-v1-scheme",
-        lambda a: (interaction(a), {**signed(interaction(a)), "x-slack-signature": "v1=" + "0" * 64}),
+        lambda a: (interaction(a), {**slack_headers(interaction(a)), "x-slack-signature": "v1=" + "0" * 64}),
         401,
         "bad_signature",
     ),
@@ -195,7 +177,7 @@ SLACK_CASES: list[tuple[str, Callable[[str], tuple[bytes, dict[str, str]]], int,
     ("agent-jwt-instead-of-signature", lambda a: (interaction(a), {}), 401, "missing_signature"),
     (
         "signed-by-non-approver",
-        lambda a: (interaction(a, user={"id": "U0INTRUDER"}), signed(interaction(a, user={"id": "U0INTRUDER"}))),
+        lambda a: (interaction(a, user={"id": "U0INTRUDER"}), slack_headers(interaction(a, user={"id": "U0INTRUDER"}))),
         403,
         "not_an_approver",
     ),
@@ -217,7 +199,7 @@ def test_slack_interaction_forgery(gw: Gateway, make, status: int, code: str):
 def test_replayed_slack_approval_changes_nothing(gw: Gateway):
     approval_id, _ = pending(gw)
     body = interaction(approval_id)
-    headers = signed(body)
+    headers = slack_headers(body)
     assert post_interaction(gw, body, headers).status_code == 200
     first = state(gw, approval_id)
     replay = post_interaction(gw, body, headers)  # byte-identical, within the 5 minutes
@@ -233,9 +215,9 @@ def test_replayed_slack_approval_changes_nothing(gw: Gateway):
 def test_signed_deny_replayed_after_approval_changes_nothing(gw: Gateway):
     approval_id, _ = pending(gw)
     deny = interaction(approval_id, "deny")
-    deny_headers = signed(deny)  # captured, held back
+    deny_headers = slack_headers(deny)  # captured, held back
     approve_body = interaction(approval_id)
-    assert post_interaction(gw, approve_body, signed(approve_body)).status_code == 200
+    assert post_interaction(gw, approve_body, slack_headers(approve_body)).status_code == 200
     late = post_interaction(gw, deny, deny_headers)
     assert (late.status_code, late.json()["error"]) == (409, "not_pending")
     assert state(gw, approval_id)["state"] == "approved"
@@ -245,7 +227,7 @@ def test_signed_interaction_retargeted_to_another_approval_is_refused(gw: Gatewa
     first, _ = pending(gw)
     second, amount = pending(gw)
     body = interaction(first)
-    headers = signed(body)
+    headers = slack_headers(body)
     retargeted = body.replace(urllib.parse.quote(first).encode(), urllib.parse.quote(second).encode())
     assert retargeted != body
     response = post_interaction(gw, retargeted, headers)
