@@ -43,7 +43,7 @@ import yaml
 
 from bench.dlp_gateway import CRM_HOST, SCOPES, SLACK_HOST, SLACK_PATH, bench_policy_dir, ext_counters, requests
 from bench.gateway import _workdir, machine
-from bench.procs import BenchError, ProcessGroup, cpu_seconds, raise_on_sigterm, wait_ready
+from bench.procs import BenchError, MachineCpu, ProcessGroup, cpu_seconds, raise_on_sigterm, wait_ready
 from bench.stack import REPO, TOOL_HOST, Target, loopback, upstream_bootstrap, write_aegis_config
 from bench.ticket import ticket_json
 from bench.wrk import run_wrk
@@ -79,8 +79,22 @@ class Round:
     service_us: float
     ext_proc_messages: float
     errors: int
+    # The hypervisor's share of the run (percent of the machine's CPU time it gave to other
+    # guests): a round that lost the host's CPU is slow for a reason that is not either side.
+    steal_pct: float = 0.0
 
-    FIELDS = ("rps", "p50_ms", "p99_ms", "envoy_us", "service_us", "ext_proc_messages")
+    FIELDS = ("rps", "p50_ms", "p99_ms", "envoy_us", "service_us", "ext_proc_messages", "steal_pct")
+    # Compared between the sides: what was measured, and the service's CPU per Envoy CPU.
+    COMPARED = ("rps", "p50_ms", "p99_ms", "envoy_us", "service_us", "service_per_envoy")
+
+    @property
+    def service_per_envoy(self) -> float:
+        """The service's CPU per call over its Envoy's.  From one minute to the next every
+        process's CPU per call moves together on this machine (by up to 40 %, with no steal),
+        and both sides' Envoys do the same work: this ratio varies two to three times less between
+        runs than the service's CPU alone (docs/performance.md, "Why rounds differ").  It says
+        nothing when the change alters Envoy's own work."""
+        return self.service_us / self.envoy_us if self.envoy_us else 0.0
 
 
 @dataclass
@@ -89,7 +103,21 @@ class Outcome:
     base_native: list[str] = field(default_factory=list)  # the base's own compiled extensions
 
     def medians(self, side: str) -> dict[str, float]:
-        return {name: statistics.median(getattr(r, name) for r in self.rounds[side]) for name in Round.FIELDS}
+        names = dict.fromkeys((*Round.FIELDS, *Round.COMPARED))
+        return {name: statistics.median(getattr(r, name) for r in self.rounds[side]) for name in names}
+
+    def paired(self) -> dict[str, dict[str, float]]:
+        """Per compared field, the median over rounds of candidate / base within the same
+        round, and in how many rounds the candidate was better (higher RPS, lower the rest)."""
+        pairs = list(zip(self.rounds["base"], self.rounds["candidate"], strict=False))
+        found: dict[str, dict[str, float]] = {}
+        for name in Round.COMPARED:
+            ratios = [getattr(c, name) / getattr(b, name) for b, c in pairs if getattr(b, name)]
+            if not ratios:
+                continue
+            better = sum(1 for r in ratios if (r > 1 if name == "rps" else r < 1))
+            found[name] = {"ratio": statistics.median(ratios), "won": better, "rounds": len(ratios)}
+        return found
 
 
 @contextmanager
@@ -201,8 +229,10 @@ def measure(side: Side, call: str, connections: int, duration_s: float, workdir:
     request = requests(side.token)[call]
     messages_before = ext_counters(side.target, "ext_proc.").get("ext_proc.stream_msgs_sent", 0)
     service_before, envoy_before = cpu_seconds(side.service_pid), cpu_seconds(side.envoy_pid)
+    machine_before = MachineCpu.read()
     result = run_wrk(side.target.url, request, connections, duration_s, workdir)
     service_after, envoy_after = cpu_seconds(side.service_pid), cpu_seconds(side.envoy_pid)
+    steal_pct = MachineCpu.read().steal_pct_since(machine_before)
     messages = ext_counters(side.target, "ext_proc.").get("ext_proc.stream_msgs_sent", 0) - messages_before
     calls = max(result.requests, 1)
     return Round(
@@ -213,6 +243,7 @@ def measure(side: Side, call: str, connections: int, duration_s: float, workdir:
         service_us=(service_after - service_before) / calls * 1e6,
         ext_proc_messages=messages / calls,
         errors=result.error_count,
+        steal_pct=steal_pct,
     )
 
 
@@ -255,22 +286,31 @@ def start_upstream(group: ProcessGroup, upstream: Target, bodies: dict[str, str]
 def _row(r: Round) -> str:
     return (
         f"{r.rps:7.0f} RPS  P50 {r.p50_ms:6.2f}  P99 {r.p99_ms:6.2f} ms  "
-        f"Envoy {r.envoy_us:5.0f} µs  service {r.service_us:5.0f} µs  ext_proc msgs {r.ext_proc_messages:.2f}"
+        f"Envoy {r.envoy_us:5.0f} µs  service {r.service_us:5.0f} µs  ext_proc msgs {r.ext_proc_messages:.2f}  "
+        f"steal {r.steal_pct:4.1f} %"
     )
 
 
 def table(outcome: Outcome) -> str:
     base, candidate = outcome.medians("base"), outcome.medians("candidate")
     lines = [
-        "| side | RPS | P50 ms | P99 ms | Envoy µs/call | service µs/call | ext_proc msgs/call |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| side | RPS | P50 ms | P99 ms | Envoy µs/call | service µs/call | service / Envoy CPU"
+        " | ext_proc msgs/call | steal % |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, med in (("base", base), ("candidate", candidate)):
         cells = [f"{med['rps']:,.0f}", f"{med['p50_ms']:.2f}", f"{med['p99_ms']:.2f}"]
-        cells += [f"{med['envoy_us']:.0f}", f"{med['service_us']:.0f}", f"{med['ext_proc_messages']:.2f}"]
+        cells += [f"{med['envoy_us']:.0f}", f"{med['service_us']:.0f}", f"{med['service_per_envoy']:.3f}"]
+        cells += [f"{med['ext_proc_messages']:.2f}", f"{med['steal_pct']:.1f}"]
         lines.append(f"| {name} (median) | " + " | ".join(cells) + " |")
-    ratios = [f"{_ratio(candidate, base, key)}" for key in Round.FIELDS[:5]]
-    lines.append("| candidate / base | " + " | ".join(ratios) + " | |")
+    ratios = [_ratio(candidate, base, key) for key in Round.COMPARED]
+    lines.append("| candidate / base, of the medians | " + " | ".join(ratios) + " | | |")
+    paired = outcome.paired()
+    cells = [
+        f"{paired[key]['ratio']:.2f}x ({paired[key]['won']:.0f}/{paired[key]['rounds']:.0f})" if key in paired else "—"
+        for key in Round.COMPARED
+    ]
+    lines.append("| candidate / base, paired by round (rounds better) | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 
@@ -294,6 +334,7 @@ def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) 
         "machine": machine(),
         **context,
         "medians": {side: outcome.medians(side) for side in SIDES},
+        "paired": outcome.paired(),
         "runs": {side: [r.__dict__ for r in outcome.rounds[side]] for side in SIDES},
         "errors": {side: sum(r.errors for r in outcome.rounds[side]) for side in SIDES},
     }

@@ -44,7 +44,7 @@ import httpx
 import yaml
 
 from bench.gateway import machine
-from bench.procs import BenchError, ProcessGroup, raise_on_sigterm, total_cpu_seconds
+from bench.procs import BenchError, MachineCpu, ProcessGroup, raise_on_sigterm, total_cpu_seconds
 from bench.request import BenchRequest, refund_request
 from bench.result import LoadResult, median_result, summed_counters
 from bench.stack import (
@@ -255,6 +255,7 @@ class Run:
     # role → CPU µs per request over the run: the target's Envoy, and its gRPC service.
     cpu_us: dict[str, float] = field(default_factory=dict)
     round: int = 0  # with --rounds, which pass over the calls and targets
+    steal_pct: float = 0.0  # the machine's CPU time the hypervisor took over the run (bench.procs)
 
     @property
     def valid(self) -> bool:
@@ -263,7 +264,8 @@ class Run:
     def to_json(self) -> dict[str, Any]:
         out = {"call": self.call, "target": self.target, "connections": self.connections, "round": self.round}
         out["valid"] = self.valid
-        return {**out, **self.result.to_json(), "envoy_counters": self.counters, "cpu_us_per_request": self.cpu_us}
+        out.update(self.result.to_json())
+        return {**out, "envoy_counters": self.counters, "cpu_us_per_request": self.cpu_us, "steal_pct": self.steal_pct}
 
 
 def measure(
@@ -276,10 +278,12 @@ def measure(
     roles = stack.pids.get(target_name, {})
     counters = _counters(target) if target_name != "direct" else None
     cpu_before = {role: total_cpu_seconds(pids) for role, pids in roles.items()}
+    machine_before = MachineCpu.read()
     result = run_wrk(target.url, request, connections, duration_s, workdir)
     cpu = {role: total_cpu_seconds(pids) - cpu_before[role] for role, pids in roles.items()}
+    steal_pct = MachineCpu.read().steal_pct_since(machine_before)
     delta = None if counters is None else _delta(counters, _counters(target))
-    return Run(call, target_name, connections, result, delta, cpu_per_request(cpu, result), round_)
+    return Run(call, target_name, connections, result, delta, cpu_per_request(cpu, result), round_, steal_pct)
 
 
 def _counters(target: Target) -> dict[str, int]:
@@ -375,7 +379,7 @@ def _median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 def summary_runs(runs: list[Run]) -> list[Run]:
     """One run per (call, target, connections) in first-seen order: itself with one round;
-    with several, the medians of the rounds' RPS, percentiles and CPU, the errors and Envoy's
+    with several, the medians of the rounds' RPS, percentiles, CPU and steal, the errors and Envoy's
     counters summed."""
     groups: dict[tuple[str, str, int], list[Run]] = {}
     for run in runs:
@@ -388,7 +392,8 @@ def _median_run(group: list[Run]) -> Run:
     result = median_result([run.result for run in group])
     counters = summed_counters([run.counters for run in group])
     cpu = {role: statistics.median(run.cpu_us[role] for run in group) for role in first.cpu_us}
-    return Run(first.call, first.target, first.connections, result, counters, cpu, -1)
+    steal_pct = statistics.median(run.steal_pct for run in group)
+    return Run(first.call, first.target, first.connections, result, counters, cpu, -1, steal_pct)
 
 
 def _per_request(run: Run, name: str) -> str:

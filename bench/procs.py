@@ -113,6 +113,27 @@ def total_cpu_seconds(pids: tuple[int, ...]) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class MachineCpu:
+    """The machine's CPU time so far, in clock ticks (``/proc/stat``): all of it, and what
+    the hypervisor gave to other guests while this one wanted to run (steal)."""
+
+    total: int
+    steal: int
+
+    @classmethod
+    def read(cls, stat: str | None = None) -> MachineCpu:
+        text = Path("/proc/stat").read_text(encoding="ascii") if stat is None else stat
+        # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
+        ticks = [int(value) for value in text.split("\n", 1)[0].split()[1:9]]
+        return cls(total=sum(ticks), steal=ticks[7])
+
+    def steal_pct_since(self, before: MachineCpu) -> float:
+        """Percent of the machine's CPU time stolen between ``before`` and this reading."""
+        total = self.total - before.total
+        return round(100 * (self.steal - before.steal) / total, 2) if total > 0 else 0.0
+
+
 def wait_ready(child: Child, url: str, accept: Callable[[httpx.Response], bool]) -> None:
     """Poll ``url`` until ``accept`` says yes; BenchError if the child dies or time runs out."""
     deadline = time.monotonic() + READY_TIMEOUT_S

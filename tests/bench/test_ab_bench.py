@@ -73,17 +73,34 @@ def test_bad_arguments_are_refused(argv: list[str]) -> None:
         parse_args(["--base", "HEAD", *argv])
 
 
-def _round(rps: float, service_us: float) -> Round:
-    return Round(rps, 2.0, 4.0, 500.0, service_us, 3.0, 0)
+def _round(rps: float, service_us: float, steal_pct: float = 0.0, envoy_us: float = 500.0) -> Round:
+    return Round(rps, 2.0, 4.0, envoy_us, service_us, 3.0, 0, steal_pct)
 
 
 def test_the_table_shows_medians_and_the_candidates_ratios() -> None:
     outcome = Outcome()
-    outcome.rounds["base"] = [_round(1000, 500), _round(1200, 400), _round(900, 600)]
+    outcome.rounds["base"] = [_round(1000, 500, 0.5), _round(1200, 400, 4.0), _round(900, 600, 1.0)]
     outcome.rounds["candidate"] = [_round(1100, 450), _round(1320, 300), _round(5000, 350)]
     assert outcome.medians("base")["rps"] == 1000 and outcome.medians("candidate")["rps"] == 1320
     text = table(outcome)
-    assert "| candidate / base | 1.32x | 1.00x | 1.00x | 1.00x | 0.70x |" in text
+    assert "| base (median) | 1,000 | 2.00 | 4.00 | 500 | 500 | 1.000 | 3.00 | 1.0 |" in text
+    assert "| candidate / base, of the medians | 1.32x | 1.00x | 1.00x | 1.00x | 0.70x | 0.70x | | |" in text
+    # Round by round: RPS 1.10, 1.10, 5.56 (all better); service CPU 0.90, 0.75, 0.58 (all better).
+    assert "| candidate / base, paired by round (rounds better) | 1.10x (3/3) |" in text
+    assert "| 0.75x (3/3) | 0.75x (3/3) | | |" in text
+
+
+def test_rounds_are_paired_and_service_cpu_is_read_against_envoys() -> None:
+    # The machine slowed in round 2: every process's CPU per call rose, both sides alike.
+    outcome = Outcome()
+    outcome.rounds["base"] = [_round(1000, 200, envoy_us=400), _round(700, 300, envoy_us=600)]
+    outcome.rounds["candidate"] = [_round(1050, 190, envoy_us=400), _round(690, 285, envoy_us=600)]
+    paired = outcome.paired()
+    assert paired["rps"] == {"ratio": pytest.approx((1.05 + 690 / 700) / 2), "won": 1, "rounds": 2}
+    assert paired["service_us"]["ratio"] == pytest.approx(0.95) and paired["service_us"]["won"] == 2
+    assert paired["service_per_envoy"]["ratio"] == pytest.approx(0.95)
+    assert outcome.rounds["base"][1].service_per_envoy == pytest.approx(0.5)
+    assert _round(1000, 200, envoy_us=0).service_per_envoy == 0.0  # no Envoy CPU read: no ratio
 
 
 def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -> None:
@@ -107,6 +124,7 @@ def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -
     # Check, then the response headers and body (Envoy put the body Check redacted in place).
     assert measured.ext_proc_messages == pytest.approx(2.0, abs=0.05)
     assert measured.envoy_us > 0 and measured.service_us > 0
+    assert 0.0 <= measured.steal_pct <= 100.0
 
 
 def test_the_interpreter_of_each_side_is_recorded() -> None:

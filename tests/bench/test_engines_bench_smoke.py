@@ -110,9 +110,15 @@ def test_rounds_compare_each_run_with_direct_of_its_own_round_and_report_medians
     # round-1 figure would be wrong; against its own round's direct it is 0.25x both times.
     runs = [
         DlpRun("crm", "direct", 1, result(1000, 300), round=0),
-        DlpRun("crm", "aegis", 1, result(250, 1300), cpu_us={"envoy": 300.0, "service": 200.0}, round=0),
+        DlpRun("crm", "aegis", 1, result(250, 1300), cpu_us={"envoy": 300.0, "service": 200.0}, round=0, steal_pct=0.4),
         DlpRun(
-            "crm", "aegis", 1, result(500, 900, status_errors=1), cpu_us={"envoy": 340.0, "service": 260.0}, round=1
+            "crm",
+            "aegis",
+            1,
+            result(500, 900, status_errors=1),
+            cpu_us={"envoy": 340.0, "service": 260.0},
+            round=1,
+            steal_pct=9.0,
         ),
         DlpRun("crm", "direct", 1, result(2000, 100), round=1),
         DlpRun("crm", "aegis", 1, result(260, 1200), cpu_us={"envoy": 320.0, "service": 240.0}, round=2),
@@ -125,7 +131,7 @@ def test_rounds_compare_each_run_with_direct_of_its_own_round_and_report_medians
     aegis = summary["aegis"]
     assert aegis.result.rps == 260 and aegis.result.latency_us["p50"] == 1200
     assert aegis.result.error_count == 1 and aegis.result.requests == 300
-    assert aegis.cpu_us == {"envoy": 320.0, "service": 240.0}
+    assert aegis.cpu_us == {"envoy": 320.0, "service": 240.0} and aegis.steal_pct == 0.4
     assert not aegis.valid  # an error in any round marks the row
 
 
