@@ -10,15 +10,16 @@ SQLite store; the same policies), its own service process started from its own c
 and its own Envoy on the bootstrap its own code renders (``aegis envoy-config``), in front
 of one shared upstream.  wrk sends the same call through each side in turn, round after
 round (the side that goes first alternates); around every run the CPU of that side's Envoy
-and service is read from /proc, and Envoy's ext_proc counters give the messages per call.
+and service and the machine's steal are read from /proc, and Envoy's ext_proc counters give
+the messages per call.
 
-Prints each round, then the medians and the candidate's ratios against the base; writes
-JSON (``--out``).  The compiled extensions (the gRPC front, the DLP core) are this venv's
-for the candidate; when the base's Rust sources differ, the base's own are built (maturin,
-a cargo target directory kept under ``.aegis/ab-target`` so a rebuild is incremental) and
-put first on its ``PYTHONPATH``.  ``--base-python`` runs the base's service on another
-interpreter (another venv's ``python``): ``--base HEAD`` with it compares two interpreters on
-the same code.
+Prints each round, then the medians and the candidate's ratios against the base (of the
+medians, and paired round by round with the rounds won); writes JSON (``--out``).  The
+compiled extensions (the gRPC front, the DLP core) are this venv's for the candidate; when
+the base's Rust sources differ, the base's own are built (maturin, a cargo target directory
+kept under ``.aegis/ab-target`` so a rebuild is incremental) and put first on its
+``PYTHONPATH``.  ``--base-python`` runs the base's service on another interpreter (another
+venv's ``python``): ``--base HEAD`` with it compares two interpreters on the same code.
 """
 
 from __future__ import annotations
