@@ -8,6 +8,9 @@
 //! Bidirectional streams (ext_proc's ``Process``) work the same way: Python opens a session
 //! per stream and answers each inbound message with the messages to send back and whether
 //! the stream is done; the stream then ends with OK (a clean close, never a reset).
+//!
+//! The crate also holds the decision log's appender (`appender`): the thread that writes its
+//! sealed lines without the GIL.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -26,6 +29,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
+
+mod appender;
 
 /// The status text of a Python exception: its message may quote the request.
 const HANDLER_FAILED: &str = "aegis: the handler failed";
@@ -536,5 +541,6 @@ where
 fn aegis_grpc_front(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Server>()?;
     m.add_class::<Gate>()?;
+    m.add_class::<appender::FileAppender>()?;
     Ok(())
 }
