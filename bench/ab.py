@@ -20,6 +20,9 @@ the base's Rust sources differ, the base's own are built (maturin, a cargo targe
 kept under ``.aegis/ab-target`` so a rebuild is incremental) and put first on its
 ``PYTHONPATH``.  ``--base-python`` runs the base's service on another interpreter (another
 venv's ``python``): ``--base HEAD`` with it compares two interpreters on the same code.
+``--decision-log`` gives both sides the signed decision log (``audit.path``, a signing key,
+the defaults otherwise: ``sync: true``), which ``bench.dlp_gateway`` leaves out as issue 8's
+targets do.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from bench.procs import BenchError, MachineCpu, ProcessGroup, cpu_seconds, raise
 from bench.stack import REPO, TOOL_HOST, Target, loopback, upstream_bootstrap, write_aegis_config
 from bench.ticket import ticket_json
 from bench.wrk import run_wrk
+from extauthz.audit.keys import generate
 from extauthz.config import AegisConfig
 from extauthz.devtokens import mint_token
 from extauthz.supervisor import envoy_binary
@@ -179,14 +183,18 @@ def start_side(
     upstream: str,
     native: Path | None = None,
     python: str = sys.executable,
+    decision_log: bool = False,
 ) -> Side:
-    """One side: its config, its service from ``checkout`` on the interpreter ``python`` (with
-    ``native``'s compiled extensions first on its path, when given), its Envoy on the bootstrap
-    that ``checkout``'s code renders for that config."""
+    """One side: its config (with the signed decision log when ``decision_log``), its service
+    from ``checkout`` on the interpreter ``python`` (with ``native``'s compiled extensions
+    first on its path, when given), its Envoy on the bootstrap that ``checkout``'s code
+    renders for that config."""
     side_dir = workdir / name
     side_dir.mkdir(parents=True, exist_ok=True)
     policies = bench_policy_dir(side_dir / "policies")
     config = write_aegis_config(side_dir, upstream, policy_dir=policies, hosts=(TOOL_HOST, SLACK_HOST, CRM_HOST))
+    if decision_log:
+        add_decision_log(config.path)
     bootstrap = side_dir / "envoy.yaml"
     rendered = subprocess.run(
         [sys.executable, "-m", "extauthz.cli", "envoy-config", "-c", str(config.path), "-o", str(bootstrap)],
@@ -209,6 +217,14 @@ def start_side(
     token = mint_token(config.identity, agent="bench-bot", tenant="acme", scopes=SCOPES, ttl_s=TOKEN_TTL_S)
     target = Target(name, config.envoy.listen, admin)
     return Side(name, checkout, config, target, service.process.pid, envoy.process.pid, token)
+
+
+def add_decision_log(config_path: Path) -> None:
+    """``audit`` in this aegis.yaml: a log next to it, signed with a key made for it."""
+    generate(config_path.parent / "keys" / "audit.pem")
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    raw["audit"] = {"path": str(config_path.parent / "decisions.jsonl"), "signing_key": "keys/audit.pem"}
+    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
 
 
 def expect_ok(side: Side, call: str) -> None:
@@ -258,8 +274,8 @@ def run(args: argparse.Namespace, workdir: Path, progress: Any) -> Outcome:
         if native is not None:
             outcome.base_native = sorted(p.name for p in native.iterdir() if p.name in NATIVE_CRATES.values())
         sides = [
-            start_side(group, "base", checkout, workdir, upstream.listen, native, args.base_python),
-            start_side(group, "candidate", REPO, workdir, upstream.listen),
+            start_side(group, "base", checkout, workdir, upstream.listen, native, args.base_python, args.decision_log),
+            start_side(group, "candidate", REPO, workdir, upstream.listen, decision_log=args.decision_log),
         ]
         bodies = {SLACK_PATH: ticket_json(), "/tenants/": ticket_json()}
         start_upstream(group, upstream, bodies, envoy_binary(sides[0].config))
@@ -329,6 +345,7 @@ def report(args: argparse.Namespace, outcome: Outcome, context: dict[str, Any]) 
         "base_native": outcome.base_native,
         "python": {"base": interpreter(args.base_python), "candidate": interpreter(sys.executable)},
         "call": args.call,
+        "decision_log": args.decision_log,
         "connections": args.connections,
         "rounds": args.rounds,
         "duration_s": args.duration,
@@ -368,6 +385,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--base-python",
         default=sys.executable,
         help="the interpreter the base's service runs on, e.g. another venv's python (default: this one)",
+    )
+    parser.add_argument(
+        "--decision-log", action="store_true", help="both sides write the signed decision log (audit.path)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ab.json")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a deleted temp dir)")

@@ -4,6 +4,7 @@ No timing assertions."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -114,7 +115,7 @@ def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -
         wrapper = tmp_path / "python-wrapper"
         wrapper.write_text(f'#!/bin/sh\ntouch {marker}\nexec {sys.executable} "$@"\n')
         wrapper.chmod(0o755)
-        side = start_side(group, "candidate", REPO, tmp_path, upstream.listen, python=str(wrapper))
+        side = start_side(group, "candidate", REPO, tmp_path, upstream.listen, python=str(wrapper), decision_log=True)
         assert marker.is_file()
         start_upstream(group, upstream, {SLACK_PATH: ticket_json()}, envoy_binary(side.config))
         assert (tmp_path / "candidate" / "envoy.yaml").is_file()  # rendered by the checkout's own code
@@ -125,6 +126,11 @@ def test_a_side_runs_its_own_service_and_envoy_and_is_measured(tmp_path: Path) -
     assert measured.ext_proc_messages == pytest.approx(2.0, abs=0.05)
     assert measured.envoy_us > 0 and measured.service_us > 0
     assert 0.0 <= measured.steal_pct <= 100.0
+    # --decision-log: the side's service wrote the signed log, one decision per call
+    entries = [json.loads(line) for line in (tmp_path / "candidate" / "decisions.jsonl").read_text().splitlines()]
+    decisions = [e for e in entries if e["type"] == "decision"]
+    assert entries[0]["type"] == "header" and len(decisions) >= measured.rps * 0.5
+    assert {e["tool"] for e in decisions} == {"slack.post_message"}
 
 
 def test_the_interpreter_of_each_side_is_recorded() -> None:
