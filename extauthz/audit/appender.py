@@ -167,24 +167,31 @@ class ThreadAppender:
                 batch = list(self._queue)
                 self._queue.clear()
                 self._changed.notify_all()  # room for blocked appenders
-            pending, sync = bytearray(), False
-            for _, data, wants_sync, rotated in batch:
+            pending = bytearray()
+            for ticket, data, sync, rotated in batch:
                 if rotated is not None:
-                    self._write(bytes(pending), sync)
-                    pending, sync = bytearray(), False
+                    self._write(bytes(pending), False)
+                    pending = bytearray()
                     self._rotate(rotated)
                 pending += data or b""
-                sync |= wants_sync
-            self._write(bytes(pending), sync)
-            with self._changed:
-                self._written, self._failing = batch[-1][0], None
-                self._changed.notify_all()
+                if sync:  # the tickets before this one wait for their bytes, not for the fsync
+                    self._write(bytes(pending), False)
+                    pending = bytearray()
+                    self._publish(ticket - 1)
+                    self._write(b"", True)
+            self._write(bytes(pending), False)
+            self._publish(batch[-1][0])
         with self._changed:
             self._stopped = True
             self._changed.notify_all()
             self._events.notify_all()
         if self._fh is not None:
             self._fh.close()
+
+    def _publish(self, written: int) -> None:
+        with self._changed:
+            self._written, self._failing = max(self._written, written), None
+            self._changed.notify_all()
 
     def _target(self) -> BinaryIO:
         if self._stream is not None:
@@ -219,7 +226,11 @@ class ThreadAppender:
                 view = view[written or 0 :]
             target.flush()
             if sync and self._fh is not None:
-                os.fsync(self._fh.fileno())
+                try:
+                    os.fsync(self._fh.fileno())
+                except OSError as exc:  # a pipe or a character device cannot be synced
+                    if exc.errno != errno.EINVAL:
+                        raise
 
         if data or sync:
             self._retrying(attempt)

@@ -257,21 +257,22 @@ class DecisionLog:
 
     def _append(self, entries: list[dict[str, Any]]) -> int:
         """Seal ``entries`` (and the checkpoint or rotation they make due) and queue them for
-        writing, in one step; the ticket of the last bytes queued."""
+        writing, in one step; the ticket of the last entry's bytes."""
         if self._closed:
             raise RuntimeError("the decision log is closed")
         with self._lock:
             lines: list[bytes] = []
-            ticket, sync = 0, False
+            ticket = 0
             for entry in entries:
                 lines.append(self._seal(entry))
                 if self._since_checkpoint >= self._config.checkpoint_every:  # exactly every N entries
-                    lines.append(self._seal(self._checkpoint_entry()))
-                    sync = True
+                    ticket = self._queue_bytes(b"".join(lines), False)
+                    lines = []
+                    self._checkpoint()  # fsync'ed; the entries before it do not wait for that
             if lines:
-                ticket = self._queue_bytes(b"".join(lines), sync)
+                ticket = self._queue_bytes(b"".join(lines), False)
             if self._rotates and self._size >= self._config.max_bytes:
-                ticket = self._rotate()
+                self._rotate()
             return ticket
 
     def _seal(self, entry: dict[str, Any]) -> bytes:

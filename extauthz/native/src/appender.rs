@@ -117,7 +117,11 @@ impl Shared {
                 }
             }
             if sync && to_disk {
-                file.sync_all()?;
+                match file.sync_all() {
+                    // A pipe or a character device cannot be synced: what was written is all there is.
+                    Err(err) if err.raw_os_error() == Some(22) => {}
+                    other => other?,
+                }
             }
             Ok(())
         });
@@ -145,39 +149,49 @@ impl Shared {
                 self.work.notify_all(); // room for blocked appenders
                 batch
             };
-            let (mut pending, mut sync, mut last, mut stop) = (Vec::new(), false, 0, false);
+            let (mut pending, mut last, mut stop) = (Vec::new(), 0, false);
             for (ticket, command) in batch {
                 match command {
-                    Command::Write { data, sync: wanted } => {
+                    Command::Write { data, sync } => {
                         pending.extend_from_slice(&data);
-                        sync |= wanted;
+                        if sync {
+                            // The tickets before this one wait for their bytes, not for the fsync.
+                            self.write_all(&mut target, &pending, false);
+                            pending.clear();
+                            self.publish(ticket - 1, false);
+                            self.write_all(&mut target, &[], true);
+                        }
                     }
                     Command::Rotate { rotated, header } => {
-                        self.write_all(&mut target, &pending, sync);
+                        self.write_all(&mut target, &pending, false);
                         pending.clear();
-                        sync = false;
                         self.rotate(&mut target, &rotated, &header);
                     }
                     Command::Stop => stop = true,
                 }
                 last = ticket;
             }
-            if !pending.is_empty() || sync {
-                self.write_all(&mut target, &pending, sync);
+            if !pending.is_empty() {
+                self.write_all(&mut target, &pending, false);
             }
-            {
-                let mut state = self.state.lock().unwrap();
-                state.written = last;
-                state.failing = None;
-                if stop {
-                    state.stopped = true;
-                }
-            }
-            self.progress.notify_all();
+            self.publish(last, stop);
             if stop {
-                self.events.notify_all();
                 return;
             }
+        }
+    }
+
+    /// Everything up to `written` is written (and writes succeed again): wake its waiters.
+    fn publish(&self, written: u64, stop: bool) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.written = state.written.max(written);
+            state.failing = None;
+            state.stopped |= stop;
+        }
+        self.progress.notify_all();
+        if stop {
+            self.events.notify_all();
         }
     }
 }

@@ -180,6 +180,11 @@ def test_a_stalled_disk_fails_the_call_closed_on_the_compiled_appender(
     assert decisions == [f"d{n:04d}" for n in (*range(stalled + 1), 5000)]  # every record, in order
     withheld = [e["fields"] for e in lines if e.get("kind") == writer.WITHHELD]
     assert withheld == [{"decision_id": f"d{stalled:04d}", "answer": 503, "error": "decision_log_unavailable"}]
+    # The final checkpoint: fsync is refused on a FIFO (EINVAL), which is no write failure.
+    started = time.monotonic()
+    log.close(timeout=5)
+    assert time.monotonic() - started < 2.0 and log.health()["ok"] is True
+    assert json.loads(read().splitlines()[-1])["type"] == "checkpoint"
 
 
 def _times_scheduled(thread: threading.Thread) -> int:
