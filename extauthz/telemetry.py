@@ -96,7 +96,7 @@ class Metrics:
             "aegis_decision_log_write_errors", "Failed decision-log writes (retried).", registry=self.registry
         )
         self.decision_log_checkpoints = Counter(
-            "aegis_decision_log_checkpoints", "Signed decision-log checkpoints written.", registry=self.registry
+            "aegis_decision_log_checkpoints", "Signed decision-log checkpoints sealed.", registry=self.registry
         )
         self.decision_log_blocked = Counter(
             "aegis_decision_log_blocked",
