@@ -10,8 +10,10 @@ missing from the log.  docs/security.md ("Fault injection") tabulates the outcom
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -305,6 +307,65 @@ def test_notifier_down_approval_still_created_and_nothing_lost(
 
 
 # --- the decision log itself --------------------------------------------------------------
+
+
+def test_a_stalled_decision_log_disk_answers_503_with_aegis_reason_and_loses_nothing(
+    tmp_path: Path, gateways: list[FaultGateway]
+) -> None:
+    """The log is a FIFO the test reads only when it wants to: once its 64 KiB buffer is full
+    every write blocks, as on a hung disk.  The service's appender thread is stuck in
+    ``write(2)``; the call waiting for its record gets Aegis's 503 at 0.8 s (inside Envoy's
+    1 s timeout), and every record is written, in order, once the disk moves again."""
+    audit_dir = tmp_path / "audit"
+    audit_dir.mkdir()
+    os.mkfifo(audit_dir / "decisions.jsonl")
+    reader = os.open(audit_dir / "decisions.jsonl", os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+    draining = threading.Event()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                chunk = b""
+            received.extend(chunk)
+            if not chunk:
+                if stop.is_set():
+                    return
+                time.sleep(0.01)
+
+    stop = threading.Event()
+    try:
+        gw = start_fault_gateway(tmp_path, audit_dir=audit_dir)
+        gateways.append(gw)
+        probes: list[Sent] = []
+        wait_until(lambda: not probe(gw, probes), timeout=60, what="the FIFO to fill and a call to be refused")
+        stalled = probes[-1]
+        ready_stalled = gw.ready()
+        reader_thread = threading.Thread(target=drain, daemon=True)
+        reader_thread.start()
+        draining.set()
+        after = drive(gw, mixed(12, start=200))
+        gw.stop()
+    finally:
+        stop.set()
+        if draining.is_set():
+            reader_thread.join(10)
+        os.close(reader)
+    assert stalled.status == 503 and stalled.reason == "decision_log_unavailable"
+    assert "could not be recorded" in str(stalled.body)  # Aegis's answer, not Envoy's timeout
+    assert all(p.status == 200 for p in probes[:-1]) and len(probes) > 1
+    assert ready_stalled["ready"] is True  # stalled is not failing: nothing to report yet
+    healthy(after)
+    entries = [json.loads(line) for line in bytes(received).splitlines()]
+    logged = [e["decision_id"] for e in entries if e["type"] == "decision"]
+    expected = [p.decision_id for p in probes] + [s.decision_id for s in after]
+    assert sorted(logged) == sorted(expected) and len(set(logged)) == len(logged)
+    assert logged[: len(probes)] == [p.decision_id for p in probes]  # in the order they were decided
+    withheld = [e["fields"] for e in entries if e.get("kind") == "decision.withheld"]
+    assert withheld == [{"decision_id": stalled.decision_id, "answer": 503, "error": "decision_log_unavailable"}]
+    assert entries[-1]["type"] == "checkpoint"  # closed cleanly: a FIFO is not fsync'ed
 
 
 def test_disk_full_for_the_decision_log_refuses_calls_until_it_can_write(
