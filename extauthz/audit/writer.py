@@ -258,9 +258,9 @@ class DecisionLog:
     def _append(self, entries: list[dict[str, Any]]) -> int:
         """Seal ``entries`` (and the checkpoint or rotation they make due) and queue them for
         writing, in one step; the ticket of the last entry's bytes."""
-        if self._closed:
-            raise RuntimeError("the decision log is closed")
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the decision log is closed")
             lines: list[bytes] = []
             ticket = 0
             for entry in entries:

@@ -40,6 +40,8 @@ struct State {
     /// The errno of the last failed write while writes fail; None once one succeeds.
     failing: Option<i32>,
     errors: u64,
+    /// The Stop command is queued: nothing more is taken.
+    stopping: bool,
     stopped: bool,
 }
 
@@ -209,15 +211,17 @@ impl FileAppender {
     fn push(&self, py: Python<'_>, command: Command, wait_for_room: bool) -> PyResult<Option<u64>> {
         py.detach(|| {
             let mut state = self.shared.state.lock().unwrap();
-            while state.queue.len() >= self.shared.capacity && !state.stopped {
+            let stop = matches!(command, Command::Stop); // needs no room: a stuck disk must not hold close()
+            while !stop && state.queue.len() >= self.shared.capacity && !state.stopping {
                 if !wait_for_room {
                     return Ok(None);
                 }
                 state = self.shared.work.wait(state).unwrap();
             }
-            if state.stopped || matches!(state.queue.back(), Some((_, Command::Stop))) {
+            if state.stopping {
                 return Err(PyRuntimeError::new_err("the decision log's appender is closed"));
             }
+            state.stopping = stop;
             state.issued += 1;
             let ticket = state.issued;
             state.queue.push_back((ticket, command));

@@ -118,6 +118,22 @@ def test_a_stalled_file_releases_waiters_at_their_timeout_and_loses_nothing(kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_close_does_not_hang_on_a_stalled_file_with_a_full_queue(kind: str, fifo: tuple[Path, int]) -> None:
+    path, reader = fifo
+    appender = make_appender(kind, path, capacity=2)
+    appender.append(b"x" * (PIPE_BUFFER + 1), False, True)
+    time.sleep(0.1)  # the writer takes it and blocks in write()
+    appender.append(b"a\n", False, True)
+    appender.append(b"b\n", False, True)
+    started = time.monotonic()
+    assert appender.close(0.2) is False  # it cannot finish, and says so at its timeout
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(RuntimeError, match="closed"):
+        appender.append(b"late\n", False, True)
+    drain(reader)  # unblock the writer so its thread ends
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_full_disk_fails_waiters_at_once_and_reports_enospc(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "full.jsonl"
     path.symlink_to("/dev/full")
