@@ -254,14 +254,15 @@ impl FileAppender {
 
     /// Queue ``data`` (fsync'ed after it when ``sync``): its ticket, or None when the queue
     /// is full and not ``wait_for_room``.
-    fn append(&self, py: Python<'_>, data: Vec<u8>, sync: bool, wait_for_room: bool) -> PyResult<Option<u64>> {
-        self.push(py, Command::Write { data, sync }, wait_for_room)
+    fn append(&self, py: Python<'_>, data: &[u8], sync: bool, wait_for_room: bool) -> PyResult<Option<u64>> {
+        // `&[u8]`, one copy: a `Vec<u8>` argument is extracted item by item (~30 µs per line).
+        self.push(py, Command::Write { data: data.to_vec(), sync }, wait_for_room)
     }
 
     /// After what is queued: close the file, rename it ``rotated``, write ``header`` to a new
     /// one; as ``append``.
-    fn rotate(&self, py: Python<'_>, rotated: PathBuf, header: Vec<u8>, wait_for_room: bool) -> PyResult<Option<u64>> {
-        self.push(py, Command::Rotate { rotated, header }, wait_for_room)
+    fn rotate(&self, py: Python<'_>, rotated: PathBuf, header: &[u8], wait_for_room: bool) -> PyResult<Option<u64>> {
+        self.push(py, Command::Rotate { rotated, header: header.to_vec() }, wait_for_room)
     }
 
     /// True once ``ticket`` is written; False after ``timeout`` seconds or while writes fail.
