@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dlp import _native
+from dlp._dates import reference_date
 from dlp._engine import ENGINE as _PYTHON_ENGINE
 from dlp._errors import (
     BinaryBody,
@@ -66,6 +67,7 @@ __all__ = [
     "Result",
     "UnknownDetector",
     "redact",
+    "reference_date",
     "scan",
 ]
 

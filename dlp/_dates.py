@@ -50,6 +50,12 @@ def _current_date() -> dt.date:
     return today
 
 
+def reference_date() -> dt.date:
+    """The day dates are judged against (a date of birth is never after it): what a text
+    redacts to may change when it does."""
+    return _current_date()
+
+
 def _make(year: int, month: int, day: int) -> dt.date | None:
     today = _current_date()
     if year < 100:  # two-digit year: the most recent past century year

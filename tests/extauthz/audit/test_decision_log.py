@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import io
 import json
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import SECRETS, make_record
 
 from extauthz.audit.keys import load_public
@@ -266,3 +268,19 @@ def test_hot_path_cost_and_writer_throughput(open_log: Callable[..., DecisionLog
     print(f"\nenqueue {enqueue_us:.2f} us/record; writer {len(records) / elapsed:.0f} records/s (PII-heavy args)")
     assert enqueue_us < 200
     assert len(_lines(tmp_path / "decisions.jsonl")) >= 2000
+
+
+def test_masked_texts_are_reused_within_a_day_and_judged_again_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reason texts and paths repeat, so their masking is cached; by the day, because whether a
+    date is a date of birth depends on it (never after today)."""
+    from dlp import _dates
+    from extauthz.audit.entry import _masked_text, mask_text
+
+    future = dt.date.today() + dt.timedelta(days=13)
+    text = f"date of birth: {future.isoformat()} (refund for jane.roe@example.com)"
+    today = mask_text(text)
+    assert today == f"date of birth: {future.isoformat()} (refund for [REDACTED:EMAIL])"
+    hits = _masked_text.cache_info().hits
+    assert mask_text(text) == today and _masked_text.cache_info().hits == hits + 1
+    monkeypatch.setattr(_dates, "_current_date", lambda: future + dt.timedelta(days=1))
+    assert mask_text(text) == "date of birth: [REDACTED:DATE_OF_BIRTH] (refund for [REDACTED:EMAIL])"
