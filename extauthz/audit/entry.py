@@ -86,9 +86,8 @@ def mask_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return {}, []
     raw = json.dumps(_numbers_as_text(args), ensure_ascii=False, default=str).encode()
     result = dlp.redact(raw, "application/json", _ALL)
-    if not result.changed:
-        return json.loads(raw) if raw else {}, []
-    masked = _restore_numbers(json.loads(result.body), args)
+    # Numbers dlp left alone are numbers again, masked or not (they were scanned as text).
+    masked = _restore_numbers(json.loads(result.body if result.changed else raw), args)
     pointers = sorted({_pointer(f.location, "/input/tool/args") for f in result.findings})
     return masked, pointers
 

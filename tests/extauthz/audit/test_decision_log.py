@@ -284,3 +284,14 @@ def test_masked_texts_are_reused_within_a_day_and_judged_again_the_next(monkeypa
     assert mask_text(text) == today and _masked_text.cache_info().hits == hits + 1
     monkeypatch.setattr(_dates, "_current_date", lambda: future + dt.timedelta(days=1))
     assert mask_text(text) == "date of birth: [REDACTED:DATE_OF_BIRTH] (refund for [REDACTED:EMAIL])"
+
+
+def test_long_numbers_are_scanned_as_text_and_logged_as_numbers() -> None:
+    """A card number sent as a JSON number is masked; a long number that is no PII stays the
+    number it was, whether or not something else in the arguments was masked."""
+    from extauthz.audit.entry import mask_args
+
+    assert mask_args({"order_id": 12345678, "amount": 20}) == ({"order_id": 12345678, "amount": 20}, [])
+    masked, pointers = mask_args({"card": 4111111111111111, "order_id": 12345678, "items": [{"qty": 10_000_000}]})
+    assert masked == {"card": "[REDACTED:CREDIT_CARD]", "order_id": 12345678, "items": [{"qty": 10_000_000}]}
+    assert pointers == ["/input/tool/args/card"]
